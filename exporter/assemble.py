@@ -1,0 +1,84 @@
+"""Wiring shared by every command: settings to pipeline, OTLP output and file readers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from exporter.config import ConfigError
+from exporter.events import Rejected
+from exporter.pipeline import Pipeline
+from exporter.sources.jsonl import FileReader, LineSink, Tailer
+from exporter.state import Limits
+from exporter.telemetry.otlp_settings import otlp_settings_from
+
+if TYPE_CHECKING:
+    from exporter.telemetry.otel import OtlpOutput
+
+SOURCE = "jsonl"
+
+
+def limits_from(settings: dict[str, Any]) -> Limits:
+    return Limits(
+        max_runs=settings["max_runs"],
+        max_stages_per_run=settings["max_stages_per_run"],
+        max_targets_per_run=settings["max_targets_per_run"],
+        max_metric_keys_per_run=settings["max_metric_keys_per_run"],
+        max_checkpoints_per_run=settings["max_checkpoints_per_run"],
+        max_error_types_per_run=settings["max_error_types_per_run"],
+        max_clock_skew_seconds=settings["max_clock_skew"],
+    )
+
+
+def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | None]:
+    """The pipeline with its OTLP output attached when OTLP is configured."""
+    pipeline = Pipeline(limits_from(settings), settings["max_line_bytes"])
+    try:
+        otlp_settings = otlp_settings_from(
+            settings.get("otlp_endpoint"),
+            settings.get("otlp_protocol"),
+            settings.get("service_name"),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if otlp_settings is None:
+        return pipeline, None
+    from exporter.telemetry.otel import OtlpOutput  # the OTel SDK only when it is used
+
+    otlp = OtlpOutput(pipeline, otlp_settings)
+    pipeline.sinks.append(otlp)
+    return pipeline, otlp
+
+
+def read_files_once(pipeline: Pipeline, paths: list[str]) -> None:
+    """Feed whole files to the pipeline (``runwatch replay``); OSError if one can't be read."""
+    for path in paths:
+        reader = FileReader(path, _line_sink(pipeline), pipeline.max_line_bytes)
+        reader.on_too_long = _too_long_counter(pipeline)
+        try:
+            reader.read_available()
+            reader.flush_partial()
+        finally:
+            reader.close()
+
+
+def file_tailer(pipeline: Pipeline, patterns: list[str], **options: Any) -> Tailer:
+    """A Tailer that feeds the pipeline and counts what it cuts or sees rotate."""
+    stats = pipeline.stats
+    return Tailer(
+        patterns,
+        _line_sink(pipeline),
+        max_line_bytes=pipeline.max_line_bytes,
+        on_too_long=_too_long_counter(pipeline),
+        on_rotation=lambda kind: stats.count(stats.file_rotations, kind),
+        **options,
+    )
+
+
+def _line_sink(pipeline: Pipeline) -> LineSink:
+    return lambda lines, spans_from: pipeline.ingest_lines(lines, SOURCE, spans_from)
+
+
+def _too_long_counter(pipeline: Pipeline) -> Callable[[], None]:
+    reject = Rejected("line_too_long", f"over {pipeline.max_line_bytes} bytes")
+    return lambda: pipeline.reject(SOURCE, reject)

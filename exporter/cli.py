@@ -1,0 +1,208 @@
+"""The ``runwatch`` command: serve, replay, demo, schema."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter import __version__
+from exporter.assemble import build_pipeline, read_files_once
+from exporter.config import OPTIONS, ConfigError, add_arguments, resolve
+from exporter.demo import synthetic_run
+from exporter.schema import render_schema
+from exporter.telemetry.prometheus import CatalogueCollector
+
+log = logging.getLogger("runwatch")
+
+LIMITS = [o.name for o in OPTIONS if o.group == "limits"] + ["max_line_bytes"]
+OTLP = [o.name for o in OPTIONS if o.group == "otlp"]
+SERVE = [o.name for o in OPTIONS]
+REPLAY = LIMITS + OTLP + ["log_level"]
+DEMO = [n for n in SERVE if n not in ("events", "state_file")]
+
+DESCRIPTION = """\
+runwatch turns the events of ML training runs (JSONL files, HTTP POST, PID files)
+into Prometheus metrics on /metrics and, optionally, OTLP metrics and spans.
+
+commands:
+  serve    follow event files and serve /metrics (the long-running exporter)
+  replay   read event files once and print the resulting /metrics exposition
+  demo     serve a built-in synthetic training run: the quickest way to look around
+  schema   print the JSON Schema of the event format
+
+Every option can also be set as RUNWATCH_<OPTION> or in a YAML file given with
+--config (flags win over the environment, which wins over the file).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runwatch",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"runwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="follow event files and serve /metrics",
+        description="Follow event files and PID files, take POSTed events, serve /metrics, "
+        "/healthz, /readyz and /api/runs, and export OTLP when an endpoint is set.",
+    )
+    serve.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file of options (keys as the flags, with underscores: max_runs: 20)",
+    )
+    add_arguments(serve, SERVE)
+
+    replay = commands.add_parser(
+        "replay",
+        help="read event files once and print /metrics",
+        description="Read event files once, offline, and print the resulting Prometheus "
+        "exposition to stdout. With an OTLP endpoint, the spans and metrics are exported "
+        "too. A missing or unreadable file is an error (exit 2).",
+    )
+    replay.add_argument("paths", nargs="+", metavar="PATH", help="JSONL event files")
+    replay.add_argument("--config", metavar="FILE", help="YAML file of options")
+    add_arguments(replay, REPLAY)
+
+    demo = commands.add_parser(
+        "demo",
+        help="serve a synthetic training run",
+        description="Write a realistic synthetic training run (stages, targets, metrics, "
+        "checkpoints, errors; a new run when one ends) into a temporary JSONL file in real "
+        "time and serve it like `runwatch serve` would.",
+    )
+    demo.add_argument(
+        "--event-interval",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="time between two generated events [default 0.2]",
+    )
+    demo.add_argument("--config", metavar="FILE", help="YAML file of options")
+    add_arguments(demo, DEMO)
+
+    commands.add_parser(
+        "schema",
+        help="print the event JSON Schema",
+        description="Print the JSON Schema of one event line.",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "schema":
+            sys.stdout.write(render_schema())
+            return 0
+        names = {"serve": SERVE, "replay": REPLAY, "demo": DEMO}[args.command]
+        settings = resolve(args, names)
+        logging.basicConfig(
+            level=settings["log_level"].upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command == "replay":
+            return replay(args.paths, settings)
+        if args.command == "demo":
+            return demo(settings, args.event_interval)
+        from exporter.runtime import Runtime  # the web stack only for the server
+
+        Runtime(settings).serve()
+        return 0
+    except ConfigError as exc:
+        print(f"runwatch: {exc}", file=sys.stderr)
+        return 2
+
+
+def replay(paths: list[str], settings: dict) -> int:
+    for path in paths:
+        if not Path(path).is_file():
+            print(f"runwatch: {path}: no such file", file=sys.stderr)
+            return 2
+    pipeline, otlp = build_pipeline(settings)
+    try:
+        read_files_once(pipeline, paths)
+    except OSError as exc:
+        print(f"runwatch: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CatalogueCollector(pipeline.view))
+    sys.stdout.write(generate_latest(registry).decode())
+    if otlp is not None:
+        otlp.flush()
+        otlp.shutdown()
+    return 0
+
+
+def demo(settings: dict, interval: float) -> int:
+    directory = Path(tempfile.mkdtemp(prefix="runwatch-demo-"))
+    events = directory / "events.jsonl"
+    events.touch()
+    settings = {**settings, "events": [str(events)], "state_file": None}
+    from exporter.runtime import Runtime
+
+    runtime = Runtime(settings)
+    threading.Thread(target=_generate, args=(events, interval), daemon=True).start()
+    host, port = settings["listen"]
+    base = f"http://{host}:{port}"
+    print(
+        f"runwatch demo: a synthetic training run is being written to {events}\n"
+        f"  metrics:   {base}/metrics\n"
+        f"  runs:      {base}/api/runs\n"
+        f"  Prometheus: add to prometheus.yml\n"
+        f"    scrape_configs:\n"
+        f"      - job_name: runwatch\n"
+        f"        static_configs: [{{targets: ['{host}:{port}']}}]\n"
+        f"  Ctrl-C stops.",
+        flush=True,
+    )
+    runtime.serve()
+    return 0
+
+
+def _generate(path: Path, interval: float) -> None:
+    """Write synthetic runs forever, each event at the wall-clock time it carries."""
+    number = 0
+    while True:
+        number += 1
+        run_id = f"demo_{time.strftime('%Y%m%d_%H%M%S')}_{number:03d}"
+        fail_at = 300 if number % 3 == 0 else None
+        with path.open("ab") as out:
+            for event in synthetic_run(
+                run_id,
+                time.time(),
+                step_seconds=interval,
+                steps=600,
+                fail_at_step=fail_at,
+                seed=number,
+            ):
+                due = time.time()
+                event_time = event["timestamp"]
+                wait = _epoch(event_time) - due
+                if wait > 0:
+                    time.sleep(wait)
+                out.write(orjson.dumps(event) + b"\n")
+                out.flush()
+        time.sleep(5 * interval)
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

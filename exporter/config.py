@@ -1,0 +1,200 @@
+"""Configuration: command-line flags, then ``RUNWATCH_*`` variables, then a YAML file.
+
+Every option is declared once in :data:`OPTIONS`; the argparse flags, the
+environment variable names, the YAML keys and ``--help`` all come from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A bad setting; the CLI prints it on one line and exits 2."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{value} is not positive")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"{value} is not positive")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = str(text).lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str  # attribute, YAML key; flag is --name-with-dashes, env RUNWATCH_NAME
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+    many: bool = False  # a list: repeat the flag, or comma-separate in the environment
+    group: str = "general"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "RUNWATCH_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("events", [], "JSONL event file or glob to follow (repeatable). Read from the start "
+           "to recover runs in progress, then tailed; rotation and truncation are followed and "
+           "files that do not exist yet are waited for.", many=True, group="inputs"),
+    Option("pid_file", [], "PID file of a training process (repeatable): JSON with pid, run_id "
+           "and started_at. Gives training_process_up; a run whose process is gone without "
+           "run_complete becomes 'crashed'.", many=True, group="inputs"),
+    Option("state_file", None, "Where to keep the file cursors (identity and offset) so a "
+           "restart does not emit the spans of finished runs again. Default: none.",
+           group="inputs"),
+    Option("poll_interval", 1.0, "Seconds between file rescans when inotify is unavailable, "
+           "and the safety rescan period when it is.", _positive_float, group="inputs"),
+    Option("force_polling", False, "Poll files instead of using inotify (network filesystems).",
+           _bool, group="inputs"),
+    Option("pid_interval", 1.0, "Seconds between PID-file liveness checks.", _positive_float,
+           group="inputs"),
+    Option("max_line_bytes", 1 << 20, "Longest event line accepted; longer ones are skipped and "
+           "counted as line_too_long.", _positive_int, group="inputs"),
+    Option("max_body_bytes", 16 << 20, "Largest POST /v1/events body; larger ones get 413.",
+           _positive_int, group="inputs"),
+    Option("listen", ("127.0.0.1", 9464), "HOST:PORT to serve /metrics, /healthz, /readyz, "
+           "/api/runs and POST /v1/events on.", _listen, group="server"),
+    Option("tls_cert_file", None, "PEM certificate: serve HTTPS (with --tls-key-file).",
+           group="server"),
+    Option("tls_key_file", None, "PEM private key for --tls-cert-file.", group="server"),
+    Option("basic_auth_user", None, "Require HTTP basic auth with this user (all endpoints but "
+           "/healthz).", group="server"),
+    Option("basic_auth_password_file", None, "File holding the basic-auth password "
+           "(or set RUNWATCH_BASIC_AUTH_PASSWORD).", group="server"),
+    Option("otlp_endpoint", None, "OTLP endpoint, e.g. http://localhost:4318 (HTTP) or "
+           "http://localhost:4317 (gRPC). Default: OTEL_EXPORTER_OTLP_ENDPOINT; OTLP is off "
+           "when neither is set.", group="otlp"),
+    Option("otlp_protocol", None, "grpc or http/protobuf. Default: OTEL_EXPORTER_OTLP_PROTOCOL, "
+           "else http/protobuf.", group="otlp"),
+    Option("service_name", None, "service.name resource attribute. Default: OTEL_SERVICE_NAME, "
+           "else runwatch.", group="otlp"),
+    Option("max_runs", 100, "Runs kept; the oldest finished runs are forgotten first.",
+           _positive_int, group="limits"),
+    Option("max_stages_per_run", 32, "Stages kept per run.", _positive_int, group="limits"),
+    Option("max_targets_per_run", 500, "Targets with a best-AUC series per run.", _positive_int,
+           group="limits"),
+    Option("max_metric_keys_per_run", 100, "Step-metric keys per run (first come, kept).",
+           _positive_int, group="limits"),
+    Option("max_checkpoints_per_run", 50, "Checkpoints per run; the oldest non-best go first.",
+           _positive_int, group="limits"),
+    Option("max_error_types_per_run", 32, "Error types per run; more fold into 'other'.",
+           _positive_int, group="limits"),
+    Option("max_clock_skew", 5.0, "Seconds an event may be older than its run's latest (or "
+           "start) before it is rejected as out_of_order (before_run_start).", float,
+           group="limits"),
+    Option("log_level", "info", "debug, info, warning or error.", group="general"),
+)  # fmt: skip
+
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """Add the flags of the named options; their defaults stay None so precedence works."""
+    groups: dict[str, Any] = {}
+    for name in names:
+        option = _BY_NAME[name]
+        group = groups.get(option.group) or parser.add_argument_group(option.group)
+        groups[option.group] = group
+        default = option.default
+        shown = ":".join(map(str, default)) if name == "listen" else default
+        help_text = f"{option.help} [env {option.env}; default {shown!r}]"
+        if option.parse is _bool:
+            group.add_argument(
+                option.flag, action="store_const", const="true", default=None, help=help_text
+            )
+        else:
+            group.add_argument(
+                option.flag,
+                action="append" if option.many else "store",
+                default=None,
+                metavar=name.upper(),
+                help=help_text,
+            )
+
+
+def resolve(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """Flags, then environment, then the YAML file of --config, then defaults."""
+    from_file = _load_yaml(getattr(args, "config", None), names)
+    settings: dict[str, Any] = {}
+    for name in names:
+        option = _BY_NAME[name]
+        value = getattr(args, name, None)
+        origin = option.flag
+        if value is None and option.env in os.environ:
+            value, origin = os.environ[option.env], option.env
+            if option.many:
+                value = [item for item in value.split(",") if item]
+        if value is None and name in from_file:
+            value, origin = from_file[name], f"{name} in the config file"
+        if value is None:
+            settings[name] = option.default
+            continue
+        settings[name] = _parse(option, value, origin)
+    return settings
+
+
+def _parse(option: Option, value: Any, origin: str) -> Any:
+    try:
+        if option.many:
+            items = value if isinstance(value, list) else [value]
+            return [option.parse(str(item)) for item in items]
+        if option.parse is _listen and isinstance(value, list | tuple):
+            return tuple(value)
+        return option.parse(value if isinstance(value, bool) else str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def _load_yaml(path: str | None, names: list[str]) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of option: value")
+    unknown = sorted(set(loaded) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(names)}"
+        )
+    return loaded

@@ -1,0 +1,277 @@
+"""The runwatch event format: one msgspec Struct per event type, and the parser.
+
+The Structs are the single source of truth: msgspec validates each line
+against them in one C pass (types, bounds, required fields, RFC 3339
+timestamps with an offset), and ``runwatch schema`` renders them as the JSON
+Schema shipped in ``exporter/schema/events.schema.json``. Unknown extra
+fields are ignored; null counts as absent. Whatever is wrong raises
+:class:`Rejected` with a reason from :data:`REJECT_REASONS`, which callers
+count in ``runwatch_events_rejected_total``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+MAX_IDENTIFIER_CHARS = 256
+"""Longest accepted run id, stage, target, metric key, checkpoint id or error type.
+
+These become label values; a megabyte-long run id would be a megabyte-long series.
+"""
+
+REJECT_REASONS: tuple[str, ...] = (
+    "invalid_utf8",
+    "invalid_json",
+    "not_an_object",
+    "line_too_long",
+    "body_too_large",
+    "missing_field",
+    "wrong_type",
+    "invalid_value",
+    "value_too_long",
+    "non_finite_number",
+    "invalid_timestamp",
+    "unknown_event_type",
+    "before_run_start",
+    "out_of_order",
+    "pid_file_invalid",
+)
+
+STATUSES: tuple[str, ...] = ("running", "completed", "failed", "crashed", "interrupted")
+STATUS_ALIASES: dict[str, str] = {
+    **{status: status for status in STATUSES},
+    "started": "running",
+    "resumed": "running",
+    "complete": "completed",
+    "success": "completed",
+    "succeeded": "completed",
+    "ok": "completed",
+    "done": "completed",
+    "failure": "failed",
+    "error": "failed",
+    "cancelled": "interrupted",
+    "canceled": "interrupted",
+    "aborted": "interrupted",
+    "killed": "interrupted",
+}
+"""Run status spellings accepted (case-insensitive) and the status each one means."""
+
+
+class Rejected(Exception):
+    """An input that is skipped and counted; ``reason`` is one of REJECT_REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _doc(kind: Any, text: str) -> Any:
+    return Annotated[kind, Meta(description=text)]
+
+
+Ident = Annotated[str, Meta(min_length=1, max_length=MAX_IDENTIFIER_CHARS)]
+Count = Annotated[int, Meta(ge=0)]
+Seconds = Annotated[float, Meta(ge=0)]
+Timestamp = Annotated[
+    Annotated[datetime, Meta(tz=True)] | Annotated[float, Meta(ge=0)],
+    Meta(description="ISO-8601 / RFC 3339 with a UTC offset (or Z), or epoch seconds."),
+]
+Status = Annotated[
+    str, Meta(description="Case-insensitive; one of: " + ", ".join(sorted(STATUS_ALIASES)))
+]
+NumberMap = dict[Ident, float]
+
+
+class Event(msgspec.Struct, tag_field="event_type", kw_only=True, gc=False):
+    """Fields common to every event. After :func:`parse_line`, ``timestamp`` is epoch seconds."""
+
+    run_id: _doc(Ident, "Identifies the run; every event of a run carries it.")
+    timestamp: Timestamp
+
+
+class RunStart(Event, tag="run_start"):
+    """A run begins. Optional: a run also begins with its first event of any type."""
+
+    name: _doc(Ident | None, "Human-readable run name; defaults to the run_id.") = None
+    config: _doc(dict[str, Any] | None, "Hyper-parameters and settings.") = None
+
+
+class Progress(Event, tag="progress"):
+    """Progress within a stage, emitted periodically by long stages."""
+
+    stage: _doc(Ident, "Stage the progress belongs to.")
+    progress_pct: _doc(Annotated[float, Meta(ge=0, le=100)], "Percent done, 0..100.")
+    current_target: _doc(str | None, "Target being processed (informational).") = None
+    targets_complete: _doc(Count | None, "Targets finished so far.") = None
+    targets_total: _doc(Count | None, "Targets in the run.") = None
+    message: _doc(str | None, "Free text for the event log.") = None
+
+
+class StageChange(Event, tag="stage_change"):
+    """The run moves to new_stage (the 'effective stage'; falls back to 'stage')."""
+
+    new_stage: _doc(Ident | None, "Stage entered.") = None
+    stage: _doc(Ident | None, "Used as the new stage when new_stage is absent.") = None
+    previous_stage: _doc(str | None, "Stage left (informational).") = None
+
+
+class TargetStart(Event, tag="target_start"):
+    """Processing of one target begins."""
+
+    target: _doc(Ident, "Target name.")
+    target_index: _doc(Count | None, "Position of the target in the run.") = None
+    total_targets: _doc(Count | None, "Targets in the run.") = None
+
+
+class TargetComplete(Event, tag="target_complete"):
+    """Processing of one target ends."""
+
+    target: _doc(Ident, "Target name.")
+    status: _doc(Ident | None, "success, failed, skipped (others count as 'other').") = None
+    best_auc: _doc(float | None, "Best AUC reached for the target.") = None
+    duration_seconds: _doc(Seconds | None, "Time spent on the target.") = None
+
+
+class RunComplete(Event, tag="run_complete"):
+    """The run ends."""
+
+    status: Status
+    total_targets: _doc(Count | None, "Targets in the run.") = None
+    successful_targets: _doc(Count | None, "Targets that succeeded.") = None
+    duration_seconds: _doc(Seconds | None, "Run duration as the run measured it.") = None
+
+
+class Error(Event, tag="error"):
+    """Something went wrong; recoverable errors do not end the run."""
+
+    error_message: _doc(str, "What happened.")
+    error_type: _doc(Ident | None, "Class of error, e.g. the exception type.") = None
+    recoverable: _doc(bool | None, "Whether the run goes on (default false).") = None
+    target: _doc(Ident | None, "Target being processed when it happened.") = None
+
+
+class MetricUpdate(Event, tag="metric_update"):
+    """Step metrics: loss, learning_rate, accuracy or any other key."""
+
+    metrics: _doc(NumberMap, "Metric key -> finite number.")
+    step: _doc(Count | None, "Training step.") = None
+
+
+class CheckpointSaved(Event, tag="checkpoint_saved"):
+    """A checkpoint was written."""
+
+    checkpoint_id: _doc(Ident, "Identifies the checkpoint.")
+    filepath: _doc(str | None, "Where it was written.") = None
+    step: _doc(Count | None, "Step it was taken at.") = None
+    metrics: _doc(NumberMap | None, "Metrics at that step.") = None
+    is_best: _doc(bool | None, "Marks it as the run's best (one best per run).") = None
+
+
+class StatusChange(Event, tag="status_change"):
+    """The run's status changes."""
+
+    new_status: Status
+    old_status: _doc(str | None, "Previous status (informational).") = None
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    RunStart, Progress, StageChange, TargetStart, TargetComplete, RunComplete, Error,
+    MetricUpdate, CheckpointSaved, StatusChange,
+)  # fmt: skip
+AnyEvent = (
+    RunStart | Progress | StageChange | TargetStart | TargetComplete | RunComplete | Error
+    | MetricUpdate | CheckpointSaved | StatusChange
+)  # fmt: skip
+EVENT_TYPE_NAMES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in EVENT_TYPES)
+
+_decode = msgspec.json.Decoder(AnyEvent).decode
+_NEEDS_NORMALISING = frozenset({RunComplete, StatusChange, StageChange})
+
+
+def parse_line(line: bytes) -> Event:
+    """Parse one JSONL line (without its newline) into an event, or raise Rejected."""
+    try:
+        event = _decode(line)
+    except msgspec.DecodeError as exc:
+        raise _rejection(exc, line) from None
+    timestamp = event.timestamp
+    if timestamp.__class__ is not float:
+        event.timestamp = timestamp.timestamp()
+    if event.__class__ in _NEEDS_NORMALISING:
+        _normalise(event)
+    return event
+
+
+def validate(value: Any) -> Event:
+    """Validate an already-decoded JSON value (an element of a POSTed array)."""
+    try:
+        event = msgspec.convert(value, AnyEvent)
+    except msgspec.ValidationError as exc:
+        raise _rejection(exc, b"") from None
+    event.timestamp = epoch_seconds(event.timestamp)
+    _normalise(event)
+    return event
+
+
+def epoch_seconds(value: datetime | float) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def normalise_status(value: str) -> str:
+    status = STATUS_ALIASES.get(value.lower())
+    if status is None:
+        raise Rejected("invalid_value", f"{value[:64]!r} is not a status")
+    return status
+
+
+def _normalise(event: Event) -> None:
+    if type(event) is RunComplete:
+        event.status = normalise_status(event.status)
+    elif type(event) is StatusChange:
+        event.new_status = normalise_status(event.new_status)
+    elif type(event) is StageChange and event.new_stage is None:
+        if event.stage is None:
+            raise Rejected("missing_field", "new_stage")
+        event.new_stage = event.stage
+
+
+# msgspec error messages, first match wins; see tests/test_events.py for each case.
+_MESSAGE_REASONS: tuple[tuple[str, str], ...] = (
+    ("Number out of range", "non_finite_number"),
+    ("missing required field", "missing_field"),
+    ("at `$.event_type`", "unknown_event_type"),
+    ("at `$.timestamp`", "invalid_timestamp"),
+    ("of length <=", "value_too_long"),
+    ("of length >=", "invalid_value"),
+    ("` >=", "invalid_value"),
+    ("` <=", "invalid_value"),
+    ("Expected `object`, got", "not_an_object"),
+    ("Expected `", "wrong_type"),
+)
+
+
+def _rejection(exc: msgspec.DecodeError, line: bytes) -> Rejected:
+    message = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        reason = next((r for text, r in _MESSAGE_REASONS if text in message), "invalid_value")
+        if reason == "not_an_object" and " - at `" in message:
+            reason = "wrong_type"
+        return Rejected(reason, message)
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return Rejected("invalid_utf8", f"byte {bad.start}")
+    if b"NaN" in line or b"Infinity" in line:
+        # Python's json module writes NaN/Infinity by default; tell them apart from garbage.
+        try:
+            json.loads(line)
+            return Rejected("non_finite_number", "NaN or Infinity in the event")
+        except ValueError:
+            pass
+    return Rejected("invalid_json", message)

@@ -1,0 +1,113 @@
+"""The long-running exporter: sources and outputs started and stopped with the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from exporter.assemble import build_pipeline, file_tailer
+from exporter.config import ConfigError
+from exporter.server import create_app
+from exporter.sources.jsonl import CursorStore, Tailer
+from exporter.sources.pidfile import PidFileWatcher
+
+log = logging.getLogger("runwatch")
+logging.getLogger("watchfiles").setLevel(logging.WARNING)
+
+
+def _basic_auth(settings: dict[str, Any]) -> tuple[str, str] | None:
+    user = settings.get("basic_auth_user")
+    if not user:
+        return None
+    password = os.environ.get("RUNWATCH_BASIC_AUTH_PASSWORD")
+    if settings.get("basic_auth_password_file"):
+        try:
+            password = Path(settings["basic_auth_password_file"]).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--basic-auth-password-file: {exc}") from None
+    if not password:
+        raise ConfigError(
+            "--basic-auth-user needs a password: --basic-auth-password-file or "
+            "RUNWATCH_BASIC_AUTH_PASSWORD"
+        )
+    return user, password
+
+
+class Runtime:
+    """Everything ``runwatch serve`` runs; started and stopped with the HTTP server."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        if bool(settings.get("tls_cert_file")) != bool(settings.get("tls_key_file")):
+            raise ConfigError("--tls-cert-file and --tls-key-file go together")
+        self.pipeline, self.otlp = build_pipeline(settings)
+        self.tailer: Tailer | None = None
+        if settings["events"]:
+            store = CursorStore(Path(settings["state_file"])) if settings["state_file"] else None
+            self.tailer = file_tailer(
+                self.pipeline,
+                settings["events"],
+                cursor_store=store,
+                poll_interval=settings["poll_interval"],
+                force_polling=settings["force_polling"],
+            )
+        self.pid_watcher: PidFileWatcher | None = None
+        if settings["pid_file"]:
+            self.pid_watcher = PidFileWatcher(
+                settings["pid_file"],
+                self.pipeline.observe_process,
+                lambda rejected: self.pipeline.reject("pid_file", rejected),
+                settings["pid_interval"],
+            )
+        self.app = create_app(
+            self.pipeline,
+            ready=lambda: self.tailer is None or self.tailer.ready.is_set(),
+            max_body_bytes=settings["max_body_bytes"],
+            basic_auth=_basic_auth(settings),
+            lifespan=self._lifespan,
+        )
+
+    @asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+
+    def start(self) -> None:
+        if self.tailer is not None:
+            self.tailer.start()
+        if self.pid_watcher is not None:
+            self.pid_watcher.start()
+
+    def stop(self) -> None:
+        if self.tailer is not None:
+            self.tailer.stop()
+        if self.pid_watcher is not None:
+            self.pid_watcher.stop()
+        if self.otlp is not None:
+            self.otlp.flush()
+            self.otlp.shutdown()
+
+    def serve(self) -> None:
+        host, port = self.settings["listen"]
+        scheme = "https" if self.settings.get("tls_cert_file") else "http"
+        shown = f"[{host}]" if ":" in host else host
+        log.info("serving %s://%s:%d/metrics", scheme, shown, port)
+        uvicorn.run(
+            self.app,
+            host=host,
+            port=port,
+            log_level=self.settings["log_level"],
+            access_log=False,
+            ssl_certfile=self.settings.get("tls_cert_file"),
+            ssl_keyfile=self.settings.get("tls_key_file"),
+        )

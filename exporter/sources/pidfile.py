@@ -1,0 +1,127 @@
+"""PID files (seed 000): ``{"pid": 12345, "run_id": "...", "started_at": "<ISO-8601>"}``.
+
+Polled on their own clock. A process counts as alive while its pid exists, is
+not a zombie and was created no later than ``started_at`` (a later creation
+time means the pid was reused by another process). The last valid content is
+remembered, so a PID file removed by a crashing process still lets the crash be
+seen. Garbage is counted once per distinct content as ``pid_file_invalid``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import psutil
+
+from exporter.events import Ident, Rejected, Timestamp, epoch_seconds
+from exporter.state import ProcessObservation
+
+log = logging.getLogger(__name__)
+
+CREATE_TIME_TOLERANCE_SECONDS = 1.0
+
+
+class PidFile(msgspec.Struct):
+    pid: Annotated[int, msgspec.Meta(gt=0)]
+    run_id: Ident
+    started_at: Timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class PidRecord:
+    pid: int
+    run_id: str
+    started_at: float
+
+
+_decoder = msgspec.json.Decoder(PidFile)
+
+
+def parse_pid_file(content: bytes) -> PidRecord:
+    """Parse a PID file's content, or raise Rejected(pid_file_invalid, ...)."""
+    try:
+        parsed = _decoder.decode(content)
+    except msgspec.DecodeError as exc:
+        raise Rejected("pid_file_invalid", str(exc)) from None
+    return PidRecord(parsed.pid, parsed.run_id, epoch_seconds(parsed.started_at))
+
+
+def process_alive(record: PidRecord) -> bool:
+    try:
+        process = psutil.Process(record.pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return process.create_time() <= record.started_at + CREATE_TIME_TOLERANCE_SECONDS
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+class PidFileWatcher:
+    """Reports the liveness of each PID file's process every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        observe: Callable[[ProcessObservation], None],
+        reject: Callable[[Rejected], None],
+        interval: float = 1.0,
+    ) -> None:
+        self._paths = [Path(p) for p in paths]
+        self._observe = observe
+        self._reject = reject
+        self._interval = interval
+        self._content: dict[Path, bytes | None] = {}
+        self._records: dict[Path, PidRecord] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="runwatch-pid", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            self.check()
+            if self._stop.wait(self._interval):
+                return
+
+    def check(self) -> None:
+        for path in self._paths:
+            self._read(path)
+            record = self._records.get(path)
+            if record is not None:
+                alive = process_alive(record)
+                self._observe(
+                    ProcessObservation(record.run_id, alive, record.started_at, time.time())
+                )
+
+    def _read(self, path: Path) -> None:
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError:
+            content = None
+        except OSError as exc:
+            if self._content.get(path, b"") is not None:
+                log.warning("cannot read PID file %s: %s", path, exc)
+            content = None
+        if content == self._content.get(path, b"") or content is None:
+            self._content[path] = content
+            return
+        self._content[path] = content
+        try:
+            self._records[path] = parse_pid_file(content)
+        except Rejected as rejected:
+            self._reject(rejected)
+            log.warning("PID file %s: %s", path, rejected.detail)

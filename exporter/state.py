@@ -1,0 +1,460 @@
+"""The reducer: validated events in, current state of runs out, plus finished spans.
+
+Pure: no I/O and no clock. Time comes only from the events (and from the
+``observed_at`` of a process observation), so replaying a file always gives the
+same state and the same spans. Every bound (runs, stages, targets, metric keys,
+checkpoints, error types) is enforced here and what it cuts is counted in
+``dropped``, which becomes ``runwatch_series_dropped_total``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from exporter.events import (
+    STATUSES,
+    CheckpointSaved,
+    Error,
+    Event,
+    MetricUpdate,
+    Progress,
+    Rejected,
+    RunComplete,
+    RunStart,
+    StageChange,
+    StatusChange,
+    TargetComplete,
+    TargetStart,
+)
+
+FINISHED_STATUSES = frozenset(STATUSES[1:])
+TARGET_STATUSES: tuple[str, ...] = ("success", "failed", "skipped", "other")
+_TARGET_STATUS_ALIASES = {
+    "success": "success",
+    "succeeded": "success",
+    "completed": "success",
+    "complete": "success",
+    "ok": "success",
+    "failed": "failed",
+    "failure": "failed",
+    "error": "failed",
+    "skipped": "skipped",
+    "skip": "skipped",
+}
+TARGET_DURATION_BUCKETS: tuple[float, ...] = (
+    1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200,
+)  # fmt: skip
+OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Cardinality bounds; see ``runwatch serve --help``."""
+
+    max_runs: int = 100
+    max_stages_per_run: int = 32
+    max_targets_per_run: int = 500
+    max_metric_keys_per_run: int = 100
+    max_checkpoints_per_run: int = 50
+    max_error_types_per_run: int = 32
+    max_clock_skew_seconds: float = 5.0
+
+
+@dataclass(slots=True)
+class OpenSpan:
+    """A span that has started; it is emitted as a FinishedSpan when it ends."""
+
+    kind: str  # "run", "stage" or "target"
+    name: str  # run id, stage or target; with kind and start it makes the span id
+    start: float
+    parent: OpenSpan | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedSpan:
+    run_id: str
+    span: OpenSpan
+    end: float
+    error: str | None  # status description when the span ends in error
+
+
+@dataclass(slots=True)
+class Stage:
+    progress_ratio: float = 0.0
+    seconds: float = 0.0  # time spent in the stage, summed over visits
+    entered_at: float | None = None  # set while it is the current stage
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    step: int | None
+    metrics: dict[str, float]
+    is_best: bool
+    timestamp: float
+    filepath: str | None
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Cumulative-free bucket counts; rendered cumulatively by the outputs."""
+
+    bounds: tuple[float, ...]
+    counts: list[int]
+    total: float = 0.0
+    count: int = 0
+
+    @classmethod
+    def empty(cls, bounds: tuple[float, ...]) -> Histogram:
+        return cls(bounds, [0] * (len(bounds) + 1))
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+
+@dataclass(slots=True)
+class Run:
+    run_id: str
+    name: str
+    start: float
+    last_event: float
+    status: str = "running"
+    end: float | None = None
+    reported_duration: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    stage: str | None = None
+    stages: dict[str, Stage] = field(default_factory=dict)
+    targets_total: int = 0
+    targets_completed: int = 0
+    target_best_auc: dict[str, float] = field(default_factory=dict)
+    target_completions: Counter[str] = field(default_factory=Counter)
+    target_durations: Histogram = field(
+        default_factory=lambda: Histogram.empty(TARGET_DURATION_BUCKETS)
+    )
+    errors: Counter[tuple[str, bool]] = field(default_factory=Counter)
+    metrics: dict[str, float] = field(default_factory=dict)
+    step: int | None = None
+    checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    process_up: bool | None = None
+    root_span: OpenSpan | None = None
+    stage_span: OpenSpan | None = None
+    target_spans: dict[str, OpenSpan] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def duration(self) -> float:
+        if self.reported_duration is not None:
+            return self.reported_duration
+        return (self.end if self.end is not None else self.last_event) - self.start
+
+    @property
+    def best_checkpoint(self) -> str | None:
+        return next((cid for cid, c in self.checkpoints.items() if c.is_best), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessObservation:
+    """What the PID-file source saw: is the run's process alive at observed_at."""
+
+    run_id: str
+    alive: bool
+    started_at: float
+    observed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TargetDuration:
+    """A target duration observed; the OTel histogram records it."""
+
+    run_id: str
+    seconds: float
+
+
+Output = FinishedSpan | TargetDuration
+
+
+class State:
+    """All runs and the counters that span them; ``apply`` is the only writer."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.runs: dict[str, Run] = {}
+        self.events_by_type: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+
+    # -- entry points -----------------------------------------------------------------------
+
+    def apply(self, event: Event) -> list[Output]:
+        """Reduce one event; returns spans that ended and durations observed.
+
+        Raises Rejected (before_run_start, out_of_order) without changing anything.
+        """
+        run = self.runs.get(event.run_id)
+        ts = event.timestamp
+        if run is None:
+            run = self._new_run(event.run_id, ts)
+        elif ts > run.last_event:
+            run.last_event = ts
+        elif ts < run.last_event - self.limits.max_clock_skew_seconds:
+            if ts < run.start - self.limits.max_clock_skew_seconds:
+                raise Rejected("before_run_start", f"{event.run_id}: {ts} < {run.start}")
+            raise Rejected("out_of_order", f"{event.run_id}: {ts} < {run.last_event}")
+        handler, name = self._handlers[event.__class__]
+        self.events_by_type[name] += 1
+        out: list[Output] = []
+        handler(self, run, event, ts, out)
+        return out
+
+    def observe_process(self, obs: ProcessObservation) -> list[Output]:
+        """A PID-file reading: liveness, and crash detection for runs left running."""
+        run = self.runs.get(obs.run_id)
+        if run is None:
+            if not obs.alive:
+                return []
+            run = self._new_run(obs.run_id, obs.started_at)
+        run.process_up = obs.alive
+        out: list[Output] = []
+        if not obs.alive and run.status == "running":
+            end = max(obs.observed_at, run.last_event)
+            self._finish(run, "crashed", end, out, "process exited without run_complete")
+        return out
+
+    # -- event handlers (one per event type) --------------------------------------------------
+
+    def _on_run_start(self, run: Run, event: RunStart, ts: float, out: list[Output]) -> None:
+        if event.name is not None:
+            run.name = event.name
+        if event.config is not None:
+            run.config = event.config
+        if run.finished:
+            self._reopen(run, ts)
+        if run.root_span is not None:
+            run.root_span.attributes["training.run.name"] = run.name
+
+    def _on_progress(self, run: Run, event: Progress, ts: float, out: list[Output]) -> None:
+        stage = self._enter_stage(run, event.stage, ts, out)
+        if stage is not None:
+            stage.progress_ratio = event.progress_pct / 100.0
+        if event.targets_total is not None:
+            run.targets_total = event.targets_total
+        if event.targets_complete is not None:
+            run.targets_completed = event.targets_complete
+
+    def _on_stage_change(self, run: Run, event: StageChange, ts: float, out: list[Output]) -> None:
+        self._enter_stage(run, event.new_stage, ts, out)
+
+    def _on_target_start(self, run: Run, event: TargetStart, ts: float, out: list[Output]) -> None:
+        if event.total_targets is not None:
+            run.targets_total = event.total_targets
+        if not run.finished:
+            parent = run.stage_span or run.root_span
+            attributes: dict[str, Any] = {"training.target": event.target}
+            if event.target_index is not None:
+                attributes["training.target.index"] = event.target_index
+            run.target_spans[event.target] = OpenSpan(
+                "target", event.target, ts, parent, attributes
+            )
+
+    def _on_target_complete(
+        self, run: Run, event: TargetComplete, ts: float, out: list[Output]
+    ) -> None:
+        target = event.target
+        status = _TARGET_STATUS_ALIASES.get((event.status or "success").lower(), OTHER)
+        run.target_completions[status] += 1
+        run.targets_completed += 1
+        if event.best_auc is not None and self._admit(
+            run.target_best_auc, target, self.limits.max_targets_per_run, "max_targets_per_run"
+        ):
+            run.target_best_auc[target] = event.best_auc
+        span = run.target_spans.pop(target, None)
+        duration = event.duration_seconds
+        if duration is None and span is not None:
+            duration = max(0.0, ts - span.start)
+        if duration is not None:
+            run.target_durations.observe(duration)
+            out.append(TargetDuration(run.run_id, duration))
+        if span is not None:
+            span.attributes["training.target.status"] = status
+            if event.best_auc is not None:
+                span.attributes["training.target.best_auc"] = event.best_auc
+            error = f"target {status}" if status == "failed" else None
+            out.append(FinishedSpan(run.run_id, span, ts, error))
+
+    def _on_run_complete(self, run: Run, event: RunComplete, ts: float, out: list[Output]) -> None:
+        if event.total_targets is not None:
+            run.targets_total = event.total_targets
+        if event.duration_seconds is not None:
+            run.reported_duration = event.duration_seconds
+        status = event.status if event.status != "running" else "completed"
+        self._finish(run, status, ts, out, None)
+
+    def _on_error(self, run: Run, event: Error, ts: float, out: list[Output]) -> None:
+        error_type = event.error_type or "error"
+        recoverable = bool(event.recoverable)
+        if (error_type, recoverable) not in run.errors and not self._admit(
+            {t for t, _ in run.errors},
+            error_type,
+            self.limits.max_error_types_per_run,
+            "max_error_types_per_run",
+        ):
+            error_type = OTHER
+        run.errors[(error_type, recoverable)] += 1
+        span = run.target_spans.get(event.target or "") or run.stage_span or run.root_span
+        if span is not None:
+            attributes = {
+                "exception.type": error_type,
+                "exception.message": event.error_message,
+                "training.error.recoverable": recoverable,
+            }
+            span.events.append((ts, "exception", attributes))
+
+    def _on_metric_update(
+        self, run: Run, event: MetricUpdate, ts: float, out: list[Output]
+    ) -> None:
+        if event.step is not None:
+            run.step = event.step
+        self._set_metrics(run.metrics, event.metrics)
+
+    def _on_checkpoint_saved(
+        self, run: Run, event: CheckpointSaved, ts: float, out: list[Output]
+    ) -> None:
+        checkpoint_id = event.checkpoint_id
+        checkpoints = run.checkpoints
+        if checkpoint_id not in checkpoints and len(checkpoints) >= (
+            self.limits.max_checkpoints_per_run
+        ):
+            self.dropped["max_checkpoints_per_run"] += 1
+            oldest = next((c for c, v in checkpoints.items() if not v.is_best), None)
+            if oldest is None:
+                return
+            del checkpoints[oldest]
+        metrics: dict[str, float] = {}
+        self._set_metrics(metrics, event.metrics or {})
+        previous = checkpoints.get(checkpoint_id)
+        # re-saving the best keeps its star unless another one is marked
+        is_best = bool(event.is_best) or (previous is not None and previous.is_best)
+        if is_best:
+            for checkpoint in checkpoints.values():
+                checkpoint.is_best = False
+        checkpoints[checkpoint_id] = Checkpoint(event.step, metrics, is_best, ts, event.filepath)
+
+    def _on_status_change(
+        self, run: Run, event: StatusChange, ts: float, out: list[Output]
+    ) -> None:
+        if event.new_status != "running":
+            self._finish(run, event.new_status, ts, out, None)
+        elif run.finished:
+            self._reopen(run, ts)
+
+    _handlers: ClassVar[dict[type[Event], tuple[Callable[..., None], str]]] = {
+        RunStart: (_on_run_start, "run_start"),
+        Progress: (_on_progress, "progress"),
+        StageChange: (_on_stage_change, "stage_change"),
+        TargetStart: (_on_target_start, "target_start"),
+        TargetComplete: (_on_target_complete, "target_complete"),
+        RunComplete: (_on_run_complete, "run_complete"),
+        Error: (_on_error, "error"),
+        MetricUpdate: (_on_metric_update, "metric_update"),
+        CheckpointSaved: (_on_checkpoint_saved, "checkpoint_saved"),
+        StatusChange: (_on_status_change, "status_change"),
+    }
+
+    # -- transitions ----------------------------------------------------------------------------
+
+    def _new_run(self, run_id: str, ts: float) -> Run:
+        if len(self.runs) >= self.limits.max_runs:
+            victim = next((r for r in self.runs.values() if r.finished), None)
+            victim = victim or next(iter(self.runs.values()))
+            del self.runs[victim.run_id]
+            self.dropped["max_runs"] += 1
+        run = Run(run_id, run_id, ts, ts)
+        run.root_span = OpenSpan("run", run_id, ts, None, {"training.run.name": run_id})
+        self.runs[run_id] = run
+        return run
+
+    def _reopen(self, run: Run, ts: float) -> None:
+        run.status = "running"
+        run.end = None
+        run.reported_duration = None
+        attributes = {"training.run.name": run.name, "training.run.resumed": True}
+        run.root_span = OpenSpan("run", run.run_id, ts, None, attributes)
+
+    def _enter_stage(self, run: Run, name: str, ts: float, out: list[Output]) -> Stage | None:
+        """Make ``name`` the current stage; returns it, or None when the stage bound cut it."""
+        stage = run.stages.get(name)
+        if run.stage == name:
+            return stage
+        if stage is None:
+            if len(run.stages) >= self.limits.max_stages_per_run:
+                left = next((s for s in run.stages if s != run.stage), None)
+                if left is None:
+                    self.dropped["max_stages_per_run"] += 1
+                    return None
+                del run.stages[left]
+                self.dropped["max_stages_per_run"] += 1
+            stage = run.stages[name] = Stage()
+        self._leave_stage(run, ts, out, None)
+        run.stage = name
+        stage.entered_at = ts
+        if not run.finished:
+            attributes = {"training.stage": name}
+            run.stage_span = OpenSpan("stage", name, ts, run.root_span, attributes)
+        return stage
+
+    def _leave_stage(self, run: Run, ts: float, out: list[Output], error: str | None) -> None:
+        current = run.stages.get(run.stage) if run.stage is not None else None
+        if current is not None and current.entered_at is not None:
+            current.seconds += max(0.0, ts - current.entered_at)
+            current.entered_at = None
+        if run.stage_span is not None:
+            out.append(FinishedSpan(run.run_id, run.stage_span, ts, error))
+            run.stage_span = None
+
+    def _finish(
+        self, run: Run, status: str, ts: float, out: list[Output], reason: str | None
+    ) -> None:
+        if run.finished:
+            run.status = status
+            return
+        error = None
+        if status in ("failed", "crashed"):
+            error = reason or f"run {status}"
+        for span in run.target_spans.values():
+            out.append(FinishedSpan(run.run_id, span, ts, error and f"{error} during target"))
+        run.target_spans.clear()
+        self._leave_stage(run, ts, out, error)
+        if run.root_span is not None:
+            run.root_span.attributes["training.run.status"] = status
+            out.append(FinishedSpan(run.run_id, run.root_span, ts, error))
+            run.root_span = None
+        run.status = status
+        run.end = ts
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _set_metrics(self, into: dict[str, float], values: dict[str, float]) -> None:
+        if len(into) + len(values) <= self.limits.max_metric_keys_per_run:
+            into.update(values)  # the common case: well under the bound
+            return
+        for key, value in values.items():
+            if self._admit(
+                into, key, self.limits.max_metric_keys_per_run, "max_metric_keys_per_run"
+            ):
+                into[key] = value
+
+    def _admit(self, existing: Any, key: str, limit: int, reason: str) -> bool:
+        """Whether a new key fits under its bound; counts the drop when it does not."""
+        if key in existing or len(existing) < limit:
+            return True
+        self.dropped[reason] += 1
+        return False

@@ -1,0 +1,1 @@
+"""The outputs: the metric catalogue, its Prometheus and OTel renderings, and spans."""

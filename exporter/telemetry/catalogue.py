@@ -1,0 +1,218 @@
+"""The metric catalogue: every metric runwatch exposes, declared once.
+
+Both outputs are built from this list, so they cannot drift: the Prometheus
+collector (:mod:`exporter.telemetry.prometheus`) and the OTel instruments
+(:mod:`exporter.telemetry.otel`). Each entry names the metric twice, as it
+appears on ``/metrics`` and as its OTel name and unit; a test checks that the
+standard OTLP→Prometheus translation (:func:`prometheus_name`) of the second
+gives the first, and another pushes to a real OTLP-ingesting store to confirm.
+
+A sampler reads the current state and yields ``(label values, value)``; for the
+histogram the value is a :class:`~exporter.state.Histogram`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from exporter import __version__
+from exporter.events import STATUSES
+from exporter.state import TARGET_DURATION_BUCKETS, Run, State
+from exporter.stats import Stats
+
+
+class Type(Enum):
+    GAUGE = "gauge"
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What a sampler may read. Taken under the pipeline lock."""
+
+    state: State
+    stats: Stats
+
+
+Sample = tuple[tuple[str, ...], Any]
+Sampler = Callable[[View], Iterable[Sample]]
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str  # on /metrics (counters with their _total)
+    otel_name: str
+    unit: str  # UCUM, as given to the OTel instrument
+    type: Type
+    labels: tuple[str, ...]
+    help: str
+    sample: Sampler
+    buckets: tuple[float, ...] = ()  # histogram bucket bounds, shared with the state
+
+
+_UNIT_WORDS = {"s": "seconds", "By": "bytes", "Cel": "celsius", "W": "watts", "J": "joules"}
+
+
+def prometheus_name(otel_name: str, unit: str, type_: Type) -> str:
+    """The OTLP→Prometheus name translation (OTel spec, 'Prometheus and OpenMetrics
+    compatibility'): invalid characters to ``_``, unit suffix appended unless already
+    present (``1`` becomes ``ratio`` on gauges), ``_total`` on monotonic sums."""
+    name = re.sub(r"_+", "_", re.sub(r"[^a-zA-Z0-9_:]", "_", otel_name))
+    unit = re.sub(r"\{[^}]*\}", "", unit)
+    word = "ratio" if unit == "1" and type_ is Type.GAUGE else _UNIT_WORDS.get(unit, "")
+    if word and not name.endswith("_" + word):
+        name += "_" + word
+    if type_ is Type.COUNTER and not name.endswith("_total"):
+        name += "_total"
+    return name
+
+
+def _runs(view: View) -> Iterator[Run]:
+    return iter(view.state.runs.values())
+
+
+def _run_status(view: View) -> Iterator[Sample]:
+    for run in _runs(view):
+        for status in STATUSES:
+            yield (run.run_id, status), 1.0 if run.status == status else 0.0
+
+
+def _run_stage(view: View) -> Iterator[Sample]:
+    for run in _runs(view):
+        for stage in run.stages:
+            yield (run.run_id, stage), 1.0 if stage == run.stage else 0.0
+
+
+def _stage_duration(view: View) -> Iterator[Sample]:
+    for run in _runs(view):
+        for name, stage in run.stages.items():
+            if name != run.stage or run.finished:
+                yield (run.run_id, name), stage.seconds
+
+
+def _errors(view: View) -> Iterator[Sample]:
+    for run in _runs(view):
+        for (error_type, recoverable), count in run.errors.items():
+            yield (run.run_id, error_type, "true" if recoverable else "false"), count
+
+
+def _checkpoints(view: View) -> Iterator[tuple[Run, str, Any]]:
+    for run in _runs(view):
+        for checkpoint_id, checkpoint in run.checkpoints.items():
+            yield run, checkpoint_id, checkpoint
+
+
+def _per_run(attribute: Callable[[Run], float | None]) -> Sampler:
+    def sample(view: View) -> Iterator[Sample]:
+        for run in _runs(view):
+            value = attribute(run)
+            if value is not None:
+                yield (run.run_id,), value
+
+    return sample
+
+
+def _per_run_key(items: Callable[[Run], Iterable[tuple[str, Any]]]) -> Sampler:
+    def sample(view: View) -> Iterator[Sample]:
+        for run in _runs(view):
+            for key, value in items(run):
+                yield (run.run_id, key), value
+
+    return sample
+
+
+def _counter(select: Callable[[Stats], Any]) -> Sampler:
+    def sample(view: View) -> Iterator[Sample]:
+        for key, count in view.stats.snapshot(select(view.stats)):
+            yield (key if isinstance(key, tuple) else (key,)), count
+
+    return sample
+
+
+G, C, H = Type.GAUGE, Type.COUNTER, Type.HISTOGRAM
+RUN = ("run_id",)
+
+METRICS: tuple[Metric, ...] = (
+    Metric("training_run_info", "training.run.info", "", G, ("run_id", "name"),
+           "Run metadata; always 1.",
+           lambda v: (((r.run_id, r.name), 1.0) for r in _runs(v))),
+    Metric("training_run_status", "training.run.status", "", G, ("run_id", "status"),
+           "1 for the run's current status, 0 for the others.", _run_status),
+    Metric("training_run_stage", "training.run.stage", "", G, ("run_id", "stage"),
+           "1 for the run's current stage, 0 for stages it has left.", _run_stage),
+    Metric("training_run_progress_ratio", "training.run.progress.ratio", "1", G,
+           ("run_id", "stage"), "Progress within each stage of the run (progress_pct / 100).",
+           _per_run_key(lambda r: ((n, s.progress_ratio) for n, s in r.stages.items()))),
+    Metric("training_run_targets", "training.run.targets", "", G, RUN,
+           "Targets in the run, as last reported.", _per_run(lambda r: r.targets_total)),
+    Metric("training_run_targets_completed", "training.run.targets.completed", "", G, RUN,
+           "Targets finished so far.", _per_run(lambda r: r.targets_completed)),
+    Metric("training_run_start_timestamp_seconds", "training.run.start_timestamp", "s", G, RUN,
+           "When the run started (its first event), Unix seconds.", _per_run(lambda r: r.start)),
+    Metric("training_run_last_event_timestamp_seconds", "training.run.last_event_timestamp",
+           "s", G, RUN, "Timestamp of the run's latest event, Unix seconds.",
+           _per_run(lambda r: r.last_event)),
+    Metric("training_run_duration_seconds", "training.run.duration", "s", G, RUN,
+           "Run duration: reported by run_complete, else from its first to its last event.",
+           _per_run(lambda r: r.duration)),
+    Metric("training_stage_duration_seconds", "training.stage.duration", "s", G,
+           ("run_id", "stage"), "Time the run spent in each stage it has left.",
+           _stage_duration),
+    Metric("training_target_completions_total", "training.target.completions", "", C,
+           ("run_id", "status"), "Targets completed, by status (success, failed, skipped, other).",
+           _per_run_key(lambda r: r.target_completions.items())),
+    Metric("training_target_best_auc", "training.target.best_auc", "", G, ("run_id", "target"),
+           "Best AUC reached per target.", _per_run_key(lambda r: r.target_best_auc.items())),
+    Metric("training_target_duration_seconds", "training.target.duration", "s", H, RUN,
+           "Time spent per target.", _per_run(lambda r: r.target_durations),
+           TARGET_DURATION_BUCKETS),
+    Metric("training_errors_total", "training.errors", "", C,
+           ("run_id", "error_type", "recoverable"), "Error events, by type and recoverability.",
+           _errors),
+    Metric("training_events_total", "training.events", "", C, ("event_type",),
+           "Events accepted, by type.", lambda v: (((t,), n) for t, n in
+                                                   v.state.events_by_type.items())),
+    Metric("training_metric", "training.metric", "", G, ("run_id", "key"),
+           "Last value of each step metric (loss, learning_rate, ...).",
+           _per_run_key(lambda r: r.metrics.items())),
+    Metric("training_step", "training.step", "", G, RUN, "Last training step reported.",
+           _per_run(lambda r: r.step)),
+    Metric("training_checkpoint_step", "training.checkpoint.step", "", G,
+           ("run_id", "checkpoint_id"), "Step each checkpoint was taken at.",
+           lambda v: (((r.run_id, cid), c.step) for r, cid, c in _checkpoints(v)
+                      if c.step is not None)),
+    Metric("training_checkpoint_best", "training.checkpoint.best", "", G,
+           ("run_id", "checkpoint_id"), "1 for the run's best checkpoint, 0 for the others.",
+           lambda v: (((r.run_id, cid), float(c.is_best)) for r, cid, c in _checkpoints(v))),
+    Metric("training_checkpoint_metric", "training.checkpoint.metric", "", G,
+           ("run_id", "checkpoint_id", "key"), "Metrics recorded with each checkpoint.",
+           lambda v: (((r.run_id, cid, k), x) for r, cid, c in _checkpoints(v)
+                      for k, x in c.metrics.items())),
+    Metric("training_process_up", "training.process.up", "", G, RUN,
+           "1 while the run's process (from its PID file) is alive, 0 once it is gone.",
+           _per_run(lambda r: None if r.process_up is None else float(r.process_up))),
+    Metric("runwatch_build_info", "runwatch.build.info", "", G, ("version",),
+           "runwatch's version; always 1.", lambda v: [((__version__,), 1.0)]),
+    Metric("runwatch_events_ingested_total", "runwatch.events.ingested", "", C, ("source",),
+           "Events accepted, by source (jsonl, http).", _counter(lambda s: s.ingested)),
+    Metric("runwatch_events_rejected_total", "runwatch.events.rejected", "", C,
+           ("source", "reason"), "Inputs skipped, by source and reason.",
+           _counter(lambda s: s.rejected)),
+    Metric("runwatch_series_dropped_total", "runwatch.series.dropped", "", C, ("reason",),
+           "Series not kept because a cardinality bound was hit, by bound.",
+           lambda v: (((r,), n) for r, n in v.state.dropped.items())),
+    Metric("runwatch_file_rotations_total", "runwatch.file.rotations", "", C, ("kind",),
+           "Event files seen rotated (renamed and replaced) or truncated.",
+           _counter(lambda s: s.file_rotations)),
+    Metric("runwatch_otlp_exported_total", "runwatch.otlp.exported", "", C, ("signal",),
+           "Spans and metric points the OTLP endpoint accepted.",
+           _counter(lambda s: s.otlp_exported)),
+    Metric("runwatch_otlp_dropped_total", "runwatch.otlp.dropped", "", C, ("signal", "reason"),
+           "Spans and metric points lost on the OTLP path (queue full, export failed).",
+           _counter(lambda s: s.otlp_dropped)),
+)  # fmt: skip

@@ -1,0 +1,155 @@
+"""The OTLP output: catalogue metrics as OTel instruments, and spans, over gRPC or HTTP.
+
+Off unless an endpoint is configured. The standard ``OTEL_*`` variables apply
+(service name, resource attributes, headers, timeouts, certificates, metric
+export interval); an explicit ``--otlp-endpoint`` overrides the endpoint only.
+Metric attributes use the catalogue's label names unchanged (``run_id``, not
+``training.run_id``), so the names reaching Prometheus through a collector equal
+those on ``/metrics``; span attributes use the ``training.*`` namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from exporter import __version__
+from exporter.pipeline import Pipeline
+from exporter.state import FinishedSpan, Output, TargetDuration
+from exporter.stats import Stats
+from exporter.telemetry.catalogue import METRICS, Metric, Type
+from exporter.telemetry.otlp_settings import OtlpSettings
+from exporter.telemetry.spans import SpanShipper, SpanWriter
+
+
+def _exporters(settings: OtlpSettings) -> tuple[SpanExporter, MetricExporter]:
+    base = settings.endpoint.rstrip("/") if settings.endpoint else None
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=base), OTLPMetricExporter(endpoint=base)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return (
+        OTLPSpanExporter(endpoint=base and base + "/v1/traces"),
+        OTLPMetricExporter(endpoint=base and base + "/v1/metrics"),
+    )
+
+
+class _CountingMetricExporter(MetricExporter):
+    """Counts the data points each export delivered or lost."""
+
+    def __init__(self, inner: MetricExporter, stats: Stats) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self._stats = stats
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
+    ) -> MetricExportResult:
+        points = sum(
+            len(metric.data.data_points)
+            for resource in metrics_data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        )
+        try:
+            result = self._inner.export(metrics_data, timeout_millis=timeout_millis)
+        except Exception:  # a failed export is counted, never raised into the reader thread
+            result = MetricExportResult.FAILURE
+        if result is MetricExportResult.SUCCESS:
+            self._stats.count(self._stats.otlp_exported, "metrics", points)
+        else:
+            self._stats.count(self._stats.otlp_dropped, ("metrics", "export_failed"), points)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis)
+
+
+class OtlpOutput:
+    """Registers the catalogue as OTel instruments and writes spans; an OutputSink."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: OtlpSettings,
+        exporters: tuple[SpanExporter, MetricExporter] | None = None,
+    ) -> None:
+        span_exporter, metric_exporter = exporters or _exporters(settings)
+        resource = Resource.create({"service.version": __version__})
+        unnamed = str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service")
+        if settings.service_name or unnamed:
+            resource = resource.merge(Resource({SERVICE_NAME: settings.service_name or "runwatch"}))
+        self._pipeline = pipeline
+        self._reader = PeriodicExportingMetricReader(
+            _CountingMetricExporter(metric_exporter, pipeline.stats),
+            export_interval_millis=settings.export_interval_seconds * 1000,
+        )
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._reader])
+        meter = self.meter_provider.get_meter("runwatch", __version__)
+        self._target_duration = None
+        for metric in METRICS:
+            if metric.type is Type.HISTOGRAM:
+                self._target_duration = meter.create_histogram(
+                    metric.otel_name,
+                    unit=metric.unit,
+                    description=metric.help,
+                    explicit_bucket_boundaries_advisory=list(metric.buckets),
+                )
+            elif metric.type is Type.COUNTER:
+                meter.create_observable_counter(
+                    metric.otel_name, [self._callback(metric)], metric.unit, metric.help
+                )
+            else:
+                meter.create_observable_gauge(
+                    metric.otel_name, [self._callback(metric)], metric.unit, metric.help
+                )
+        self._shipper = SpanShipper(span_exporter, pipeline.stats, settings.max_span_queue)
+        self._spans = SpanWriter(resource, self._shipper)
+
+    def handle(self, outputs: list[Output], emit_spans: bool) -> None:
+        for output in outputs:
+            if isinstance(output, TargetDuration):
+                self._target_duration.record(output.seconds, {"run_id": output.run_id})
+            elif emit_spans and isinstance(output, FinishedSpan):
+                self._spans.write(output)
+
+    def flush(self) -> None:
+        """Export everything now: the spans queued and a collection of every metric."""
+        self._spans.provider.force_flush()
+        self.meter_provider.force_flush()
+
+    def shutdown(self) -> None:
+        self._spans.provider.shutdown()
+        self.meter_provider.shutdown()
+
+    def _callback(self, metric: Metric) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        labels = metric.labels
+
+        def observe(options: CallbackOptions) -> Sequence[Observation]:
+            with self._pipeline.view() as view:
+                return [
+                    Observation(value, dict(zip(labels, label_values, strict=True)))
+                    for label_values, value in metric.sample(view)
+                ]
+
+        return observe

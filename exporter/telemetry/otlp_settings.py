@@ -1,0 +1,36 @@
+"""OTLP settings from flags and the standard ``OTEL_*`` environment (no OTel SDK import)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+PROTOCOLS = ("grpc", "http/protobuf")
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpSettings:
+    endpoint: str | None  # None: the exporters read OTEL_EXPORTER_OTLP_* themselves
+    protocol: str = "http/protobuf"
+    service_name: str | None = None  # None: OTEL_SERVICE_NAME, else "runwatch"
+    export_interval_seconds: float = 10.0
+    max_span_queue: int = 8192
+
+
+def otlp_settings_from(
+    endpoint: str | None, protocol: str | None, service_name: str | None
+) -> OtlpSettings | None:
+    """OTLP settings from flags and the standard environment; None when OTLP is off."""
+    env_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint and not env_endpoint:
+        return None
+    protocol = protocol or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"OTLP protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    interval_ms = os.environ.get("OTEL_METRIC_EXPORT_INTERVAL")
+    return OtlpSettings(
+        endpoint=endpoint or None,
+        protocol=protocol,
+        service_name=service_name,
+        export_interval_seconds=float(interval_ms) / 1000 if interval_ms else 10.0,
+    )

@@ -1,0 +1,55 @@
+"""A prometheus-client Collector that builds every family fresh from state at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter.state import Histogram
+from exporter.telemetry.catalogue import METRICS, Type, View
+
+
+def _buckets(hist: Histogram) -> list[tuple[str, float]]:
+    out, running = [], 0
+    for bound, count in zip((*hist.bounds, float("inf")), hist.counts, strict=True):
+        running += count
+        out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+    return out
+
+
+class CatalogueCollector(Collector):
+    """Renders :data:`~exporter.telemetry.catalogue.METRICS` from a locked view of the state."""
+
+    def __init__(self, view: Callable[[], AbstractContextManager[View]]) -> None:
+        self._view = view
+
+    def collect(self) -> Iterator[Metric]:
+        families = []
+        with self._view() as view:
+            for metric in METRICS:
+                families.append(self._family(metric, view))
+        yield from families
+
+    @staticmethod
+    def _family(metric, view: View) -> Metric:
+        labels = list(metric.labels)
+        if metric.type is Type.COUNTER:
+            family = CounterMetricFamily(metric.name, metric.help, labels=labels)
+        elif metric.type is Type.GAUGE:
+            family = GaugeMetricFamily(metric.name, metric.help, labels=labels)
+        else:
+            family = HistogramMetricFamily(metric.name, metric.help, labels=labels)
+            for label_values, hist in metric.sample(view):
+                family.add_metric(list(label_values), _buckets(hist), hist.total)
+            return family
+        for label_values, value in metric.sample(view):
+            family.add_metric(list(label_values), value)
+        return family
