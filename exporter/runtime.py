@@ -17,6 +17,7 @@ from exporter.config import ConfigError
 from exporter.server import create_app
 from exporter.sources.jsonl import CursorStore, Tailer
 from exporter.sources.pidfile import PidFileWatcher
+from exporter.stats import PID_FILE_SOURCE
 
 log = logging.getLogger("runwatch")
 logging.getLogger("watchfiles").setLevel(logging.WARNING)
@@ -63,7 +64,7 @@ class Runtime:
             self.pid_watcher = PidFileWatcher(
                 settings["pid_file"],
                 self.pipeline.observe_process,
-                lambda rejected: self.pipeline.reject("pid_file", rejected),
+                lambda rejected: self.pipeline.reject(PID_FILE_SOURCE, rejected),
                 settings["pid_interval"],
             )
         self.app = create_app(

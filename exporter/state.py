@@ -49,6 +49,10 @@ TARGET_DURATION_BUCKETS: tuple[float, ...] = (
     1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200,
 )  # fmt: skip
 OTHER = "other"
+DROP_REASONS: tuple[str, ...] = (
+    "max_runs", "max_stages_per_run", "max_targets_per_run", "max_metric_keys_per_run",
+    "max_checkpoints_per_run", "max_error_types_per_run",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +194,7 @@ class State:
         self.limits = limits or Limits()
         self.runs: dict[str, Run] = {}
         self.events_by_type: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
 
     # -- entry points -----------------------------------------------------------------------
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+from exporter.events import REJECT_REASONS
+
+EVENT_SOURCES: tuple[str, ...] = ("jsonl", "http")
+PID_FILE_SOURCE = "pid_file"
+
 
 class Stats:
     """Thread-safe counters behind the ``runwatch_*`` self-metrics.
@@ -15,10 +20,14 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.ingested: Counter[str] = Counter()  # source
-        self.rejected: Counter[tuple[str, str]] = Counter()  # (source, reason)
-        self.file_rotations: Counter[str] = Counter()  # kind: rotated, truncated
-        self.otlp_exported: Counter[str] = Counter()  # signal
+        # Every series starts at 0, so rate() and increase() see the first increment.
+        self.ingested: Counter[str] = Counter(dict.fromkeys(EVENT_SOURCES, 0))
+        self.rejected: Counter[tuple[str, str]] = Counter(
+            {(s, r): 0 for s in EVENT_SOURCES for r in REJECT_REASONS if r != "pid_file_invalid"}
+        )
+        self.rejected[(PID_FILE_SOURCE, "pid_file_invalid")] = 0
+        self.file_rotations: Counter[str] = Counter({"rotated": 0, "truncated": 0})
+        self.otlp_exported: Counter[str] = Counter()  # signal, once OTLP is on
         self.otlp_dropped: Counter[tuple[str, str]] = Counter()  # (signal, reason)
 
     def count(self, counter: Counter, key: object, amount: int = 1) -> None:

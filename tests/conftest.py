@@ -1,0 +1,196 @@
+"""Shared fixtures: real binaries (Prometheus, promtool, VictoriaMetrics), a real
+``runwatch serve`` process, and an OTLP/HTTP receiver that decodes the protobuf."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNWATCH = [sys.executable, "-m", "exporter"]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError, KeyError, IndexError, ValueError) as exc:
+            last_error = exc
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def event(event_type: str, run_id: str = "run_1", ts: float = 1_700_000_000.0, **fields) -> dict:
+    return {"event_type": event_type, "run_id": run_id, "timestamp": ts, **fields}
+
+
+def jsonl(*events: dict) -> bytes:
+    return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+@pytest.fixture(scope="session")
+def bin_dir() -> Path:
+    """Prometheus, promtool and VictoriaMetrics from Debian, installed into a cache."""
+    if os.environ.get("RUNWATCH_BIN"):
+        return Path(os.environ["RUNWATCH_BIN"])
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "install-components")], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+class Server:
+    """A ``runwatch serve`` subprocess."""
+
+    def __init__(self, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"runwatch-{self.port}.log"
+        self._log_file = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [*RUNWATCH, "serve", "--listen", f"127.0.0.1:{self.port}", *args],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+        )
+        wait_for(self._ready, what=f"runwatch serve on {self.url}")
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"runwatch exited: {self.log.read_text()}")
+        return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics", timeout=5).text
+
+    def sample(self, series: str) -> float | None:
+        """The value of one exact series line on /metrics (name and labels as printed)."""
+        for line in self.metrics().splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Server:
+        server = Server(list(args), tmp_path, env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP endpoint decoding the real protobuf requests it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.metric_requests: list[ExportMetricsServiceRequest] = []
+        self.fail_next = 0  # answer this many requests with 503
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.fail_next:
+                    receiver.fail_next -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                if self.path == "/v1/traces":
+                    request = ExportTraceServiceRequest.FromString(body)
+                    receiver._add_spans(request)
+                elif self.path == "/v1/metrics":
+                    receiver.metric_requests.append(ExportMetricsServiceRequest.FromString(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def _add_spans(self, request: ExportTraceServiceRequest) -> None:
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans.append(
+                        {
+                            "name": span.name,
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_span_id": span.parent_span_id.hex(),
+                            "start": span.start_time_unix_nano,
+                            "end": span.end_time_unix_nano,
+                            "status": span.status.code,
+                            "status_message": span.status.message,
+                            "attributes": {a.key: _any_value(a.value) for a in span.attributes},
+                            "events": [
+                                (e.name, e.time_unix_nano,
+                                 {a.key: _any_value(a.value) for a in e.attributes})
+                                for e in span.events
+                            ],
+                            "resource": resource,
+                        }
+                    )
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+def _any_value(value: Any) -> Any:
+    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.stop()

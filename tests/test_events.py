@@ -1,0 +1,142 @@
+"""The event format: what is accepted, and the reason for each rejection."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import orjson
+import pytest
+
+from exporter.events import (
+    REJECT_REASONS,
+    MetricUpdate,
+    Progress,
+    Rejected,
+    RunComplete,
+    StageChange,
+    parse_line,
+    validate,
+)
+from exporter.schema import build_schema, render_schema, shipped_schema
+
+from .conftest import event
+
+
+def test_seed_000_progress_line_with_iso_timestamp_and_extra_fields() -> None:
+    line = (
+        b'{"event_type": "progress", "run_id": "intelligent_output_20260121_133213_64987a2d",'
+        b' "timestamp": "2026-01-21T19:32:13.024320+00:00", "stage": "ranking",'
+        b' "progress_pct": 12.5, "current_target": "t1", "targets_complete": 1,'
+        b' "targets_total": 8, "message": "Evaluating t1", "unknown_field": {"x": [1]}}'
+    )
+    parsed = parse_line(line)
+    assert isinstance(parsed, Progress)
+    assert parsed.timestamp == pytest.approx(1769023933.02432)
+    assert (parsed.stage, parsed.progress_pct, parsed.targets_total) == ("ranking", 12.5, 8)
+
+
+def test_epoch_seconds_and_z_suffix_are_the_same_instant() -> None:
+    a = parse_line(orjson.dumps(event("run_start", ts=1769023933.5)))
+    b = parse_line(
+        orjson.dumps({**event("run_start"), "timestamp": "2026-01-21T19:32:13.500000Z"})
+    )
+    assert a.timestamp == b.timestamp == 1769023933.5
+
+
+def test_stage_change_uses_new_stage_and_falls_back_to_stage() -> None:
+    new = parse_line(orjson.dumps(event("stage_change", new_stage="training", stage="x")))
+    fallback = parse_line(orjson.dumps(event("stage_change", stage="training")))
+    assert isinstance(new, StageChange) and new.new_stage == "training"
+    assert fallback.new_stage == "training"
+
+
+def test_statuses_are_normalised_case_insensitively() -> None:
+    parsed = parse_line(orjson.dumps(event("run_complete", status="SUCCESS")))
+    assert isinstance(parsed, RunComplete) and parsed.status == "completed"
+
+
+def test_nulls_count_as_absent() -> None:
+    parsed = parse_line(
+        orjson.dumps(event("metric_update", metrics={"loss": 1}, step=None, extra=None))
+    )
+    assert isinstance(parsed, MetricUpdate) and parsed.step is None
+    assert parsed.metrics == {"loss": 1.0}
+
+
+def test_validate_takes_decoded_values_like_parse_line() -> None:
+    value = event("progress", stage="s", progress_pct=50)
+    assert validate(value).timestamp == parse_line(orjson.dumps(value)).timestamp
+
+
+CASES = [
+    (b"\xff\xfe{garbage", "invalid_utf8"),
+    (b'{"event_type": "progress", "run_id": "r", "timest', "invalid_json"),
+    (b"not json at all", "invalid_json"),
+    (b"[1, 2]", "not_an_object"),
+    (b'"a string"', "not_an_object"),
+    (orjson.dumps({"run_id": "r", "timestamp": 1}), "missing_field"),
+    (orjson.dumps(event("progress", progress_pct=5)), "missing_field"),
+    (orjson.dumps(event("stage_change")), "missing_field"),
+    (orjson.dumps(event("progress", stage=5, progress_pct=5)), "wrong_type"),
+    (orjson.dumps(event("progress", stage="s", progress_pct="5")), "wrong_type"),
+    (orjson.dumps(event("metric_update", metrics={"loss": True})), "wrong_type"),
+    (orjson.dumps(event("metric_update", metrics=[1])), "wrong_type"),
+    (orjson.dumps(event("error", error_message="x", recoverable="yes")), "wrong_type"),
+    (orjson.dumps(event("progress", stage="s", progress_pct=250)), "invalid_value"),
+    (orjson.dumps(event("progress", stage="s", progress_pct=5, targets_total=-1)),
+     "invalid_value"),
+    (orjson.dumps(event("progress", stage="", progress_pct=5)), "invalid_value"),
+    (orjson.dumps(event("run_complete", status="exploded")), "invalid_value"),
+    (orjson.dumps(event("progress", run_id="r" * 300, stage="s", progress_pct=5)),
+     "value_too_long"),
+    (b'{"event_type": "metric_update", "run_id": "r", "timestamp": 1, "metrics": '
+     b'{"loss": NaN}}', "non_finite_number"),
+    (json.dumps(event("metric_update", metrics={"loss": float("inf")})).encode(),
+     "non_finite_number"),
+    (b'{"event_type": "metric_update", "run_id": "r", "timestamp": 1, "metrics": '
+     b'{"loss": 1e999}}', "non_finite_number"),
+    (orjson.dumps({**event("run_start"), "timestamp": "2026-01-21T19:32:13"}),
+     "invalid_timestamp"),
+    (orjson.dumps({**event("run_start"), "timestamp": "yesterday"}), "invalid_timestamp"),
+    (orjson.dumps({**event("run_start"), "timestamp": -5}), "invalid_timestamp"),
+    (orjson.dumps({**event("run_start"), "timestamp": None}), "invalid_timestamp"),
+    (orjson.dumps(event("launch_rockets")), "unknown_event_type"),
+    (orjson.dumps({**event("run_start"), "event_type": 7}), "unknown_event_type"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("line", "reason"), CASES)
+def test_bad_lines_are_rejected_with_their_reason(line: bytes, reason: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        parse_line(line)
+    assert caught.value.reason == reason
+    assert reason in REJECT_REASONS
+
+
+def test_huge_but_finite_numbers_are_accepted() -> None:
+    parsed = parse_line(orjson.dumps(event("metric_update", metrics={"x": 1e308}, step=2**62)))
+    assert parsed.metrics["x"] == 1e308 and parsed.step == 2**62
+
+
+def test_shipped_schema_is_the_generated_one() -> None:
+    assert shipped_schema() == render_schema(), "run: runwatch schema > exporter/schema/..."
+
+
+def test_schema_accepts_valid_events_and_refuses_broken_ones() -> None:
+    validator = jsonschema.Draft202012Validator(build_schema())
+    good = [
+        event("progress", stage="ranking", progress_pct=5, whatever=1),
+        {**event("run_complete", status="completed"), "timestamp": "2026-01-21T19:32:13Z"},
+        event("metric_update", metrics={"loss": 0.5}, step=3),
+        event("checkpoint_saved", checkpoint_id="c1", is_best=True),
+    ]
+    for value in good:
+        validator.validate(value)
+    bad = [
+        event("progress", stage="ranking"),
+        event("metric_update", metrics={"loss": "high"}),
+        event("nope"),
+    ]
+    for value in bad:
+        assert not validator.is_valid(value), value
