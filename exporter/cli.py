@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def replay(paths: list[str], settings: dict) -> int:
     for path in paths:
-        if not Path(path).is_file():
-            print(f"runwatch: {path}: no such file", file=sys.stderr)
+        problem = None if Path(path).is_file() else "no such file"
+        if problem and Path(path).exists():
+            problem = "not a regular file"
+        if problem:
+            print(f"runwatch: {path}: {problem}", file=sys.stderr)
             return 2
     pipeline, otlp = build_pipeline(settings)
     try:
@@ -137,11 +140,12 @@ def replay(paths: list[str], settings: dict) -> int:
     except OSError as exc:
         print(f"runwatch: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    if otlp is not None:
+        otlp.flush()  # first, so the exposition below counts what was exported
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CatalogueCollector(pipeline.view))
     sys.stdout.write(generate_latest(registry).decode())
     if otlp is not None:
-        otlp.flush()
         otlp.shutdown()
     return 0
 

@@ -69,9 +69,17 @@ def bin_dir() -> Path:
 class Server:
     """A ``runwatch serve`` subprocess."""
 
-    def __init__(self, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        tmp: Path,
+        env: dict[str, str] | None = None,
+        scheme: str = "http",
+        **client: Any,
+    ) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.client = client  # httpx options: verify, auth
         self.log = tmp / f"runwatch-{self.port}.log"
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
@@ -86,10 +94,10 @@ class Server:
     def _ready(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"runwatch exited: {self.log.read_text()}")
-        return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+        return httpx.get(self.url + "/readyz", timeout=1, **self.client).status_code == 200
 
     def metrics(self) -> str:
-        return httpx.get(self.url + "/metrics", timeout=5).text
+        return httpx.get(self.url + "/metrics", timeout=5, **self.client).text
 
     def sample(self, series: str) -> float | None:
         """The value of one exact series line on /metrics (name and labels as printed)."""
@@ -113,8 +121,8 @@ class Server:
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Server:
-        server = Server(list(args), tmp_path, env)
+    def start(*args: str, env: dict[str, str] | None = None, **options: Any) -> Server:
+        server = Server(list(args), tmp_path, env, **options)
         servers.append(server)
         return server
 
@@ -133,7 +141,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if receiver.fail_next:
                     receiver.fail_next -= 1
@@ -173,8 +181,11 @@ class OtlpReceiver:
                             "status_message": span.status.message,
                             "attributes": {a.key: _any_value(a.value) for a in span.attributes},
                             "events": [
-                                (e.name, e.time_unix_nano,
-                                 {a.key: _any_value(a.value) for a in e.attributes})
+                                (
+                                    e.name,
+                                    e.time_unix_nano,
+                                    {a.key: _any_value(a.value) for a in e.attributes},
+                                )
                                 for e in span.events
                             ],
                             "resource": resource,

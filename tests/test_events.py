@@ -38,9 +38,7 @@ def test_seed_000_progress_line_with_iso_timestamp_and_extra_fields() -> None:
 
 def test_epoch_seconds_and_z_suffix_are_the_same_instant() -> None:
     a = parse_line(orjson.dumps(event("run_start", ts=1769023933.5)))
-    b = parse_line(
-        orjson.dumps({**event("run_start"), "timestamp": "2026-01-21T19:32:13.500000Z"})
-    )
+    b = parse_line(orjson.dumps({**event("run_start"), "timestamp": "2026-01-21T19:32:13.500000Z"}))
     assert a.timestamp == b.timestamp == 1769023933.5
 
 

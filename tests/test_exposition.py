@@ -39,8 +39,10 @@ def exposition(pipeline: Pipeline) -> str:
 
 def demo_pipeline() -> Pipeline:
     pipeline = Pipeline()
-    lines = [orjson.dumps(e) for e in synthetic_run("run_a", 1.7e9, targets=3, steps=40,
-                                                   checkpoint_every=10)]
+    lines = [
+        orjson.dumps(e)
+        for e in synthetic_run("run_a", 1.7e9, targets=3, steps=40, checkpoint_every=10)
+    ]
     pipeline.ingest_lines([*lines, b"garbage"], "jsonl")
     pipeline.observe_process(ProcessObservation("run_a", True, 1.7e9, 1.7e9 + 1))
     return pipeline
@@ -49,7 +51,7 @@ def demo_pipeline() -> Pipeline:
 def test_every_metric_the_issue_names_is_exposed_with_data() -> None:
     families = {f.name: f for f in text_string_to_metric_families(exposition(demo_pipeline()))}
     exposed = {f"{n}_total" if families[n].type == "counter" else n for n in families}
-    assert ISSUE_NAMES <= exposed
+    assert exposed >= ISSUE_NAMES
     for name in ISSUE_NAMES:
         base = name.removesuffix("_total") if name.endswith("_total") else name
         assert families[base].samples, f"{name} has no samples"
@@ -73,8 +75,9 @@ def test_values_match_the_run() -> None:
 def test_promtool_check_metrics_prints_nothing(bin_dir: Path) -> None:
     pipeline = demo_pipeline()
     nasty = 'run "quoted" \\ back\nslash ünïcødé \x01'
-    pipeline.ingest_line(orjson.dumps(event("metric_update", run_id=nasty, metrics={nasty: 1})),
-                         "http")
+    pipeline.ingest_line(
+        orjson.dumps(event("metric_update", run_id=nasty, metrics={nasty: 1})), "http"
+    )
     result = subprocess.run(
         [bin_dir / "promtool", "check", "metrics"],
         input=exposition(pipeline).encode(),
@@ -86,8 +89,9 @@ def test_promtool_check_metrics_prints_nothing(bin_dir: Path) -> None:
 def test_label_values_survive_any_bytes_through_the_exposition() -> None:
     pipeline = Pipeline()
     nasty = 'run "quoted" \\ back\nslash ünïcødé \x01'
-    pipeline.ingest_line(orjson.dumps(event("metric_update", run_id=nasty, metrics={"k": 1})),
-                         "jsonl")
+    pipeline.ingest_line(
+        orjson.dumps(event("metric_update", run_id=nasty, metrics={"k": 1})), "jsonl"
+    )
     families = {f.name: f for f in text_string_to_metric_families(exposition(pipeline))}
     assert families["training_metric"].samples[0].labels == {"run_id": nasty, "key": "k"}
 

@@ -34,8 +34,12 @@ def test_a_run_walks_its_stages_and_records_their_durations() -> None:
         event("progress", ts=T0 + 11, stage="feature_selection", progress_pct=10),
     )
     run = state.runs["run_1"]
-    assert (run.name, run.config, run.status, run.stage) == ("exp", {"lr": 0.1}, "running",
-                                                             "feature_selection")
+    assert (run.name, run.config, run.status, run.stage) == (
+        "exp",
+        {"lr": 0.1},
+        "running",
+        "feature_selection",
+    )
     assert run.stages["ranking"].progress_ratio == pytest.approx(0.4)
     assert run.stages["ranking"].seconds == pytest.approx(10)
     assert run.stages["feature_selection"].progress_ratio == pytest.approx(0.1)
@@ -49,15 +53,24 @@ def test_run_complete_ends_every_open_span_in_order_with_the_trace_structure() -
         state,
         event("stage_change", ts=T0, new_stage="training"),
         event("target_start", ts=T0 + 1, target="t1"),
-        event("error", ts=T0 + 2, error_message="bad fold", error_type="ValueError",
-              recoverable=True, target="t1"),
+        event(
+            "error",
+            ts=T0 + 2,
+            error_message="bad fold",
+            error_type="ValueError",
+            recoverable=True,
+            target="t1",
+        ),
         event("target_complete", ts=T0 + 3, target="t1", status="success", best_auc=0.8),
         event("target_start", ts=T0 + 4, target="t2"),
         event("run_complete", ts=T0 + 6, status="failed"),
     )
     ended = spans(out)
     assert [(s.span.kind, s.span.name) for s in ended] == [
-        ("target", "t1"), ("target", "t2"), ("stage", "training"), ("run", "run_1")
+        ("target", "t1"),
+        ("target", "t2"),
+        ("stage", "training"),
+        ("run", "run_1"),
     ]
     t1, t2, stage, root = ended
     assert t1.span.parent is stage.span and stage.span.parent is root.span
@@ -127,8 +140,13 @@ def test_max_runs_forgets_the_oldest_finished_run_first() -> None:
 
 def test_bounds_cut_and_count_metric_keys_targets_checkpoints_and_error_types() -> None:
     state = State(
-        Limits(max_metric_keys_per_run=2, max_targets_per_run=1, max_checkpoints_per_run=2,
-               max_error_types_per_run=1, max_stages_per_run=2)
+        Limits(
+            max_metric_keys_per_run=2,
+            max_targets_per_run=1,
+            max_checkpoints_per_run=2,
+            max_error_types_per_run=1,
+            max_stages_per_run=2,
+        )
     )
     feed(
         state,
@@ -152,8 +170,11 @@ def test_bounds_cut_and_count_metric_keys_targets_checkpoints_and_error_types() 
     assert run.errors == {("E1", False): 1, ("other", False): 1}
     assert list(run.stages) == ["s2", "s3"] and run.stage == "s3"
     assert +state.dropped == {
-        "max_metric_keys_per_run": 1, "max_targets_per_run": 1, "max_checkpoints_per_run": 1,
-        "max_error_types_per_run": 1, "max_stages_per_run": 1,
+        "max_metric_keys_per_run": 1,
+        "max_targets_per_run": 1,
+        "max_checkpoints_per_run": 1,
+        "max_error_types_per_run": 1,
+        "max_stages_per_run": 1,
     }
 
 
@@ -166,6 +187,8 @@ def test_status_change_ends_and_reopens_a_run() -> None:
         event("run_complete", ts=T0 + 9, status="completed"),
     )
     roots = [s for s in spans(out) if s.span.kind == "run"]
-    assert [(r.span.start, r.end, r.error) for r in roots] == [(T0, T0, None),
-                                                                (T0 + 5, T0 + 9, None)]
+    assert [(r.span.start, r.end, r.error) for r in roots] == [
+        (T0, T0, None),
+        (T0 + 5, T0 + 9, None),
+    ]
     assert state.runs["run_1"].status == "completed"

@@ -19,6 +19,7 @@ from the whole file but emits spans only for lines past the saved offset.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import logging
@@ -35,7 +36,7 @@ import watchfiles
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
-HEAD_BYTES = 64  # bytes hashed into a file's identity, against inode reuse
+HEAD_BYTES = 4096  # bytes hashed into a file's identity, against inode reuse
 ROTATED_IDLE_SECONDS = 5.0  # how long a rotated-away file is kept open after its last write
 GLOB_CHARS = frozenset("*?[")
 
@@ -73,7 +74,7 @@ class CursorStore:
     def save(self, cursors: list[Cursor]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        payload = {"version": 1, "files": [c.__dict__ for c in cursors]}
+        payload = {"version": 1, "files": [dataclasses.asdict(c) for c in cursors]}
         tmp.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
         os.replace(tmp, self.path)
 
@@ -233,6 +234,9 @@ class Tailer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop following, save the cursors and close the files; a second call does nothing."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -241,8 +245,12 @@ class Tailer:
             reader.close()
 
     def save_cursors(self) -> None:
-        if self._store is not None:
+        if self._store is None:
+            return
+        try:
             self._store.save([r.cursor() for r in [*self.files.values(), *self._rotated]])
+        except OSError as exc:
+            log.warning("cannot write state file %s: %s", self._store.path, exc)
 
     # -- the loop ----------------------------------------------------------------------------------
 

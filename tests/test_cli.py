@@ -1,0 +1,123 @@
+"""The ``runwatch`` command: help, configuration precedence, errors, replay and demo."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.config import OPTIONS, ConfigError, add_arguments, resolve
+
+from .conftest import ROOT, RUNWATCH, event, free_port, jsonl, wait_for
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*RUNWATCH, *args], capture_output=True, text=True, cwd=ROOT, timeout=60, **kwargs
+    )
+
+
+def test_help_lists_every_option_with_its_environment_variable() -> None:
+    text = run("serve", "--help").stdout
+    for option in OPTIONS:
+        assert option.flag in text and option.env in text
+
+
+def settings_for(argv: list[str], env: dict[str, str], monkeypatch) -> dict:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    names = [o.name for o in OPTIONS]
+    add_arguments(parser, names)
+    return resolve(parser.parse_args(argv), names)
+
+
+def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(
+        "max_runs: 7\nmax_targets_per_run: 8\nmax_metric_keys_per_run: 9\n"
+        "events: [a.jsonl, b.jsonl]\nlisten: 0.0.0.0:9999\n"
+    )
+    settings = settings_for(
+        ["--config", str(config), "--max-runs", "1"],
+        {"RUNWATCH_MAX_RUNS": "2", "RUNWATCH_MAX_TARGETS_PER_RUN": "3"},
+        monkeypatch,
+    )
+    assert (
+        settings["max_runs"],
+        settings["max_targets_per_run"],
+        settings["max_metric_keys_per_run"],
+    ) == (1, 3, 9)
+    assert settings["events"] == ["a.jsonl", "b.jsonl"]
+    assert settings["listen"] == ("0.0.0.0", 9999)
+    assert settings["max_checkpoints_per_run"] == 50  # the default
+
+
+def test_bad_settings_are_one_clear_line(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(ConfigError, match="RUNWATCH_MAX_RUNS: -3 is not positive"):
+        settings_for([], {"RUNWATCH_MAX_RUNS": "-3"}, monkeypatch)
+    config = tmp_path / "bad.yaml"
+    config.write_text("max_runz: 3\n")
+    result = run("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("runwatch: config file")
+    assert "unknown option(s) max_runz" in result.stderr
+    bad_listen = run("serve", "--listen", "nowhere")
+    assert bad_listen.returncode == 2 and "is not HOST:PORT" in bad_listen.stderr
+
+
+def test_replay_prints_the_exposition(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(
+        jsonl(event("progress", stage="ranking", progress_pct=50))
+        + b"garbage\n"
+        + b'{"event_type": "progress", "run_id": "run_1", "time'
+    )
+    result = run("replay", str(path))
+    assert result.returncode == 0, result.stderr
+    assert 'training_run_progress_ratio{run_id="run_1",stage="ranking"} 0.5' in result.stdout
+    assert (
+        'runwatch_events_rejected_total{reason="invalid_json",source="jsonl"} 2.0' in result.stdout
+    )  # the garbage line and the truncated last line
+
+
+def test_replay_of_a_missing_or_unreadable_file_is_exit_2(tmp_path: Path) -> None:
+    missing = run("replay", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"runwatch: {tmp_path / 'nope.jsonl'}: no such file"
+    directory = run("replay", str(tmp_path))
+    assert directory.returncode == 2 and directory.stderr.count("\n") == 1
+
+
+def test_demo_serves_a_training_run(tmp_path: Path) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [*RUNWATCH, "demo", "--listen", f"127.0.0.1:{port}", "--event-interval", "0.005"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(
+            lambda: 'status="completed"} 1.0' in httpx.get(url + "/metrics").text,
+            timeout=60,
+            what="a completed demo run",
+        )
+        text = httpx.get(url + "/metrics").text
+        for needle in (
+            "training_checkpoint_best",
+            'key="loss"',
+            "training_target_best_auc",
+            'error_type="DataWarning"',
+        ):
+            assert needle in text
+    finally:
+        demo.terminate()
+        output = demo.communicate(timeout=30)[0]
+    assert f"{url}/metrics" in output
