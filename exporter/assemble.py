@@ -46,7 +46,7 @@ def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | Non
     from exporter.telemetry.otel import OtlpOutput  # the OTel SDK only when it is used
 
     otlp = OtlpOutput(pipeline, otlp_settings)
-    pipeline.sinks.append(otlp)
+    pipeline.add_sink(otlp)
     return pipeline, otlp
 
 

@@ -25,24 +25,30 @@ class OutputSink(Protocol):
 
 class Pipeline:
     def __init__(self, limits: Limits | None = None, max_line_bytes: int = 1 << 20) -> None:
-        self.state = State(limits)
+        self.state = State(limits, tracing=False)
         self.stats = Stats()
         self.max_line_bytes = max_line_bytes
-        self.sinks: list[OutputSink] = []
+        self._sinks: list[OutputSink] = []
         self._lock = threading.Lock()
+
+    def add_sink(self, sink: OutputSink) -> None:
+        """Send spans and durations to ``sink``; the reducer builds them from now on."""
+        with self._lock:
+            self._sinks.append(sink)
+            self.state.tracing = True
 
     def ingest_line(self, line: bytes, source: str, emit_spans: bool = True) -> Rejected | None:
         """One JSONL line without its newline; returns the rejection, if any (already counted)."""
-        return self.ingest_lines([line], source, 0 if emit_spans else 1)[0]
+        rejections = self.ingest_lines([line], source, 0 if emit_spans else 1)
+        return rejections[0][1] if rejections else None
 
     def ingest_lines(
         self, lines: list[bytes], source: str, spans_from: int = 0
-    ) -> list[Rejected | None]:
+    ) -> list[tuple[int, Rejected]]:
         """A batch of lines under one lock; lines before index ``spans_from`` emit no spans
-        (they were exported before a restart). Empty lines are skipped. Returns the
-        rejection (or None) of each non-empty line."""
-        results: list[Rejected | None] = []
-        accepted = 0
+        (they were exported before a restart). Empty lines are skipped. Returns the index
+        and rejection of each line refused (already counted)."""
+        rejections: list[tuple[int, Rejected]] = []
         limit = self.max_line_bytes
         apply = self.state.apply
         with self._lock:
@@ -55,14 +61,13 @@ class Pipeline:
                     outputs = apply(parse_line(line))
                 except Rejected as rejected:
                     self.reject(source, rejected)
-                    results.append(rejected)
+                    rejections.append((index, rejected))
                     continue
-                accepted += 1
-                results.append(None)
                 if outputs:
                     self._hand_on(outputs, index >= spans_from)
+        accepted = len(lines) - lines.count(b"") - len(rejections)
         self.stats.count(self.stats.ingested, source, accepted)
-        return results
+        return rejections
 
     def ingest_value(self, raw: Any, source: str) -> Rejected | None:
         """One already-decoded JSON value (an element of a POSTed array)."""
@@ -95,5 +100,5 @@ class Pipeline:
             yield View(self.state, self.stats)
 
     def _hand_on(self, outputs: list[Output], emit_spans: bool) -> None:
-        for sink in self.sinks:
+        for sink in self._sinks:
             sink.handle(outputs, emit_spans)

@@ -190,8 +190,11 @@ Output = FinishedSpan | TargetDuration
 class State:
     """All runs and the counters that span them; ``apply`` is the only writer."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, tracing: bool = True) -> None:
         self.limits = limits or Limits()
+        # Spans and durations are only built for someone to receive them (the OTLP output);
+        # without one, the reducer skips that work.
+        self.tracing = tracing
         self.runs: dict[str, Run] = {}
         self.events_by_type: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
@@ -246,7 +249,10 @@ class State:
             run.root_span.attributes["training.run.name"] = run.name
 
     def _on_progress(self, run: Run, event: Progress, ts: float, out: list[Output]) -> None:
-        stage = self._enter_stage(run, event.stage, ts, out)
+        if run.stage == event.stage:  # the common case, without a call
+            stage = run.stages.get(event.stage)
+        else:
+            stage = self._enter_stage(run, event.stage, ts, out)
         if stage is not None:
             stage.progress_ratio = event.progress_pct / 100.0
         if event.targets_total is not None:
@@ -260,7 +266,7 @@ class State:
     def _on_target_start(self, run: Run, event: TargetStart, ts: float, out: list[Output]) -> None:
         if event.total_targets is not None:
             run.targets_total = event.total_targets
-        if not run.finished:
+        if self.tracing and not run.finished:
             parent = run.stage_span or run.root_span
             attributes: dict[str, Any] = {"training.target": event.target}
             if event.target_index is not None:
@@ -276,17 +282,20 @@ class State:
         status = _TARGET_STATUS_ALIASES.get((event.status or "success").lower(), OTHER)
         run.target_completions[status] += 1
         run.targets_completed += 1
-        if event.best_auc is not None and self._admit(
-            run.target_best_auc, target, self.limits.max_targets_per_run, "max_targets_per_run"
+        best = run.target_best_auc
+        if event.best_auc is not None and (
+            target in best
+            or self._admit(best, target, self.limits.max_targets_per_run, "max_targets_per_run")
         ):
-            run.target_best_auc[target] = event.best_auc
+            best[target] = event.best_auc
         span = run.target_spans.pop(target, None)
         duration = event.duration_seconds
         if duration is None and span is not None:
             duration = max(0.0, ts - span.start)
         if duration is not None:
             run.target_durations.observe(duration)
-            out.append(TargetDuration(run.run_id, duration))
+            if self.tracing:
+                out.append(TargetDuration(run.run_id, duration))
         if span is not None:
             span.attributes["training.target.status"] = status
             if event.best_auc is not None:
@@ -382,7 +391,8 @@ class State:
             del self.runs[victim.run_id]
             self.dropped["max_runs"] += 1
         run = Run(run_id, run_id, ts, ts)
-        run.root_span = OpenSpan("run", run_id, ts, None, {"training.run.name": run_id})
+        if self.tracing:
+            run.root_span = OpenSpan("run", run_id, ts, None, {"training.run.name": run_id})
         self.runs[run_id] = run
         return run
 
@@ -390,8 +400,9 @@ class State:
         run.status = "running"
         run.end = None
         run.reported_duration = None
-        attributes = {"training.run.name": run.name, "training.run.resumed": True}
-        run.root_span = OpenSpan("run", run.run_id, ts, None, attributes)
+        if self.tracing:
+            attributes = {"training.run.name": run.name, "training.run.resumed": True}
+            run.root_span = OpenSpan("run", run.run_id, ts, None, attributes)
 
     def _enter_stage(self, run: Run, name: str, ts: float, out: list[Output]) -> Stage | None:
         """Make ``name`` the current stage; returns it, or None when the stage bound cut it."""
@@ -410,7 +421,7 @@ class State:
         self._leave_stage(run, ts, out, None)
         run.stage = name
         stage.entered_at = ts
-        if not run.finished:
+        if self.tracing and not run.finished:
             attributes = {"training.stage": name}
             run.stage_span = OpenSpan("stage", name, ts, run.root_span, attributes)
         return stage

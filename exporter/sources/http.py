@@ -42,8 +42,9 @@ def ingest_body(body: bytes, pipeline: Pipeline) -> IngestResult:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError:
         lines = [line.rstrip(b"\r") for line in body.split(b"\n") if line.strip()]
-        for index, rejection in enumerate(pipeline.ingest_lines(lines, SOURCE)):
-            result.add(index, rejection)
+        refused = dict(pipeline.ingest_lines(lines, SOURCE))
+        for index in range(len(lines)):
+            result.add(index, refused.get(index))
         return result
     values = decoded if isinstance(decoded, list) else [decoded]
     for index, value in enumerate(values):
