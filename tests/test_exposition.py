@@ -102,3 +102,13 @@ def test_otel_names_translate_to_the_prometheus_names() -> None:
     assert {m.name for m in METRICS} >= ISSUE_NAMES
     gauges_with_unit_one = [m for m in METRICS if m.unit == "1"]
     assert all(m.type is Type.GAUGE and "ratio" in m.otel_name for m in gauges_with_unit_one)
+
+
+def test_the_readme_catalogue_matches_the_code() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for metric in METRICS:
+        row = (
+            f"| `{metric.name}` | {metric.type.value} | {', '.join(metric.labels)} | "
+            f"{metric.help} | `{metric.otel_name}` ({metric.unit or '—'}) |"
+        )
+        assert row in readme, f"README catalogue row out of date: {row}"
