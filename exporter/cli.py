@@ -14,10 +14,11 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import __version__
-from exporter.assemble import build_pipeline, read_files_once
+from exporter.assemble import SOURCE, build_pipeline, read_files_once
 from exporter.config import OPTIONS, ConfigError, add_arguments, resolve
 from exporter.demo import synthetic_run
 from exporter.schema import render_schema
+from exporter.sources.parallel import ParallelReader, worth_it
 from exporter.telemetry.prometheus import CatalogueCollector
 
 log = logging.getLogger("runwatch")
@@ -134,11 +135,17 @@ def replay(paths: list[str], settings: dict) -> int:
         if problem:
             print(f"runwatch: {path}: {problem}", file=sys.stderr)
             return 2
+    # Large inputs are parsed in a forked worker; it forks before the OTLP threads start.
+    parallel = ParallelReader(paths, settings["max_line_bytes"]) if worth_it(paths) else None
     pipeline, otlp = build_pipeline(settings)
     try:
-        read_files_once(pipeline, paths)
+        if parallel is not None:
+            parallel.feed(pipeline, SOURCE)
+        else:
+            read_files_once(pipeline, paths)
     except OSError as exc:
-        print(f"runwatch: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        print(f"runwatch: {where}", file=sys.stderr)
         return 2
     if otlp is not None:
         otlp.flush()  # first, so the exposition below counts what was exported

@@ -70,6 +70,17 @@ class Rejected(Exception):
         self.reason = reason
         self.detail = detail
 
+    def as_refused(self) -> Refused:
+        return Refused(self.reason, self.detail)
+
+
+class Refused(msgspec.Struct, tag_field="event_type", tag="__refused__", gc=False):
+    """A rejection as data: what a batch parser returns for a line it refused, in a form
+    msgpack can carry between processes."""
+
+    reason: str
+    detail: str
+
 
 def _doc(kind: Any, text: str) -> Any:
     return Annotated[kind, Meta(description=text)]

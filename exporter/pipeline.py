@@ -12,10 +12,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from exporter.events import Rejected, parse_line, validate
+from exporter.events import Event, Refused, Rejected, parse_line, validate
 from exporter.state import Limits, Output, ProcessObservation, State
 from exporter.stats import Stats
 from exporter.telemetry.catalogue import View
+
+Parsed = Event | Refused | None
+"""A parsed line: the event, why it was refused, or None for an empty line."""
+
+
+def parse_lines(lines: list[bytes], max_line_bytes: int) -> list[Parsed]:
+    """Parse a batch of lines; needs no lock, so it runs before taking one (or elsewhere)."""
+    parsed: list[Parsed] = []
+    for line in lines:
+        if not line:
+            parsed.append(None)
+            continue
+        if len(line) > max_line_bytes:
+            parsed.append(Refused("line_too_long", f"{len(line)} bytes > {max_line_bytes}"))
+            continue
+        try:
+            parsed.append(parse_line(line))
+        except Rejected as rejected:
+            parsed.append(rejected.as_refused())
+    return parsed
 
 
 class OutputSink(Protocol):
@@ -37,61 +57,61 @@ class Pipeline:
             self._sinks.append(sink)
             self.state.tracing = True
 
-    def ingest_line(self, line: bytes, source: str, emit_spans: bool = True) -> Rejected | None:
+    def ingest_line(self, line: bytes, source: str, emit_spans: bool = True) -> Refused | None:
         """One JSONL line without its newline; returns the rejection, if any (already counted)."""
         rejections = self.ingest_lines([line], source, 0 if emit_spans else 1)
         return rejections[0][1] if rejections else None
 
     def ingest_lines(
         self, lines: list[bytes], source: str, spans_from: int = 0
-    ) -> list[tuple[int, Rejected]]:
-        """A batch of lines under one lock; lines before index ``spans_from`` emit no spans
-        (they were exported before a restart). Empty lines are skipped. Returns the index
-        and rejection of each line refused (already counted)."""
-        rejections: list[tuple[int, Rejected]] = []
-        limit = self.max_line_bytes
-        apply = self.state.apply
-        with self._lock:
-            for index, line in enumerate(lines):
-                if not line:
-                    continue
-                try:
-                    if len(line) > limit:
-                        raise Rejected("line_too_long", f"{len(line)} bytes > {limit}")
-                    outputs = apply(parse_line(line))
-                except Rejected as rejected:
-                    self.reject(source, rejected)
-                    rejections.append((index, rejected))
-                    continue
-                if outputs:
-                    self._hand_on(outputs, index >= spans_from)
-        accepted = len(lines) - lines.count(b"") - len(rejections)
-        self.stats.count(self.stats.ingested, source, accepted)
-        return rejections
+    ) -> list[tuple[int, Refused]]:
+        """Parse a batch of lines (outside the lock) and apply it; see :meth:`apply_parsed`."""
+        return self.apply_parsed(parse_lines(lines, self.max_line_bytes), source, spans_from)
 
-    def ingest_value(self, raw: Any, source: str) -> Rejected | None:
+    def ingest_value(self, raw: Any, source: str) -> Refused | None:
         """One already-decoded JSON value (an element of a POSTed array)."""
         try:
-            event = validate(raw)
+            parsed: Parsed = validate(raw)
         except Rejected as rejected:
-            self.reject(source, rejected)
-            return rejected
+            parsed = rejected.as_refused()
+        rejections = self.apply_parsed([parsed], source)
+        return rejections[0][1] if rejections else None
+
+    def apply_parsed(
+        self, items: list[Parsed], source: str, spans_from: int = 0
+    ) -> list[tuple[int, Refused]]:
+        """Apply parsed lines under one lock; items before index ``spans_from`` emit no spans
+        (they were exported before a restart). Returns the index and rejection of each item
+        refused, by the parser or the reducer; all are counted."""
+        rejections: list[tuple[int, Refused]] = []
+        accepted = 0
+        apply = self.state.apply
         with self._lock:
-            try:
-                outputs = self.state.apply(event)
-            except Rejected as rejected:
-                self.reject(source, rejected)
-                return rejected
-            self.stats.count(self.stats.ingested, source)
-            self._hand_on(outputs, True)
-        return None
+            for index, item in enumerate(items):
+                if item is None:
+                    continue
+                if item.__class__ is Refused:
+                    self.reject(source, item)
+                    rejections.append((index, item))
+                    continue
+                try:
+                    outputs = apply(item)
+                except Rejected as rejected:
+                    self.reject(source, rejected)
+                    rejections.append((index, rejected.as_refused()))
+                    continue
+                accepted += 1
+                if outputs:
+                    self._hand_on(outputs, index >= spans_from)
+        self.stats.count(self.stats.ingested, source, accepted)
+        return rejections
 
     def observe_process(self, observation: ProcessObservation) -> None:
         with self._lock:
             outputs = self.state.observe_process(observation)
             self._hand_on(outputs, True)
 
-    def reject(self, source: str, rejected: Rejected) -> None:
+    def reject(self, source: str, rejected: Rejected | Refused) -> None:
         self.stats.count(self.stats.rejected, (source, rejected.reason))
 
     @contextmanager

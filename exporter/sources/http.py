@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from exporter.events import Rejected
+from exporter.events import Refused
 from exporter.pipeline import Pipeline
 
 SOURCE = "http"
@@ -24,7 +24,7 @@ class IngestResult:
     rejected: int = 0
     rejections: list[dict[str, object]] = field(default_factory=list)
 
-    def add(self, index: int, rejection: Rejected | None) -> None:
+    def add(self, index: int, rejection: Refused | None) -> None:
         if rejection is None:
             self.accepted += 1
             return
