@@ -69,8 +69,7 @@ def measure(command: list[str]) -> Measure:
         if process.returncode != 0:
             raise SystemExit(f"{command[0]} failed: {stderr[-2000:]}")
         wall, user, system, peak_kb = timing.read().split()[-4:]
-    return Measure(float(wall), float(user) + float(system), int(peak_kb) / 1024,
-                   tree_peak / 2**20)
+    return Measure(float(wall), float(user) + float(system), int(peak_kb) / 1024, tree_peak / 2**20)
 
 
 def ingest(events_file: Path, count: int, rounds: int, mtail: Path) -> dict[str, list[Measure]]:

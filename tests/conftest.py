@@ -131,6 +131,38 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         server.stop()
 
 
+def decode_spans(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
+    """The spans of an OTLP trace export request, as plain records."""
+    spans = []
+    for resource_spans in request.resource_spans:
+        resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(
+                    {
+                        "name": span.name,
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_span_id": span.parent_span_id.hex(),
+                        "start": span.start_time_unix_nano,
+                        "end": span.end_time_unix_nano,
+                        "status": span.status.code,
+                        "status_message": span.status.message,
+                        "attributes": {a.key: _any_value(a.value) for a in span.attributes},
+                        "events": [
+                            (
+                                e.name,
+                                e.time_unix_nano,
+                                {a.key: _any_value(a.value) for a in e.attributes},
+                            )
+                            for e in span.events
+                        ],
+                        "resource": resource,
+                    }
+                )
+    return spans
+
+
 class OtlpReceiver:
     """An OTLP/HTTP endpoint decoding the real protobuf requests it is sent."""
 
@@ -150,7 +182,7 @@ class OtlpReceiver:
                     return
                 if self.path == "/v1/traces":
                     request = ExportTraceServiceRequest.FromString(body)
-                    receiver._add_spans(request)
+                    receiver.spans.extend(decode_spans(request))
                 elif self.path == "/v1/metrics":
                     receiver.metric_requests.append(ExportMetricsServiceRequest.FromString(body))
                 self.send_response(200)
@@ -164,34 +196,6 @@ class OtlpReceiver:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
-    def _add_spans(self, request: ExportTraceServiceRequest) -> None:
-        for resource_spans in request.resource_spans:
-            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    self.spans.append(
-                        {
-                            "name": span.name,
-                            "trace_id": span.trace_id.hex(),
-                            "span_id": span.span_id.hex(),
-                            "parent_span_id": span.parent_span_id.hex(),
-                            "start": span.start_time_unix_nano,
-                            "end": span.end_time_unix_nano,
-                            "status": span.status.code,
-                            "status_message": span.status.message,
-                            "attributes": {a.key: _any_value(a.value) for a in span.attributes},
-                            "events": [
-                                (
-                                    e.name,
-                                    e.time_unix_nano,
-                                    {a.key: _any_value(a.value) for a in e.attributes},
-                                )
-                                for e in span.events
-                            ],
-                            "resource": resource,
-                        }
-                    )
-
     def stop(self) -> None:
         self._server.shutdown()
 
@@ -203,5 +207,39 @@ def _any_value(value: Any) -> Any:
 @pytest.fixture
 def otlp_receiver() -> Iterator[OtlpReceiver]:
     receiver = OtlpReceiver()
+    yield receiver
+    receiver.stop()
+
+
+class GrpcTraceReceiver:
+    """An OTLP/gRPC trace endpoint, decoding into the same span records as OtlpReceiver."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        self.spans: list[dict[str, Any]] = []
+        spans = self.spans
+
+        class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):  # the gRPC method name
+                spans.extend(decode_spans(request))
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), self._server)
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        self.url = f"http://127.0.0.1:{port}"
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop(grace=None)
+
+
+@pytest.fixture
+def grpc_receiver() -> Iterator[GrpcTraceReceiver]:
+    receiver = GrpcTraceReceiver()
     yield receiver
     receiver.stop()

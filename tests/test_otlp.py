@@ -29,9 +29,9 @@ RUN = [
 NS = 1_000_000_000
 
 
-def replay(path: Path, endpoint: str) -> subprocess.CompletedProcess:
+def replay(path: Path, endpoint: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*RUNWATCH, "replay", str(path), "--otlp-endpoint", endpoint],
+        [*RUNWATCH, "replay", str(path), "--otlp-endpoint", endpoint, *args],
         capture_output=True,
         cwd=ROOT,
         timeout=60,
@@ -71,6 +71,16 @@ def test_replay_exports_one_trace_per_run_with_event_times(tmp_path, otlp_receiv
     otlp_receiver.spans.clear()
     replay(path, otlp_receiver.url)
     assert sorted((s["name"], s["span_id"]) for s in otlp_receiver.spans) == first
+
+
+def test_the_grpc_protocol_delivers_the_same_trace(tmp_path, otlp_receiver, grpc_receiver) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(jsonl(*RUN))
+    replay(path, otlp_receiver.url)
+    replay(path, grpc_receiver.url, "--otlp-protocol", "grpc")
+    over_http = sorted((s["name"], s["span_id"], s["parent_span_id"]) for s in otlp_receiver.spans)
+    over_grpc = sorted((s["name"], s["span_id"], s["parent_span_id"]) for s in grpc_receiver.spans)
+    assert over_grpc == over_http and len(over_grpc) == 5
 
 
 def test_otlp_metrics_carry_the_catalogue_names_and_labels(tmp_path, otlp_receiver) -> None:
