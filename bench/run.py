@@ -174,7 +174,7 @@ maximum. mtail runs `bench/mtail/runwatch.mtail` (events by type, progress by ru
 stage); runwatch computes its whole catalogue, parsing in a forked worker process while
 the main process reduces (`exporter/sources/parallel.py`), so its CPU time covers both.
 
-| tool | events/s | wall s | CPU s per 1M events | peak RSS MB (largest process) | peak RSS MB (all processes) |
+| tool | events/s | wall s | CPU s / 1M events | peak RSS MB, largest process | all |
 |---|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 

@@ -53,8 +53,9 @@ def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | Non
 def read_files_once(pipeline: Pipeline, paths: list[str]) -> None:
     """Feed whole files to the pipeline (``runwatch replay``); OSError if one can't be read."""
     for path in paths:
-        reader = FileReader(path, _line_sink(pipeline), pipeline.max_line_bytes)
-        reader.on_too_long = _too_long_counter(pipeline)
+        reader = FileReader(
+            path, _line_sink(pipeline), pipeline.max_line_bytes, _too_long_counter(pipeline)
+        )
         try:
             reader.read_available()
             reader.flush_partial()

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -199,20 +200,12 @@ def _generate(path: Path, interval: float) -> None:
                 fail_at_step=fail_at,
                 seed=number,
             ):
-                due = time.time()
-                event_time = event["timestamp"]
-                wait = _epoch(event_time) - due
+                wait = datetime.fromisoformat(event["timestamp"]).timestamp() - time.time()
                 if wait > 0:
                     time.sleep(wait)
                 out.write(orjson.dumps(event) + b"\n")
                 out.flush()
         time.sleep(5 * interval)
-
-
-def _epoch(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso).timestamp()
 
 
 if __name__ == "__main__":

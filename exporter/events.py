@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 import msgspec
 from msgspec import Meta
@@ -195,10 +195,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RunStart, Progress, StageChange, TargetStart, TargetComplete, RunComplete, Error,
     MetricUpdate, CheckpointSaved, StatusChange,
 )  # fmt: skip
-AnyEvent = (
-    RunStart | Progress | StageChange | TargetStart | TargetComplete | RunComplete | Error
-    | MetricUpdate | CheckpointSaved | StatusChange
-)  # fmt: skip
+AnyEvent = Union[EVENT_TYPES]  # noqa: UP007 - a Union built from the tuple above
 EVENT_TYPE_NAMES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in EVENT_TYPES)
 
 _decode = msgspec.json.Decoder(AnyEvent).decode

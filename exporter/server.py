@@ -52,6 +52,7 @@ def run_json(run: Run) -> dict[str, Any]:
             {"error_type": error_type, "recoverable": recoverable, "count": count}
             for (error_type, recoverable), count in run.errors.items()
         ],
+        "best_checkpoint": run.best_checkpoint,
         "checkpoints": [
             {
                 "checkpoint_id": checkpoint_id,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from exporter.events import (
+    EVENT_TYPE_NAMES,
     STATUSES,
     CheckpointSaved,
     Error,
@@ -196,7 +197,7 @@ class State:
         # without one, the reducer skips that work.
         self.tracing = tracing
         self.runs: dict[str, Run] = {}
-        self.events_by_type: Counter[str] = Counter()
+        self.events_by_type: Counter[str] = Counter(dict.fromkeys(EVENT_TYPE_NAMES, 0))
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
 
     # -- entry points -----------------------------------------------------------------------
@@ -370,16 +371,19 @@ class State:
             self._reopen(run, ts)
 
     _handlers: ClassVar[dict[type[Event], tuple[Callable[..., None], str]]] = {
-        RunStart: (_on_run_start, "run_start"),
-        Progress: (_on_progress, "progress"),
-        StageChange: (_on_stage_change, "stage_change"),
-        TargetStart: (_on_target_start, "target_start"),
-        TargetComplete: (_on_target_complete, "target_complete"),
-        RunComplete: (_on_run_complete, "run_complete"),
-        Error: (_on_error, "error"),
-        MetricUpdate: (_on_metric_update, "metric_update"),
-        CheckpointSaved: (_on_checkpoint_saved, "checkpoint_saved"),
-        StatusChange: (_on_status_change, "status_change"),
+        event_type: (handler, event_type.__struct_config__.tag)
+        for event_type, handler in (
+            (RunStart, _on_run_start),
+            (Progress, _on_progress),
+            (StageChange, _on_stage_change),
+            (TargetStart, _on_target_start),
+            (TargetComplete, _on_target_complete),
+            (RunComplete, _on_run_complete),
+            (Error, _on_error),
+            (MetricUpdate, _on_metric_update),
+            (CheckpointSaved, _on_checkpoint_saved),
+            (StatusChange, _on_status_change),
+        )
     }
 
     # -- transitions ----------------------------------------------------------------------------
@@ -391,6 +395,7 @@ class State:
             del self.runs[victim.run_id]
             self.dropped["max_runs"] += 1
         run = Run(run_id, run_id, ts, ts)
+        run.target_completions.update(dict.fromkeys(TARGET_STATUSES, 0))
         if self.tracing:
             run.root_span = OpenSpan("run", run_id, ts, None, {"training.run.name": run_id})
         self.runs[run_id] = run

@@ -97,7 +97,13 @@ def _first_ending_after(pieces: list[bytes], start: int, position: int) -> int:
 class FileReader:
     """One open file: reads what is new and cuts it into lines."""
 
-    def __init__(self, path: str, sink: LineSink, max_line_bytes: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        sink: LineSink,
+        max_line_bytes: int,
+        on_too_long: Callable[[], None] = lambda: None,
+    ) -> None:
         self.path = path
         self._fh = open(path, "rb")  # noqa: SIM115 - kept open across reads on purpose
         stat = os.fstat(self._fh.fileno())
@@ -110,7 +116,7 @@ class FileReader:
         self._max = max_line_bytes
         self.spans_from = 0  # lines ending at or before this offset emit no spans
         self.last_growth = time.monotonic()
-        self.on_too_long: Callable[[], None] = lambda: None
+        self.on_too_long = on_too_long  # a line over the limit was cut while it streamed
 
     def cursor(self) -> Cursor:
         head_len = min(HEAD_BYTES, self.offset)
@@ -352,8 +358,7 @@ class Tailer:
         if reader is not None:
             self._rotated.remove(reader)
         else:
-            reader = FileReader(path, self._sink, self._max)
-            reader.on_too_long = self._on_too_long
+            reader = FileReader(path, self._sink, self._max, self._on_too_long)
             saved = self._saved.pop(reader.identity, None)
             if saved is not None:
                 reader.resume(saved)

@@ -69,8 +69,7 @@ def _parse_files(paths: list[str], max_line_bytes: int, send: Connection) -> Non
     too_long = Refused("line_too_long", f"over {max_line_bytes} bytes")
     try:
         for path in paths:
-            reader = FileReader(path, sink, max_line_bytes)
-            reader.on_too_long = lambda: ship([too_long])
+            reader = FileReader(path, sink, max_line_bytes, lambda: ship([too_long]))
             try:
                 reader.read_available()
                 reader.flush_partial()
