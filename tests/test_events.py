@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import orjson
@@ -138,3 +139,8 @@ def test_schema_accepts_valid_events_and_refuses_broken_ones() -> None:
     ]
     for value in bad:
         assert not validator.is_valid(value), value
+
+
+def test_the_readme_carries_the_schema() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "```json\n" + render_schema() + "```" in readme

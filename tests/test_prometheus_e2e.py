@@ -76,7 +76,9 @@ def append(path: Path, *events: dict) -> None:
         out.write(jsonl(*events))
 
 
-def test_prometheus_sees_a_run_as_it_happens(serve, prometheus, tmp_path: Path) -> None:
+def test_prometheus_sees_a_run_as_it_happens(
+    serve, prometheus, bin_dir: Path, tmp_path: Path
+) -> None:
     events = tmp_path / "events.jsonl"
     t0 = 1_700_000_000
     append(events, event("run_start", run_id="exp1", ts=t0, name="resnet"))
@@ -145,3 +147,6 @@ def test_prometheus_sees_a_run_as_it_happens(serve, prometheus, tmp_path: Path) 
     assert prom.value('training_stage_duration_seconds{run_id="exp1",stage="ranking"}') == 8
     assert prom.value("sum(training_events_total)") == 8
     assert prom.value('up{job="runwatch"}') == 1
+    lint = subprocess.run([bin_dir / "promtool", "check", "metrics"],
+                          input=server.metrics().encode(), capture_output=True)  # fmt: skip
+    assert (lint.returncode, lint.stdout, lint.stderr) == (0, b"", b"")

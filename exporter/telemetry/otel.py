@@ -52,6 +52,8 @@ class _CountingMetricExporter(MetricExporter):
     """Counts the data points each export delivered or lost."""
 
     def __init__(self, inner: MetricExporter, stats: Stats) -> None:
+        # The reader asks the exporter it is given for these; forward the OTLP exporter's
+        # (set from OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE and friends).
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
             preferred_aggregation=inner._preferred_aggregation,
@@ -88,13 +90,8 @@ class _CountingMetricExporter(MetricExporter):
 class OtlpOutput:
     """Registers the catalogue as OTel instruments and writes spans; an OutputSink."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        settings: OtlpSettings,
-        exporters: tuple[SpanExporter, MetricExporter] | None = None,
-    ) -> None:
-        span_exporter, metric_exporter = exporters or _exporters(settings)
+    def __init__(self, pipeline: Pipeline, settings: OtlpSettings) -> None:
+        span_exporter, metric_exporter = _exporters(settings)
         resource = Resource.create({"service.version": __version__})
         unnamed = str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service")
         if settings.service_name or unnamed:
