@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 
 from exporter import __version__
 from exporter.assemble import SOURCE, build_pipeline, read_files_once
@@ -20,7 +20,7 @@ from exporter.config import OPTIONS, ConfigError, add_arguments, resolve
 from exporter.demo import synthetic_run
 from exporter.schema import render_schema
 from exporter.sources.parallel import ParallelReader, worth_it
-from exporter.telemetry.prometheus import CatalogueCollector
+from exporter.telemetry.prometheus import catalogue_registry
 
 log = logging.getLogger("runwatch")
 
@@ -150,9 +150,7 @@ def replay(paths: list[str], settings: dict) -> int:
         return 2
     if otlp is not None:
         otlp.flush()  # first, so the exposition below counts what was exported
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(CatalogueCollector(pipeline.view))
-    sys.stdout.write(generate_latest(registry).decode())
+    sys.stdout.write(generate_latest(catalogue_registry(pipeline.view)).decode())
     if otlp is not None:
         otlp.shutdown()
     return 0

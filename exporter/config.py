@@ -43,6 +43,15 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean")
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise ValueError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.lower()
+
+
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -118,7 +127,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_clock_skew", 5.0, "Seconds an event may be older than its run's latest (or "
            "start) before it is rejected as out_of_order (before_run_start).", float,
            group="limits"),
-    Option("log_level", "info", "debug, info, warning or error.", group="general"),
+    Option("log_level", "info", "debug, info, warning or error.", _log_level, group="general"),
 )  # fmt: skip
 
 _BY_NAME = {option.name: option for option in OPTIONS}

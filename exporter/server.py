@@ -15,7 +15,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
@@ -23,7 +22,7 @@ from exporter.events import Rejected
 from exporter.pipeline import Pipeline
 from exporter.sources.http import SOURCE, ingest_body
 from exporter.state import Run
-from exporter.telemetry.prometheus import CatalogueCollector
+from exporter.telemetry.prometheus import catalogue_registry
 
 OPEN_PATHS = frozenset({"/healthz"})
 
@@ -80,8 +79,7 @@ def create_app(
     lifespan: Any = None,
 ) -> FastAPI:
     app = FastAPI(title="runwatch", version=__version__, lifespan=lifespan)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(CatalogueCollector(pipeline.view))
+    registry = catalogue_registry(pipeline.view)
 
     if basic_auth is not None:
         expected = "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode()

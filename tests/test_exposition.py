@@ -6,14 +6,14 @@ import subprocess
 from pathlib import Path
 
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo import synthetic_run
 from exporter.pipeline import Pipeline
 from exporter.state import ProcessObservation
 from exporter.telemetry.catalogue import METRICS, Type, prometheus_name
-from exporter.telemetry.prometheus import CatalogueCollector
+from exporter.telemetry.prometheus import catalogue_registry
 
 from .conftest import event
 
@@ -32,9 +32,7 @@ ISSUE_NAMES = {
 
 
 def exposition(pipeline: Pipeline) -> str:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(CatalogueCollector(pipeline.view))
-    return generate_latest(registry).decode()
+    return generate_latest(catalogue_registry(pipeline.view)).decode()
 
 
 def demo_pipeline() -> Pipeline:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -15,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from exporter.state import Histogram
 from exporter.telemetry.catalogue import METRICS, Type, View
+from exporter.telemetry.catalogue import Metric as CatalogueEntry
 
 
 def _buckets(hist: Histogram) -> list[tuple[str, float]]:
@@ -32,14 +34,12 @@ class CatalogueCollector(Collector):
         self._view = view
 
     def collect(self) -> Iterator[Metric]:
-        families = []
-        with self._view() as view:
-            for metric in METRICS:
-                families.append(self._family(metric, view))
+        with self._view() as view:  # built under the lock, yielded after it is released
+            families = [self._family(metric, view) for metric in METRICS]
         yield from families
 
     @staticmethod
-    def _family(metric, view: View) -> Metric:
+    def _family(metric: CatalogueEntry, view: View) -> Metric:
         labels = list(metric.labels)
         if metric.type is Type.COUNTER:
             family = CounterMetricFamily(metric.name, metric.help, labels=labels)
@@ -53,3 +53,10 @@ class CatalogueCollector(Collector):
         for label_values, value in metric.sample(view):
             family.add_metric(list(label_values), value)
         return family
+
+
+def catalogue_registry(view: Callable[[], AbstractContextManager[View]]) -> CollectorRegistry:
+    """A registry holding only the catalogue (no process or platform collectors)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CatalogueCollector(view))
+    return registry
