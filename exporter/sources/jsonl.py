@@ -277,7 +277,7 @@ class Tailer:
                 self.scan()
 
     def _watch(self, dirs: set[str]) -> None:
-        for _changes in watchfiles.watch(
+        for changes in watchfiles.watch(
             *sorted(dirs),
             watch_filter=None,
             debounce=10,
@@ -288,7 +288,10 @@ class Tailer:
             recursive=False,
             raise_interrupt=False,
         ):
-            self.scan()
+            # Writes to files already followed: read just those. Anything else (a new
+            # file, a rename) or a timeout without changes: a full pass.
+            changed = {path for _, path in changes}
+            self.scan(changed if changed and changed <= self.files.keys() else None)
             if self._watchable_dirs() != dirs:
                 return  # a directory appeared or vanished: watch the new set
 
@@ -300,9 +303,10 @@ class Tailer:
                 dirs.add(directory)
         return dirs
 
-    def scan(self) -> None:
-        """One pass over every file: open new ones, follow rotations, read what is new."""
-        for path in self._matching_paths():
+    def scan(self, paths: set[str] | None = None) -> None:
+        """A pass over the given followed files, or over every matching file: open new
+        ones, follow rotations, read what is new."""
+        for path in self._matching_paths() if paths is None else sorted(paths):
             try:
                 self._scan_path(path)
                 self._unreadable.discard(path)
