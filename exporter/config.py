@@ -67,6 +67,7 @@ class Option:
     parse: Callable[[str], Any] = str
     many: bool = False  # a list: repeat the flag, or comma-separate in the environment
     group: str = "general"
+    metavar: str = ""  # the flag's argument in --help; the option's name by default
 
     @property
     def flag(self) -> str:
@@ -80,13 +81,14 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("events", [], "JSONL event file or glob to follow (repeatable). Read from the start "
            "to recover runs in progress, then tailed; rotation and truncation are followed and "
-           "files that do not exist yet are waited for.", many=True, group="inputs"),
+           "files that do not exist yet are waited for.", many=True, group="inputs",
+           metavar="PATH_OR_GLOB"),
     Option("pid_file", [], "PID file of a training process (repeatable): JSON with pid, run_id "
            "and started_at. Gives training_process_up; a run whose process is gone without "
-           "run_complete becomes 'crashed'.", many=True, group="inputs"),
+           "run_complete becomes 'crashed'.", many=True, group="inputs", metavar="PATH"),
     Option("state_file", None, "Where to keep the file cursors (identity and offset) so a "
-           "restart does not emit the spans of finished runs again. Default: none.",
-           group="inputs"),
+           "restart does not emit the spans of finished runs again.", group="inputs",
+           metavar="PATH"),
     Option("poll_interval", 1.0, "Seconds between file rescans when inotify is unavailable, "
            "and the safety rescan period when it is.", _positive_float, group="inputs"),
     Option("force_polling", False, "Poll files instead of using inotify (network filesystems).",
@@ -152,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
                 option.flag,
                 action="append" if option.many else "store",
                 default=None,
-                metavar=name.upper(),
+                metavar=option.metavar or name.upper(),
                 help=help_text,
             )
 

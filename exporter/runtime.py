@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,17 @@ from exporter.stats import PID_FILE_SOURCE
 
 log = logging.getLogger("runwatch")
 logging.getLogger("watchfiles").setLevel(logging.WARNING)
+
+
+def _check_tls(cert: str | None, key: str | None) -> None:
+    """Fail at start, on one line, rather than with a traceback from the server."""
+    if bool(cert) != bool(key):
+        raise ConfigError("--tls-cert-file and --tls-key-file go together")
+    if cert and key:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"TLS certificate {cert} / key {key}: {exc}") from None
 
 
 def _basic_auth(settings: dict[str, Any]) -> tuple[str, str] | None:
@@ -46,8 +58,7 @@ class Runtime:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
-        if bool(settings.get("tls_cert_file")) != bool(settings.get("tls_key_file")):
-            raise ConfigError("--tls-cert-file and --tls-key-file go together")
+        _check_tls(settings.get("tls_cert_file"), settings.get("tls_key_file"))
         self.pipeline, self.otlp = build_pipeline(settings)
         self.tailer: Tailer | None = None
         if settings["events"]:
@@ -100,9 +111,6 @@ class Runtime:
 
     def serve(self) -> None:
         host, port = self.settings["listen"]
-        scheme = "https" if self.settings.get("tls_cert_file") else "http"
-        shown = f"[{host}]" if ":" in host else host
-        log.info("serving %s://%s:%d/metrics", scheme, shown, port)
         uvicorn.run(
             self.app,
             host=host,

@@ -60,6 +60,7 @@ def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch) -> None:
 def test_bad_settings_are_one_clear_line(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="RUNWATCH_MAX_RUNS: -3 is not positive"):
         settings_for([], {"RUNWATCH_MAX_RUNS": "-3"}, monkeypatch)
+    monkeypatch.delenv("RUNWATCH_MAX_RUNS")
     config = tmp_path / "bad.yaml"
     config.write_text("max_runz: 3\n")
     result = run("serve", "--config", str(config))
@@ -68,6 +69,9 @@ def test_bad_settings_are_one_clear_line(tmp_path: Path, monkeypatch) -> None:
     assert "unknown option(s) max_runz" in result.stderr
     bad_listen = run("serve", "--listen", "nowhere")
     assert bad_listen.returncode == 2 and "is not HOST:PORT" in bad_listen.stderr
+    no_cert = run("serve", "--tls-cert-file", str(tmp_path / "c"), "--tls-key-file", "k")
+    assert no_cert.returncode == 2 and no_cert.stderr.startswith("runwatch: TLS certificate")
+    assert "Traceback" not in no_cert.stderr
 
 
 def test_replay_prints_the_exposition(tmp_path: Path) -> None:
