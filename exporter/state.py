@@ -235,6 +235,8 @@ class State:
         if not obs.alive and run.status == "running":
             end = max(obs.observed_at, run.last_event)
             self._finish(run, "crashed", end, out, "process exited without run_complete")
+        elif obs.alive and run.status == "crashed":  # restarted under the same run id
+            self._reopen(run, max(obs.started_at, run.last_event))
         return out
 
     # -- event handlers (one per event type) --------------------------------------------------

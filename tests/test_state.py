@@ -123,6 +123,9 @@ def test_a_dead_process_crashes_a_running_run_and_ends_its_spans_in_error() -> N
     assert (run.status, run.process_up) == ("crashed", False)
     assert [s.error for s in spans(out)] == ["process exited without run_complete"] * 2
     assert all(s.end == T0 + 30 for s in spans(out))
+    # a new process for the same run (a restart after the crash) reopens it
+    state.observe_process(ProcessObservation("run_1", True, T0 + 60, T0 + 61))
+    assert (run.status, run.process_up) == ("running", True)
     # a finished run is not crashed by its process going away
     feed(state, event("run_complete", run_id="done", ts=T0, status="completed"))
     state.observe_process(ProcessObservation("done", False, T0, T0 + 30))
