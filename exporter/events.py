@@ -202,18 +202,47 @@ _decode = msgspec.json.Decoder(AnyEvent).decode
 _NEEDS_NORMALISING = frozenset({RunComplete, StatusChange, StageChange})
 
 
+Parsed = Event | Refused | None
+"""A parsed line: the event, why it was refused, or None for an empty line."""
+
+
+def parse_lines(lines: list[bytes], max_line_bytes: int) -> list[Parsed]:
+    """Parse a batch of JSONL lines (without newlines); the hot path of every input."""
+    parsed: list[Parsed] = []
+    append = parsed.append
+    decode = _decode
+    for line in lines:
+        if not line:
+            append(None)
+            continue
+        if len(line) > max_line_bytes:
+            append(Refused("line_too_long", f"{len(line)} bytes > {max_line_bytes}"))
+            continue
+        try:
+            event = decode(line)
+            timestamp = event.timestamp
+            if timestamp.__class__ is not float:
+                event.timestamp = timestamp.timestamp()
+            if event.__class__ in _NEEDS_NORMALISING:
+                _normalise(event)
+        except msgspec.DecodeError as exc:
+            append(_rejection(exc, line).as_refused())
+            continue
+        except Rejected as rejected:
+            append(rejected.as_refused())
+            continue
+        append(event)
+    return parsed
+
+
 def parse_line(line: bytes) -> Event:
-    """Parse one JSONL line (without its newline) into an event, or raise Rejected."""
-    try:
-        event = _decode(line)
-    except msgspec.DecodeError as exc:
-        raise _rejection(exc, line) from None
-    timestamp = event.timestamp
-    if timestamp.__class__ is not float:
-        event.timestamp = timestamp.timestamp()
-    if event.__class__ in _NEEDS_NORMALISING:
-        _normalise(event)
-    return event
+    """Parse one line into an event, or raise Rejected."""
+    (parsed,) = parse_lines([line], len(line))
+    if parsed is None:
+        raise Rejected("invalid_json", "empty line")
+    if parsed.__class__ is Refused:
+        raise Rejected(parsed.reason, parsed.detail)
+    return parsed
 
 
 def validate(value: Any) -> Event:

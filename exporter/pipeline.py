@@ -12,30 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from exporter.events import Event, Refused, Rejected, parse_line, validate
+from exporter.events import Parsed, Refused, Rejected, parse_lines, validate
 from exporter.state import Limits, Output, ProcessObservation, State
 from exporter.stats import Stats
 from exporter.telemetry.catalogue import View
-
-Parsed = Event | Refused | None
-"""A parsed line: the event, why it was refused, or None for an empty line."""
-
-
-def parse_lines(lines: list[bytes], max_line_bytes: int) -> list[Parsed]:
-    """Parse a batch of lines; needs no lock, so it runs before taking one (or elsewhere)."""
-    parsed: list[Parsed] = []
-    for line in lines:
-        if not line:
-            parsed.append(None)
-            continue
-        if len(line) > max_line_bytes:
-            parsed.append(Refused("line_too_long", f"{len(line)} bytes > {max_line_bytes}"))
-            continue
-        try:
-            parsed.append(parse_line(line))
-        except Rejected as rejected:
-            parsed.append(rejected.as_refused())
-    return parsed
 
 
 class OutputSink(Protocol):
@@ -84,7 +64,6 @@ class Pipeline:
         (they were exported before a restart). Returns the index and rejection of each item
         refused, by the parser or the reducer; all are counted."""
         rejections: list[tuple[int, Refused]] = []
-        accepted = 0
         apply = self.state.apply
         with self._lock:
             for index, item in enumerate(items):
@@ -100,9 +79,9 @@ class Pipeline:
                     self.reject(source, rejected)
                     rejections.append((index, rejected.as_refused()))
                     continue
-                accepted += 1
                 if outputs:
                     self._hand_on(outputs, index >= spans_from)
+        accepted = len(items) - items.count(None) - len(rejections)
         self.stats.count(self.stats.ingested, source, accepted)
         return rejections
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from exporter.events import AnyEvent, Refused
-from exporter.pipeline import Pipeline, parse_lines
+from exporter.events import AnyEvent, Refused, parse_lines
+from exporter.pipeline import Pipeline
 from exporter.sources.jsonl import FileReader
 
 MIN_BYTES = 8 << 20
