@@ -10,12 +10,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from exporter.events import Parsed, Refused, Rejected, parse_lines, validate
 from exporter.state import Limits, Output, ProcessObservation, State
 from exporter.stats import Stats
-from exporter.telemetry.catalogue import View
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What the outputs may read of the pipeline: taken under its lock (``Pipeline.view``)."""
+
+    state: State
+    stats: Stats
 
 
 class OutputSink(Protocol):

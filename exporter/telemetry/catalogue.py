@@ -21,7 +21,8 @@ from typing import Any
 
 from exporter import __version__
 from exporter.events import STATUSES
-from exporter.state import TARGET_DURATION_BUCKETS, Run, State
+from exporter.pipeline import View
+from exporter.state import TARGET_DURATION_BUCKETS, Run
 from exporter.stats import Stats
 
 
@@ -29,14 +30,6 @@ class Type(Enum):
     GAUGE = "gauge"
     COUNTER = "counter"
     HISTOGRAM = "histogram"
-
-
-@dataclass(frozen=True, slots=True)
-class View:
-    """What a sampler may read. Taken under the pipeline lock."""
-
-    state: State
-    stats: Stats
 
 
 Sample = tuple[tuple[str, ...], Any]

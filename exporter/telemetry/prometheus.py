@@ -14,8 +14,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from exporter.pipeline import View
 from exporter.state import Histogram
-from exporter.telemetry.catalogue import METRICS, Type, View
+from exporter.telemetry.catalogue import METRICS, Type
 from exporter.telemetry.catalogue import Metric as CatalogueEntry
 
 
