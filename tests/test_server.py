@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -175,3 +176,25 @@ def test_a_reused_pid_is_not_mistaken_for_the_training_process(serve, tmp_path: 
     server = serve("--pid-file", str(reused), "--pid-file", str(current), "--pid-interval", "0.1")
     wait_for(lambda: server.sample('training_process_up{run_id="current"}') == 1, what="check")
     assert server.sample('training_process_up{run_id="old"}') is None  # never alive: no run
+
+
+def test_a_client_that_stalls_mid_body_blocks_nobody(serve) -> None:
+    server = serve()
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        stalled.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b'[{"event_type": "progress", "run_id": "r"'
+        )
+        posted = httpx.post(
+            server.url + "/v1/events", json=event("run_start", name="other"), timeout=5
+        )
+        assert posted.status_code == 202
+        assert server.sample('training_run_info{name="other",run_id="run_1"}') == 1
+    finally:
+        stalled.close()
+    dropped = socket.create_connection(("127.0.0.1", server.port))
+    dropped.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+    dropped.close()  # the client goes away mid-body
+    assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
+    assert server.sample('runwatch_events_ingested_total{source="http"}') == 1
