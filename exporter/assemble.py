@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from exporter.config import ConfigError
 from exporter.events import Rejected
 from exporter.pipeline import Pipeline
-from exporter.sources.jsonl import FileReader, LineSink, Tailer
+from exporter.sources.jsonl import LineSink, Tailer, read_whole_files
 from exporter.state import Limits
 from exporter.telemetry.otlp_settings import otlp_settings_from
 
@@ -52,15 +52,9 @@ def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | Non
 
 def read_files_once(pipeline: Pipeline, paths: list[str]) -> None:
     """Feed whole files to the pipeline (``runwatch replay``); OSError if one can't be read."""
-    for path in paths:
-        reader = FileReader(
-            path, _line_sink(pipeline), pipeline.max_line_bytes, _too_long_counter(pipeline)
-        )
-        try:
-            reader.read_available()
-            reader.flush_partial()
-        finally:
-            reader.close()
+    read_whole_files(
+        paths, _line_sink(pipeline), pipeline.max_line_bytes, _too_long_counter(pipeline)
+    )
 
 
 def file_tailer(pipeline: Pipeline, patterns: list[str], **options: Any) -> Tailer:

@@ -201,6 +201,20 @@ class FileReader:
         self._fh.close()
 
 
+def read_whole_files(
+    paths: list[str], sink: LineSink, max_line_bytes: int, on_too_long: Callable[[], None]
+) -> None:
+    """Read files once, start to end, the last line even without its newline (replay).
+    Raises OSError for a file that cannot be read."""
+    for path in paths:
+        reader = FileReader(path, sink, max_line_bytes, on_too_long)
+        try:
+            reader.read_available()
+            reader.flush_partial()
+        finally:
+            reader.close()
+
+
 class Tailer:
     """Follows every file matching the given paths or globs, in a thread of its own."""
 

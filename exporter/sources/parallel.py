@@ -18,7 +18,7 @@ import msgspec
 
 from exporter.events import AnyEvent, Refused, parse_lines
 from exporter.pipeline import Pipeline
-from exporter.sources.jsonl import FileReader
+from exporter.sources.jsonl import read_whole_files
 
 MIN_BYTES = 8 << 20
 """Below this much input, forking costs more than it saves."""
@@ -68,13 +68,7 @@ def _parse_files(paths: list[str], max_line_bytes: int, send: Connection) -> Non
 
     too_long = Refused("line_too_long", f"over {max_line_bytes} bytes")
     try:
-        for path in paths:
-            reader = FileReader(path, sink, max_line_bytes, lambda: ship([too_long]))
-            try:
-                reader.read_available()
-                reader.flush_partial()
-            finally:
-                reader.close()
+        read_whole_files(paths, sink, max_line_bytes, lambda: ship([too_long]))
     except OSError as exc:
         send.send_bytes(encode(f"{exc.filename}: {exc.strerror or exc}"))
     send.send_bytes(b"")
