@@ -22,8 +22,6 @@ from exporter.schema import render_schema
 from exporter.sources.parallel import ParallelReader, worth_it
 from exporter.telemetry.prometheus import catalogue_registry
 
-log = logging.getLogger("runwatch")
-
 LIMITS = [o.name for o in OPTIONS if o.group == "limits"] + ["max_line_bytes"]
 OTLP = [o.name for o in OPTIONS if o.group == "otlp"]
 SERVE = [o.name for o in OPTIONS]
@@ -115,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             level=settings["log_level"].upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # a line per change else
         if args.command == "replay":
             return replay(args.paths, settings)
         if args.command == "demo":

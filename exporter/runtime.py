@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -19,9 +18,6 @@ from exporter.server import create_app
 from exporter.sources.jsonl import CursorStore, Tailer
 from exporter.sources.pidfile import PidFileWatcher
 from exporter.stats import PID_FILE_SOURCE
-
-log = logging.getLogger("runwatch")
-logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 def _check_tls(cert: str | None, key: str | None) -> None:
@@ -59,6 +55,7 @@ class Runtime:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
         _check_tls(settings.get("tls_cert_file"), settings.get("tls_key_file"))
+        basic_auth = _basic_auth(settings)
         self.pipeline, self.otlp = build_pipeline(settings)
         self.tailer: Tailer | None = None
         if settings["events"]:
@@ -82,7 +79,7 @@ class Runtime:
             self.pipeline,
             ready=lambda: self.tailer is None or self.tailer.ready.is_set(),
             max_body_bytes=settings["max_body_bytes"],
-            basic_auth=_basic_auth(settings),
+            basic_auth=basic_auth,
             lifespan=self._lifespan,
         )
 
