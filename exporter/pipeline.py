@@ -7,6 +7,7 @@ the reducer itself stays single-threaded and free of locking.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from typing import Any, Protocol
 from exporter.events import Parsed, Refused, Rejected, parse_lines, validate
 from exporter.state import Limits, Output, ProcessObservation, State
 from exporter.stats import Stats
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,7 @@ class Pipeline:
         self.stats = Stats()
         self.max_line_bytes = max_line_bytes
         self._sinks: list[OutputSink] = []
+        self._failed_sinks: set[OutputSink] = set()  # logged once each
         self._lock = threading.Lock()
 
     def add_sink(self, sink: OutputSink) -> None:
@@ -108,4 +112,9 @@ class Pipeline:
 
     def _hand_on(self, outputs: list[Output], emit_spans: bool) -> None:
         for sink in self._sinks:
-            sink.handle(outputs, emit_spans)
+            try:
+                sink.handle(outputs, emit_spans)
+            except Exception:  # an output's failure must not stop ingestion
+                if sink not in self._failed_sinks:
+                    self._failed_sinks.add(sink)
+                    log.exception("output %r failed; ingestion goes on", sink)

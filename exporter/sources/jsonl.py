@@ -275,20 +275,30 @@ class Tailer:
     # -- the loop ----------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        self.scan()
+        self._guarded(self.scan)
         self.ready.set()
         while not self._stop.is_set():
-            dirs = self._watchable_dirs()
-            if not dirs or self._force_polling:
-                self._stop.wait(self._poll_ms / 1000)
-                self.scan()
-                continue
-            try:
-                self._watch(dirs)
-            except (OSError, RuntimeError) as exc:  # watcher lost its directory, or inotify limits
-                log.warning("file watcher failed (%s); polling instead until it recovers", exc)
-                self._stop.wait(self._poll_ms / 1000)
-                self.scan()
+            self._guarded(self._follow)
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception:  # a bug here must not stop following for good
+            log.exception("file tailer failed; going on after %d ms", self._poll_ms)
+            self._stop.wait(self._poll_ms / 1000)
+
+    def _follow(self) -> None:
+        dirs = self._watchable_dirs()
+        if not dirs or self._force_polling:
+            self._stop.wait(self._poll_ms / 1000)
+            self.scan()
+            return
+        try:
+            self._watch(dirs)
+        except (OSError, RuntimeError) as exc:  # watcher lost its directory, or inotify limits
+            log.warning("file watcher failed (%s); polling instead until it recovers", exc)
+            self._stop.wait(self._poll_ms / 1000)
+            self.scan()
 
     def _watch(self, dirs: set[str]) -> None:
         for changes in watchfiles.watch(

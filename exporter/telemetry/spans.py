@@ -119,8 +119,11 @@ class SpanShipper(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         if len(self._queue) >= self._max_queue:
-            self._queue.popleft()
-            self._stats.count(self._stats.otlp_dropped, ("spans", "queue_full"))
+            try:
+                self._queue.popleft()
+                self._stats.count(self._stats.otlp_dropped, ("spans", "queue_full"))
+            except IndexError:
+                pass  # the shipping thread emptied it meanwhile
         self._queue.append(span)
         if len(self._queue) >= self._batch_size:
             self._wake.set()
