@@ -32,16 +32,20 @@ def test_a_failing_output_does_not_stop_ingestion(caplog) -> None:
 def test_batches_report_each_refused_line_by_index() -> None:
     pipeline = Pipeline(max_line_bytes=200)
     lines = [
-        orjson.dumps(event("progress", stage="s", progress_pct=1)),
+        orjson.dumps(event("progress", ts=1000, stage="s", progress_pct=1)),
         b"",
         b"{oops",
         b"x" * 300,
-        orjson.dumps(event("progress", ts=1, stage="s", progress_pct=2)),  # out of order
+        orjson.dumps(event("progress", ts=1100, stage="s", progress_pct=2)),
+        orjson.dumps(event("progress", ts=1050, stage="s", progress_pct=3)),  # out of order
+        orjson.dumps(event("progress", ts=900, stage="s", progress_pct=4)),  # before the start
     ]
     refused = pipeline.ingest_lines(lines, "jsonl")
     assert [(i, r.reason) for i, r in refused] == [
         (2, "invalid_json"),
         (3, "line_too_long"),
-        (4, "out_of_order"),
+        (5, "out_of_order"),
+        (6, "before_run_start"),
     ]
-    assert pipeline.stats.ingested["jsonl"] == 1
+    assert pipeline.stats.ingested["jsonl"] == 2
+    assert pipeline.stats.rejected[("jsonl", "out_of_order")] == 1
