@@ -26,6 +26,7 @@ from exporter.state import ProcessObservation
 log = logging.getLogger(__name__)
 
 CREATE_TIME_TOLERANCE_SECONDS = 1.0
+MAX_PID_FILE_BYTES = 64 << 10  # a PID file is a few dozen bytes; never read a huge one whole
 
 
 class PidFile(msgspec.Struct):
@@ -46,6 +47,8 @@ _decoder = msgspec.json.Decoder(PidFile)
 
 def parse_pid_file(content: bytes) -> PidRecord:
     """Parse a PID file's content, or raise Rejected(pid_file_invalid, ...)."""
+    if len(content) > MAX_PID_FILE_BYTES:
+        raise Rejected("pid_file_invalid", f"over {MAX_PID_FILE_BYTES} bytes")
     try:
         parsed = _decoder.decode(content)
     except msgspec.DecodeError as exc:
@@ -109,7 +112,8 @@ class PidFileWatcher:
 
     def _read(self, path: Path) -> None:
         try:
-            content = path.read_bytes()
+            with path.open("rb") as handle:
+                content = handle.read(MAX_PID_FILE_BYTES + 1)
         except FileNotFoundError:
             content = None
         except OSError as exc:
