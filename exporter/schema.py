@@ -14,7 +14,7 @@ import orjson
 
 from exporter.events import AnyEvent
 
-SCHEMA_ID = "https://github.com/runwatch/runwatch/exporter/schema/events.schema.json"
+SCHEMA_ID = "urn:runwatch:schema:event:1"
 
 
 def build_schema() -> dict[str, Any]:
