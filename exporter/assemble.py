@@ -10,12 +10,11 @@ from exporter.events import Rejected
 from exporter.pipeline import Pipeline
 from exporter.sources.jsonl import LineSink, Tailer, read_whole_files
 from exporter.state import Limits
+from exporter.stats import JSONL_SOURCE as SOURCE
 from exporter.telemetry.otlp_settings import otlp_settings_from
 
 if TYPE_CHECKING:
     from exporter.telemetry.otel import OtlpOutput
-
-SOURCE = "jsonl"
 
 
 def limits_from(settings: dict[str, Any]) -> Limits:

@@ -49,11 +49,6 @@ class Pipeline:
             self._sinks.append(sink)
             self.state.tracing = True
 
-    def ingest_line(self, line: bytes, source: str, emit_spans: bool = True) -> Refused | None:
-        """One JSONL line without its newline; returns the rejection, if any (already counted)."""
-        rejections = self.ingest_lines([line], source, 0 if emit_spans else 1)
-        return rejections[0][1] if rejections else None
-
     def ingest_lines(
         self, lines: list[bytes], source: str, spans_from: int = 0
     ) -> list[tuple[int, Refused]]:

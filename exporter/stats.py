@@ -7,7 +7,9 @@ from collections import Counter
 
 from exporter.events import REJECT_REASONS
 
-EVENT_SOURCES: tuple[str, ...] = ("jsonl", "http")
+JSONL_SOURCE = "jsonl"
+HTTP_SOURCE = "http"
+EVENT_SOURCES: tuple[str, ...] = (JSONL_SOURCE, HTTP_SOURCE)
 PID_FILE_SOURCE = "pid_file"
 
 

@@ -73,9 +73,8 @@ def test_values_match_the_run() -> None:
 def test_promtool_check_metrics_prints_nothing(bin_dir: Path) -> None:
     pipeline = demo_pipeline()
     nasty = 'run "quoted" \\ back\nslash ünïcødé \x01'
-    pipeline.ingest_line(
-        orjson.dumps(event("metric_update", run_id=nasty, metrics={nasty: 1})), "http"
-    )
+    line = orjson.dumps(event("metric_update", run_id=nasty, metrics={nasty: 1}))
+    assert pipeline.ingest_lines([line], "http") == []
     result = subprocess.run(
         [bin_dir / "promtool", "check", "metrics"],
         input=exposition(pipeline).encode(),
@@ -87,9 +86,8 @@ def test_promtool_check_metrics_prints_nothing(bin_dir: Path) -> None:
 def test_label_values_survive_any_bytes_through_the_exposition() -> None:
     pipeline = Pipeline()
     nasty = 'run "quoted" \\ back\nslash ünïcødé \x01'
-    pipeline.ingest_line(
-        orjson.dumps(event("metric_update", run_id=nasty, metrics={"k": 1})), "jsonl"
-    )
+    line = orjson.dumps(event("metric_update", run_id=nasty, metrics={"k": 1}))
+    assert pipeline.ingest_lines([line], "jsonl") == []
     families = {f.name: f for f in text_string_to_metric_families(exposition(pipeline))}
     assert families["training_metric"].samples[0].labels == {"run_id": nasty, "key": "k"}
 

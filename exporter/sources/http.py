@@ -13,8 +13,8 @@ import orjson
 
 from exporter.events import Refused
 from exporter.pipeline import Pipeline
+from exporter.stats import HTTP_SOURCE as SOURCE
 
-SOURCE = "http"
 MAX_LISTED_REJECTIONS = 100
 
 
