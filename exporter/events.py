@@ -219,12 +219,7 @@ def parse_lines(lines: list[bytes], max_line_bytes: int) -> list[Parsed]:
             append(Refused("line_too_long", f"{len(line)} bytes > {max_line_bytes}"))
             continue
         try:
-            event = decode(line)
-            timestamp = event.timestamp
-            if timestamp.__class__ is not float:
-                event.timestamp = timestamp.timestamp()
-            if event.__class__ in _NEEDS_NORMALISING:
-                _normalise(event)
+            event = _complete(decode(line))
         except msgspec.DecodeError as exc:
             append(_rejection(exc, line).as_refused())
             continue
@@ -251,9 +246,7 @@ def validate(value: Any) -> Event:
         event = msgspec.convert(value, AnyEvent)
     except msgspec.ValidationError as exc:
         raise _rejection(exc, b"") from None
-    event.timestamp = epoch_seconds(event.timestamp)
-    _normalise(event)
-    return event
+    return _complete(event)
 
 
 def epoch_seconds(value: datetime | float) -> float:
@@ -265,6 +258,16 @@ def normalise_status(value: str) -> str:
     if status is None:
         raise Rejected("invalid_value", f"{value[:64]!r} is not a status")
     return status
+
+
+def _complete(event: Event) -> Event:
+    """What decoding leaves to do: epoch seconds, and the normalisations of a few types."""
+    timestamp = event.timestamp
+    if timestamp.__class__ is not float:
+        event.timestamp = timestamp.timestamp()
+    if event.__class__ in _NEEDS_NORMALISING:
+        _normalise(event)
+    return event
 
 
 def _normalise(event: Event) -> None:
