@@ -1,4 +1,5 @@
-"""runwatch's benchmarks, side by side in one run; writes bench/RESULTS.md.
+"""runwatch's ingest benchmarks, side by side in one run; writes its section of
+bench/RESULTS.md (the GPU and system sampling costs are bench/gpu.py's).
 
 1. Ingest: ``runwatch replay`` and mtail (``--one_shot``, with bench/mtail/runwatch.mtail)
    on the same file of 1,000,000 events, alternating, several rounds: events per
@@ -31,6 +32,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.generate import generate
+from bench.results import write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -160,9 +162,7 @@ def report(count: int, size: int, results: dict[str, list[Measure]], delays: lis
                     f"{cpu * 1_000_000 / count:.2f} | {rss:.0f} | {tree:.0f} |")  # fmt: skip
     (rw_rate, rw_cpu), (mt_rate, mt_cpu) = best["runwatch replay"], best["mtail --one_shot"]
     delays_ms = [d * 1000 for d in delays]
-    return f"""# Benchmark results
-
-Written by `python bench/run.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.
+    return f"""Written by `python bench/run.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.
 Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()},
 {platform.system()} {platform.release()}.
 
@@ -199,7 +199,6 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     bin_dir = subprocess.run(
         [str(ROOT / "scripts" / "install-components"), "mtail"],
@@ -213,7 +212,7 @@ def main() -> None:
         results = ingest(events_file, count, args.rounds, Path(bin_dir) / "mtail")
         delays = freshness(args.samples, Path(tmp))
         text = report(count, events_file.stat().st_size, results, delays)
-    args.out.write_text(text)
+    write_section("bench/run.py", text)
     print(text)
 
 

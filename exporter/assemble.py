@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from exporter.config import ConfigError
 from exporter.events import Rejected
 from exporter.pipeline import Pipeline
+from exporter.sampling import PeriodicSampler
+from exporter.sources.attribution import RunRoots
 from exporter.sources.jsonl import LineSink, Tailer, read_whole_files
 from exporter.state import Limits
 from exporter.stats import JSONL_SOURCE as SOURCE
@@ -37,6 +39,7 @@ def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | Non
             settings.get("otlp_endpoint"),
             settings.get("otlp_protocol"),
             settings.get("service_name"),
+            settings.get("otlp_naming") or "semconv",
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -76,3 +79,41 @@ def _line_sink(pipeline: Pipeline) -> LineSink:
 def _too_long_counter(pipeline: Pipeline) -> Callable[[], None]:
     reject = Rejected("line_too_long", f"over {pipeline.max_line_bytes} bytes")
     return lambda: pipeline.reject(SOURCE, reject)
+
+
+def build_samplers(
+    settings: dict[str, Any],
+    pipeline: Pipeline,
+    run_roots: RunRoots,
+    fake_gpu_pids: Sequence[int] = (),
+) -> list[PeriodicSampler]:
+    """The nvml and system sources, each on its own clock, storing into the pipeline's cache.
+
+    With ``fake_gpus`` the NVML source talks to a simulated NVML; ``fake_gpu_pids`` are
+    processes it shows running on every fake GPU (the demo's own, to show attribution).
+    """
+    samplers = []
+    if settings["nvml"] or settings["fake_gpus"]:
+        from exporter.sources.nvml import NVML_SOURCE, NvmlSource
+
+        if settings["fake_gpus"]:
+            from exporter.sources.fake_nvml import fake_nvml
+
+            nvml: Any = fake_nvml(settings["fake_gpus"], fake_gpu_pids)
+        else:
+            import pynvml as nvml
+        stats = pipeline.stats
+        source = NvmlSource(
+            nvml,
+            run_roots,
+            lambda reason: stats.count(stats.source_errors, (NVML_SOURCE, reason)),
+            pcie_throughput=settings["gpu_pcie_throughput"],
+        )
+        samplers.append(PeriodicSampler(source, pipeline.readings, settings["gpu_interval"]))
+    if settings["system"]:
+        from exporter.sources.system import SystemSource
+
+        samplers.append(
+            PeriodicSampler(SystemSource(run_roots), pipeline.readings, settings["system_interval"])
+        )
+    return samplers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -159,17 +160,27 @@ def demo(settings: dict, interval: float) -> int:
     directory = Path(tempfile.mkdtemp(prefix="runwatch-demo-"))
     events = directory / "events.jsonl"
     events.touch()
-    settings = {**settings, "events": [str(events)], "state_file": None}
+    pid_file = directory / "run.pid"
+    settings = {
+        **settings,
+        "events": [str(events)],
+        "state_file": None,
+        "pid_file": [*settings["pid_file"], str(pid_file)],
+    }
     from exporter.runtime import Runtime
 
-    runtime = Runtime(settings)
-    threading.Thread(target=_generate, args=(events, interval), daemon=True).start()
+    # The demo plays the training process: its PID file names this process, which the
+    # fake GPUs (with --fake-gpus) show as their compute process, attributed to the run.
+    runtime = Runtime(settings, fake_gpu_pids=(os.getpid(),))
+    threading.Thread(target=_generate, args=(events, pid_file, interval), daemon=True).start()
     host, port = settings["listen"]
     base = f"http://{host}:{port}"
     print(
         f"runwatch demo: a synthetic training run is being written to {events}\n"
         f"  metrics:   {base}/metrics\n"
         f"  runs:      {base}/api/runs\n"
+        f"  GPUs:      {settings['fake_gpus'] or 'NVML, if a driver is present'}"
+        f"{' simulated (--fake-gpus)' if settings['fake_gpus'] else ''}\n"
         f"  Prometheus: add to prometheus.yml\n"
         f"    scrape_configs:\n"
         f"      - job_name: runwatch\n"
@@ -181,12 +192,17 @@ def demo(settings: dict, interval: float) -> int:
     return 0
 
 
-def _generate(path: Path, interval: float) -> None:
-    """Write synthetic runs forever, each event at the wall-clock time it carries."""
+def _generate(path: Path, pid_file: Path, interval: float) -> None:
+    """Write synthetic runs forever, each event at the wall-clock time it carries, and a
+    PID file naming this process for the run in progress."""
     number = 0
     while True:
         number += 1
         run_id = f"demo_{time.strftime('%Y%m%d_%H%M%S')}_{number:03d}"
+        record = {"pid": os.getpid(), "run_id": run_id, "started_at": time.time()}
+        staged = pid_file.with_suffix(".tmp")  # renamed into place: never read half-written
+        staged.write_bytes(orjson.dumps(record))
+        staged.replace(pid_file)
         fail_at = 300 if number % 3 == 0 else None
         with path.open("ab") as out:
             for event in synthetic_run(

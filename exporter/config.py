@@ -27,6 +27,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{value} is negative")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -44,6 +51,13 @@ def _bool(text: str) -> bool:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+OTLP_NAMINGS = ("semconv", "prometheus")
+
+
+def _otlp_naming(text: str) -> str:
+    if text not in OTLP_NAMINGS:
+        raise ValueError(f"{text!r} is not one of {', '.join(OTLP_NAMINGS)}")
+    return text
 
 
 def _log_level(text: str) -> str:
@@ -115,6 +129,24 @@ OPTIONS: tuple[Option, ...] = (
            "else http/protobuf.", group="otlp"),
     Option("service_name", None, "service.name resource attribute. Default: OTEL_SERVICE_NAME, "
            "else runwatch.", group="otlp"),
+    Option("otlp_naming", "semconv", "OTel metric names: 'semconv' (semantic conventions: "
+           "hw.gpu.utilization, hw.power, process.cpu.time, ...) or 'prometheus' (names that "
+           "translate to exactly those on /metrics, so the shipped dashboards work through a "
+           "collector unchanged).", _otlp_naming, group="otlp"),
+    Option("nvml", True, "Sample GPUs through NVML (nvidia-ml-py). Without a driver the nvml "
+           "source reports runwatch_source_up 0, says why once, retries every minute, and the "
+           "rest runs.", _bool, group="gpu and system"),
+    Option("gpu_interval", 5.0, "Seconds between GPU samples (scrapes read the last one).",
+           _positive_float, group="gpu and system"),
+    Option("gpu_pcie_throughput", False, "Also sample PCIe throughput (NVML measures a 20 ms "
+           "window per direction, per GPU, per sample).", _bool, group="gpu and system"),
+    Option("fake_gpus", 0, "Simulate this many GPUs instead of NVML (moving readings; for "
+           "trying dashboards and alerts without a GPU).", _non_negative_int,
+           group="gpu and system", metavar="N"),
+    Option("system", True, "Sample the host (CPU, load, memory, disk, network) and each run's "
+           "process tree (from its PID file) with psutil.", _bool, group="gpu and system"),
+    Option("system_interval", 5.0, "Seconds between host and process samples.",
+           _positive_float, group="gpu and system"),
     Option("max_runs", 100, "Runs kept; the oldest finished runs are forgotten first.",
            _positive_int, group="limits"),
     Option("max_stages_per_run", 32, "Stages kept per run.", _positive_int, group="limits"),
@@ -145,9 +177,9 @@ def add_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
         default = option.default
         shown = ":".join(map(str, default)) if name == "listen" else default
         help_text = f"{option.help} [env {option.env}; default {shown!r}]"
-        if option.parse is _bool:
+        if option.parse is _bool:  # --flag / --no-flag
             group.add_argument(
-                option.flag, action="store_const", const="true", default=None, help=help_text
+                option.flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         else:
             group.add_argument(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from exporter.events import Parsed, Refused, Rejected, parse_lines, validate
+from exporter.readings import Readings, ReadingsCache
 from exporter.state import Limits, Output, ProcessObservation, State
 from exporter.stats import Stats
 
@@ -27,6 +28,7 @@ class View:
 
     state: State
     stats: Stats
+    readings: Readings  # the sampled sources' latest fresh samples
 
 
 class OutputSink(Protocol):
@@ -38,6 +40,7 @@ class Pipeline:
     def __init__(self, limits: Limits | None = None, max_line_bytes: int = 1 << 20) -> None:
         self.state = State(limits, tracing=False)
         self.stats = Stats()
+        self.readings = ReadingsCache()  # written by the sampled sources' threads
         self.max_line_bytes = max_line_bytes
         self._sinks: list[OutputSink] = []
         self._failed_sinks: set[OutputSink] = set()  # logged once each
@@ -103,7 +106,7 @@ class Pipeline:
     @contextmanager
     def view(self) -> Iterator[View]:
         with self._lock:
-            yield View(self.state, self.stats)
+            yield View(self.state, self.stats, self.readings.snapshot())
 
     def _hand_on(self, outputs: list[Output], emit_spans: bool) -> None:
         for sink in self._sinks:

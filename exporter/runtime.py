@@ -12,9 +12,10 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from exporter.assemble import build_pipeline, file_tailer
+from exporter.assemble import build_pipeline, build_samplers, file_tailer
 from exporter.config import ConfigError
 from exporter.server import create_app
+from exporter.sources.attribution import no_runs
 from exporter.sources.jsonl import CursorStore, Tailer
 from exporter.sources.pidfile import PidFileWatcher
 from exporter.stats import PID_FILE_SOURCE
@@ -52,7 +53,7 @@ def _basic_auth(settings: dict[str, Any]) -> tuple[str, str] | None:
 class Runtime:
     """Everything ``runwatch serve`` runs; started and stopped with the HTTP server."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], fake_gpu_pids: tuple[int, ...] = ()) -> None:
         self.settings = settings
         _check_tls(settings.get("tls_cert_file"), settings.get("tls_key_file"))
         basic_auth = _basic_auth(settings)
@@ -75,6 +76,12 @@ class Runtime:
                 lambda rejected: self.pipeline.reject(PID_FILE_SOURCE, rejected),
                 settings["pid_interval"],
             )
+        self.samplers = build_samplers(
+            settings,
+            self.pipeline,
+            self.pid_watcher.live_roots if self.pid_watcher is not None else no_runs,
+            fake_gpu_pids,
+        )
         self.app = create_app(
             self.pipeline,
             ready=lambda: self.tailer is None or self.tailer.ready.is_set(),
@@ -96,12 +103,16 @@ class Runtime:
             self.tailer.start()
         if self.pid_watcher is not None:
             self.pid_watcher.start()
+        for sampler in self.samplers:
+            sampler.start()
 
     def stop(self) -> None:
         if self.tailer is not None:
             self.tailer.stop()
         if self.pid_watcher is not None:
             self.pid_watcher.stop()
+        for sampler in self.samplers:
+            sampler.stop()
         if self.otlp is not None:
             self.otlp.flush()
             self.otlp.shutdown()

@@ -1,4 +1,5 @@
-"""Runwatch's own counters: what came in, what was refused, what the OTLP path did."""
+"""Runwatch's own counters: what came in, what was refused, what the OTLP path and the
+sampled sources lost."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Stats:
         self.file_rotations: Counter[str] = Counter({"rotated": 0, "truncated": 0})
         self.otlp_exported: Counter[str] = Counter()  # signal, once OTLP is on
         self.otlp_dropped: Counter[tuple[str, str]] = Counter()  # (signal, reason)
+        self.source_errors: Counter[tuple[str, str]] = Counter()  # (source, reason)
 
     def count(self, counter: Counter, key: object, amount: int = 1) -> None:
         with self._lock:

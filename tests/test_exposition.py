@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.demo import synthetic_run
 from exporter.pipeline import Pipeline
 from exporter.state import ProcessObservation
-from exporter.telemetry.catalogue import METRICS, Type, prometheus_name
+from exporter.telemetry.catalogue import METRICS
+from exporter.telemetry.metric import Type, prometheus_name
 from exporter.telemetry.prometheus import catalogue_registry
 
 from .conftest import event
@@ -92,19 +93,45 @@ def test_label_values_survive_any_bytes_through_the_exposition() -> None:
     assert families["training_metric"].samples[0].labels == {"run_id": nasty, "key": "k"}
 
 
-def test_otel_names_translate_to_the_prometheus_names() -> None:
+def test_prometheus_naming_translates_to_exactly_the_scraped_names() -> None:
     for metric in METRICS:
-        assert prometheus_name(metric.otel_name, metric.unit, metric.type) == metric.name
+        otel_name = metric.otel_name_for("prometheus")
+        assert prometheus_name(otel_name, metric.unit, metric.type) == metric.name
+        if metric.unit == "1":  # translators differ on unit-1 gauges: keep "ratio" in the name
+            assert metric.type is Type.GAUGE and "ratio" in otel_name
     assert {m.name for m in METRICS} >= ISSUE_NAMES
-    gauges_with_unit_one = [m for m in METRICS if m.unit == "1"]
-    assert all(m.type is Type.GAUGE and "ratio" in m.otel_name for m in gauges_with_unit_one)
+
+
+def test_semconv_naming_uses_the_conventions_and_merges_only_alike_families() -> None:
+    groups: dict[str, list] = {}
+    for metric in METRICS:
+        groups.setdefault(metric.otel_name_for("semconv"), []).append(metric)
+    assert {
+        "hw.gpu.utilization", "hw.gpu.memory.usage", "hw.gpu.memory.limit", "hw.temperature",
+        "hw.power", "hw.energy", "hw.errors", "system.cpu.utilization", "system.memory.usage",
+        "system.network.io", "system.disk.io", "process.cpu.time", "process.memory.usage",
+        "process.thread.count", "process.unix.file_descriptor.count",
+    } <= set(groups)  # fmt: skip
+    for name, members in groups.items():
+        assert len({(m.type, m.unit) for m in members}) == 1, name
+        if len(members) > 1:  # told apart by their attributes (hw.gpu.task, error.type, xid)
+            attributes = {tuple(sorted(m.otel_attributes(("x",) * len(m.labels), "semconv")
+                                       .items())) for m in members}  # fmt: skip
+            assert len(attributes) == len(members), name
+    temperature = next(m for m in METRICS if m.name == "gpu_temperature_celsius")
+    assert temperature.otel_attributes(("0", "GPU-1", ""), "semconv") == {
+        "gpu": "0", "uuid": "GPU-1", "gpu_instance": "", "hw.id": "GPU-1", "hw.type": "gpu",
+    }  # fmt: skip
+    assert temperature.otel_attributes(("0", "GPU-1", ""), "prometheus") == {
+        "gpu": "0", "uuid": "GPU-1", "gpu_instance": "",
+    }  # fmt: skip
 
 
 def test_the_readme_catalogue_matches_the_code() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for metric in METRICS:
         row = (
-            f"| `{metric.name}` | {metric.type.value} | {', '.join(metric.labels)} | "
+            f"| `{metric.name}` | {metric.type.value} | {', '.join(metric.prometheus_labels)} | "
             f"{metric.help} | `{metric.otel_name}` ({metric.unit or '—'}) |"
         )
         assert row in readme, f"README catalogue row out of date: {row}"

@@ -197,3 +197,61 @@ def test_a_dead_collector_costs_counted_drops_not_ingestion(serve, dead_collecto
     started = time.monotonic()
     assert httpx.get(server.url + "/metrics", timeout=5).status_code == 200
     assert time.monotonic() - started < 1, "a scrape must not wait on the collector"
+
+
+def _metrics_by_name(receiver) -> dict:
+    return {
+        metric.name: metric
+        for request in receiver.metric_requests
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+
+
+def _attributes(point) -> dict:
+    return {a.key: a.value.string_value for a in point.attributes}
+
+
+def test_gpu_metrics_go_out_under_semantic_conventions(otlp_receiver, serve) -> None:
+    interval = {"OTEL_METRIC_EXPORT_INTERVAL": "200"}
+    serve("--fake-gpus", "1", "--gpu-interval", "0.1", "--system-interval", "0.1",
+          "--otlp-endpoint", otlp_receiver.url, env=interval)  # fmt: skip
+    metrics = wait_for(
+        lambda: (
+            (m := _metrics_by_name(otlp_receiver)).get("hw.gpu.utilization")
+            and "system.cpu.utilization" in m
+            and m
+        ),
+        what="GPU metrics over OTLP",
+    )
+    tasks = {_attributes(p)["hw.gpu.task"]: _attributes(p)
+             for p in metrics["hw.gpu.utilization"].gauge.data_points}  # fmt: skip
+    assert set(tasks) == {"general", "encoder", "decoder"}
+    general = tasks["general"]
+    assert general["hw.type"] == "gpu" and general["hw.id"] == general["uuid"]
+    assert general["uuid"].startswith("GPU-") and general["gpu"] == "0"
+    assert metrics["hw.energy"].unit == "J" and metrics["hw.energy"].sum.is_monotonic
+    assert metrics["hw.temperature"].unit == "Cel"
+    errors = {_attributes(p)["error.type"] for p in metrics["hw.errors"].sum.data_points}
+    assert errors == {"corrected", "uncorrected", "pcie_replay"}
+    assert {"system.cpu.utilization", "system.memory.usage", "runwatch.source.up"} <= set(metrics)
+    mode = metrics["system.cpu.utilization"].gauge.data_points[0]
+    assert "cpu.mode" in _attributes(mode)
+
+
+def test_prometheus_naming_sends_the_scraped_names(otlp_receiver, serve) -> None:
+    serve("--fake-gpus", "1", "--gpu-interval", "0.1", "--otlp-endpoint", otlp_receiver.url,
+          "--otlp-naming", "prometheus", env={"OTEL_METRIC_EXPORT_INTERVAL": "200"})  # fmt: skip
+    metrics = wait_for(
+        lambda: (
+            (m := _metrics_by_name(otlp_receiver)).get("gpu_utilization_ratio")
+            and m["gpu_utilization_ratio"].gauge.data_points
+            and m
+        ),
+        what="GPU metrics over OTLP",
+    )
+    assert "hw.gpu.utilization" not in metrics and "gpu_energy_joules" in metrics
+    point = metrics["gpu_utilization_ratio"].gauge.data_points[0]
+    assert set(_attributes(point)) == {"gpu", "uuid", "gpu_instance"}  # no hw.* extras
+    assert "runwatch.events.ingested" in metrics  # already translates: unchanged

@@ -110,6 +110,11 @@ class PidFileWatcher:
                     ProcessObservation(record.run_id, alive, record.started_at, time.time())
                 )
 
+    def live_roots(self) -> dict[int, str]:
+        """pid -> run_id of each PID file whose process is alive (for run attribution)."""
+        records = list(self._records.values())  # a copy: the watcher thread updates the dict
+        return {record.pid: record.run_id for record in records if process_alive(record)}
+
     def _read(self, path: Path) -> None:
         try:
             with path.open("rb") as handle:

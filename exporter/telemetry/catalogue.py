@@ -3,66 +3,29 @@
 Both outputs are built from this list, so they cannot drift: the Prometheus
 collector (:mod:`exporter.telemetry.prometheus`) and the OTel instruments
 (:mod:`exporter.telemetry.otel`). Each entry names the metric twice, as it
-appears on ``/metrics`` and as its OTel name and unit; a test checks that the
-standard OTLP→Prometheus translation (:func:`prometheus_name`) of the second
-gives the first, and another pushes to a real OTLP-ingesting store to confirm.
+appears on ``/metrics`` and as its OTel name and unit (see
+:mod:`exporter.telemetry.metric` for the two OTLP namings); tests check the
+translation and push to a real OTLP-ingesting store to confirm.
 
 A sampler reads the current state and yields ``(label values, value)``; for the
-histogram the value is a :class:`~exporter.state.Histogram`.
+histogram the value is a :class:`~exporter.state.Histogram`. This module holds
+the training and self metrics; the sampled sources' are in
+:mod:`exporter.telemetry.hardware_metrics`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from exporter import __version__
 from exporter.events import STATUSES
 from exporter.pipeline import View
+from exporter.readings import SourceStatus
 from exporter.state import TARGET_DURATION_BUCKETS, Run
 from exporter.stats import Stats
-
-
-class Type(Enum):
-    GAUGE = "gauge"
-    COUNTER = "counter"
-    HISTOGRAM = "histogram"
-
-
-Sample = tuple[tuple[str, ...], Any]
-Sampler = Callable[[View], Iterable[Sample]]
-
-
-@dataclass(frozen=True, slots=True)
-class Metric:
-    name: str  # on /metrics (counters with their _total)
-    otel_name: str
-    unit: str  # UCUM, as given to the OTel instrument
-    type: Type
-    labels: tuple[str, ...]
-    help: str
-    sample: Sampler
-    buckets: tuple[float, ...] = ()  # histogram bucket bounds, shared with the state
-
-
-_UNIT_WORDS = {"s": "seconds", "By": "bytes", "Cel": "celsius", "W": "watts", "J": "joules"}
-
-
-def prometheus_name(otel_name: str, unit: str, type_: Type) -> str:
-    """The OTLP→Prometheus name translation (OTel spec, 'Prometheus and OpenMetrics
-    compatibility'): invalid characters to ``_``, unit suffix appended unless already
-    present (``1`` becomes ``ratio`` on gauges), ``_total`` on monotonic sums."""
-    name = re.sub(r"_+", "_", re.sub(r"[^a-zA-Z0-9_:]", "_", otel_name))
-    unit = re.sub(r"\{[^}]*\}", "", unit)
-    word = "ratio" if unit == "1" and type_ is Type.GAUGE else _UNIT_WORDS.get(unit, "")
-    if word and not name.endswith("_" + word):
-        name += "_" + word
-    if type_ is Type.COUNTER and not name.endswith("_total"):
-        name += "_total"
-    return name
+from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
+from exporter.telemetry.metric import Metric, Sample, Sampler, Type
 
 
 def _runs(view: View) -> Iterator[Run]:
@@ -115,6 +78,15 @@ def _per_run_key(items: Callable[[Run], Iterable[tuple[str, Any]]]) -> Sampler:
         for run in _runs(view):
             for key, value in items(run):
                 yield (run.run_id, key), value
+
+    return sample
+
+
+def _sources(value: Callable[[SourceStatus], float | None]) -> Sampler:
+    def sample(view: View) -> Iterator[Sample]:
+        for source, status in view.readings.sources.items():
+            if (reading := value(status)) is not None:
+                yield (source,), reading
 
     return sample
 
@@ -208,4 +180,18 @@ METRICS: tuple[Metric, ...] = (
     Metric("runwatch_otlp_dropped_total", "runwatch.otlp.dropped", "", C, ("signal", "reason"),
            "Spans and metric points lost on the OTLP path (queue full, export failed).",
            _counter(lambda s: s.otlp_dropped)),
+    Metric("runwatch_source_up", "runwatch.source.up", "", G, ("source",),
+           "1 while a sampled source (nvml, system) delivers fresh samples, else 0.",
+           _sources(lambda s: float(s.up))),
+    Metric("runwatch_source_sample_duration_seconds", "runwatch.source.sample.duration", "s", G,
+           ("source",), "How long the source's last sample took.",
+           _sources(lambda s: s.sample_seconds)),
+    Metric("runwatch_source_last_sample_timestamp_seconds",
+           "runwatch.source.last_sample_timestamp", "s", G, ("source",),
+           "When the source's last sample finished, Unix seconds.",
+           _sources(lambda s: s.sampled_at)),
+    Metric("runwatch_source_errors_total", "runwatch.source.errors", "", C, ("source", "reason"),
+           "Readings a source lost, by NVML error (gpu_is_lost, timeout, ...); readings a "
+           "model does not support are not counted.", _counter(lambda s: s.source_errors)),
+    *HARDWARE_METRICS,
 )  # fmt: skip

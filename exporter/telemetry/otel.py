@@ -3,9 +3,10 @@
 Off unless an endpoint is configured. The standard ``OTEL_*`` variables apply
 (service name, resource attributes, headers, timeouts, certificates, metric
 export interval); an explicit ``--otlp-endpoint`` overrides the endpoint only.
-Metric attributes use the catalogue's label names unchanged (``run_id``, not
-``training.run_id``), so the names reaching Prometheus through a collector equal
-those on ``/metrics``; span attributes use the ``training.*`` namespace.
+Metric names and attributes follow ``--otlp-naming`` (semantic conventions, or
+names that translate to exactly those on ``/metrics``: see
+:mod:`exporter.telemetry.metric`); the catalogue's labels are attributes in both
+(``run_id``, not ``training.run_id``). Span attributes use ``training.*``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from exporter import __version__
 from exporter.pipeline import Pipeline
 from exporter.state import FinishedSpan, Output, TargetDuration
 from exporter.stats import Stats
-from exporter.telemetry.catalogue import METRICS, Metric, Type
+from exporter.telemetry.catalogue import METRICS
+from exporter.telemetry.metric import Metric, Type
 from exporter.telemetry.otlp_settings import OtlpSettings
 from exporter.telemetry.spans import SpanShipper, SpanWriter
 
@@ -103,22 +105,28 @@ class OtlpOutput:
         )
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._reader])
         meter = self.meter_provider.get_meter("runwatch", __version__)
+        self._naming = settings.naming
         self._target_duration = None
+        groups: dict[str, list[Metric]] = {}  # semconv: several families share one name
         for metric in METRICS:
-            if metric.type is Type.HISTOGRAM:
+            groups.setdefault(metric.otel_name_for(self._naming), []).append(metric)
+        for name, members in groups.items():
+            first = members[0]
+            description = "; ".join(dict.fromkeys(m.help for m in members))
+            if first.type is Type.HISTOGRAM:
                 self._target_duration = meter.create_histogram(
-                    metric.otel_name,
-                    unit=metric.unit,
-                    description=metric.help,
-                    explicit_bucket_boundaries_advisory=list(metric.buckets),
+                    name,
+                    unit=first.unit,
+                    description=description,
+                    explicit_bucket_boundaries_advisory=list(first.buckets),
                 )
-            elif metric.type is Type.COUNTER:
+            elif first.type is Type.COUNTER:
                 meter.create_observable_counter(
-                    metric.otel_name, [self._callback(metric)], metric.unit, metric.help
+                    name, [self._callback(members)], first.unit, description
                 )
             else:
                 meter.create_observable_gauge(
-                    metric.otel_name, [self._callback(metric)], metric.unit, metric.help
+                    name, [self._callback(members)], first.unit, description
                 )
         self._shipper = SpanShipper(span_exporter, pipeline.stats, settings.max_span_queue)
         self._spans = SpanWriter(resource, self._shipper)
@@ -139,13 +147,16 @@ class OtlpOutput:
         self._spans.provider.shutdown()
         self.meter_provider.shutdown()
 
-    def _callback(self, metric: Metric) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        labels = metric.labels
+    def _callback(
+        self, metrics: list[Metric]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        naming = self._naming
 
         def observe(options: CallbackOptions) -> Sequence[Observation]:
             with self._pipeline.view() as view:
                 return [
-                    Observation(value, dict(zip(labels, label_values, strict=True)))
+                    Observation(value, metric.otel_attributes(label_values, naming))
+                    for metric in metrics
                     for label_values, value in metric.sample(view)
                 ]
 

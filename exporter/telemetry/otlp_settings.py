@@ -15,10 +15,14 @@ class OtlpSettings:
     service_name: str | None = None  # None: OTEL_SERVICE_NAME, else "runwatch"
     export_interval_seconds: float = 10.0
     max_span_queue: int = 8192
+    naming: str = "semconv"  # or "prometheus": see exporter.telemetry.metric
 
 
 def otlp_settings_from(
-    endpoint: str | None, protocol: str | None, service_name: str | None
+    endpoint: str | None,
+    protocol: str | None,
+    service_name: str | None,
+    naming: str = "semconv",
 ) -> OtlpSettings | None:
     """OTLP settings from flags and the standard environment; None when OTLP is off."""
     env_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -33,4 +37,5 @@ def otlp_settings_from(
         protocol=protocol,
         service_name=service_name,
         export_interval_seconds=float(interval_ms) / 1000 if interval_ms else 10.0,
+        naming=naming,
     )

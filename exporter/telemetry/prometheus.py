@@ -16,8 +16,9 @@ from prometheus_client.registry import Collector
 
 from exporter.pipeline import View
 from exporter.state import Histogram
-from exporter.telemetry.catalogue import METRICS, Type
-from exporter.telemetry.catalogue import Metric as CatalogueEntry
+from exporter.telemetry.catalogue import METRICS
+from exporter.telemetry.metric import Metric as CatalogueEntry
+from exporter.telemetry.metric import Type
 
 
 def _buckets(hist: Histogram) -> list[tuple[str, float]]:
@@ -41,7 +42,7 @@ class CatalogueCollector(Collector):
 
     @staticmethod
     def _family(metric: CatalogueEntry, view: View) -> Metric:
-        labels = list(metric.labels)
+        labels = metric.prometheus_labels
         if metric.type is Type.COUNTER:
             family = CounterMetricFamily(metric.name, metric.help, labels=labels)
         elif metric.type is Type.GAUGE:

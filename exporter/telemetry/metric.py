@@ -1,0 +1,105 @@
+"""What a catalogue entry is, and how its OTel name and attributes map to Prometheus.
+
+Two OTLP namings (``--otlp-naming``):
+
+- ``semconv`` (default): the OTel semantic-convention name where one exists
+  (``hw.gpu.utilization``, ``hw.power``, ``process.cpu.time``), with the
+  convention's attributes (``hw.id``, ``hw.type``, ``hw.gpu.task``,
+  ``error.type``). Several ``/metrics`` families can share one OTel metric
+  (``hw.errors`` carries ECC, PCIe replay and XID errors).
+- ``prometheus``: every metric under a name whose standard OTLP→Prometheus
+  translation (:func:`prometheus_name`) is exactly its ``/metrics`` name, and only
+  the ``/metrics`` labels, so dashboards and alerts serve both paths unchanged.
+
+Metrics that have no semantic-convention name (all ``training_*``, most of
+``runwatch_*``) have the same OTel name in both namings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from exporter.pipeline import View
+
+NAMINGS = ("semconv", "prometheus")
+
+
+class Type(Enum):
+    GAUGE = "gauge"
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+
+
+Sample = tuple[tuple[str, ...], Any]
+Sampler = Callable[[View], Iterable[Sample]]
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str  # on /metrics (counters with their _total)
+    otel_name: str  # semantic-convention name where there is one
+    unit: str  # UCUM, as given to the OTel instrument
+    type: Type
+    labels: tuple[str, ...]  # OTel attribute keys; on /metrics as prometheus_label(key)
+    help: str
+    sample: Sampler
+    buckets: tuple[float, ...] = ()  # histogram bucket bounds, shared with the state
+    # semconv naming only: constant attributes, and the hw.type whose hw.id is the uuid label
+    semconv_attributes: tuple[tuple[str, str], ...] = ()
+    hw_type: str = ""
+
+    @property
+    def prometheus_labels(self) -> list[str]:
+        return [prometheus_label(key) for key in self.labels]
+
+    def otel_name_for(self, naming: str) -> str:
+        if naming == "semconv" or (
+            not self.semconv_attributes
+            and not self.hw_type
+            and prometheus_name(self.otel_name, self.unit, self.type) == self.name
+            # translators differ on unit "1": only a name that says "ratio" is safe
+            and (self.unit != "1" or "ratio" in self.otel_name)
+        ):
+            return self.otel_name
+        return self.name.removesuffix("_total") if self.type is Type.COUNTER else self.name
+
+    def otel_attributes(self, label_values: tuple[str, ...], naming: str) -> dict[str, str]:
+        attributes = dict(zip(self.labels, label_values, strict=True))
+        if naming == "semconv":
+            attributes.update(self.semconv_attributes)
+            if self.hw_type:
+                attributes["hw.type"] = self.hw_type
+                attributes["hw.id"] = attributes["uuid"]
+        return attributes
+
+
+_UNIT_WORDS = {
+    "s": "seconds", "By": "bytes", "Cel": "celsius", "W": "watts", "J": "joules", "Hz": "hertz",
+}  # fmt: skip
+_PER_UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour"}
+
+
+def prometheus_name(otel_name: str, unit: str, type_: Type) -> str:
+    """The OTLP→Prometheus name translation (OTel spec, 'Prometheus and OpenMetrics
+    compatibility'): invalid characters to ``_``, unit suffix appended unless already
+    present (``1`` becomes ``ratio`` on gauges, ``By/s`` ``bytes_per_second``),
+    ``_total`` on monotonic sums."""
+    name = re.sub(r"_+", "_", re.sub(r"[^a-zA-Z0-9_:]", "_", otel_name))
+    unit, _, per = re.sub(r"\{[^}]*\}", "", unit).partition("/")
+    word = "ratio" if unit == "1" and type_ is Type.GAUGE else _UNIT_WORDS.get(unit, "")
+    if per:
+        word = "_".join(filter(None, (word, "per", _PER_UNIT_WORDS.get(per, per))))
+    if word and not name.endswith("_" + word):
+        name += "_" + word
+    if type_ is Type.COUNTER and not name.endswith("_total"):
+        name += "_total"
+    return name
+
+
+def prometheus_label(key: str) -> str:
+    """An attribute key as a Prometheus label: ``cpu.mode`` -> ``cpu_mode``."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", key)
