@@ -57,6 +57,24 @@ def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch) -> None:
     assert settings["max_checkpoints_per_run"] == 50  # the default
 
 
+def test_source_switches_come_from_flags_environment_or_file(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "runwatch.yaml"
+    config.write_text("nvml: false\nfake_gpus: 2\n")
+    settings = settings_for(["--config", str(config)], {}, monkeypatch)
+    assert (settings["nvml"], settings["fake_gpus"], settings["system"]) == (False, 2, True)
+    settings = settings_for(
+        ["--config", str(config), "--nvml", "--no-system"],
+        {"RUNWATCH_GPU_INTERVAL": "0.5", "RUNWATCH_OTLP_NAMING": "prometheus"},
+        monkeypatch,
+    )
+    assert (settings["nvml"], settings["system"], settings["gpu_interval"]) == (True, False, 0.5)
+    assert settings["otlp_naming"] == "prometheus"
+    negative = run("serve", "--fake-gpus", "-1")
+    assert negative.returncode == 2 and negative.stderr == "runwatch: --fake-gpus: -1 is negative\n"
+    naming = run("serve", "--otlp-naming", "otel")
+    assert naming.returncode == 2 and "is not one of semconv, prometheus" in naming.stderr
+
+
 def test_bad_settings_are_one_clear_line(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="RUNWATCH_MAX_RUNS: -3 is not positive"):
         settings_for([], {"RUNWATCH_MAX_RUNS": "-3"}, monkeypatch)
