@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +13,12 @@ from exporter.sampling import PeriodicSampler
 from exporter.sources.attribution import RunRoots
 from exporter.sources.jsonl import LineSink, Tailer, read_whole_files
 from exporter.state import Limits
+from exporter.stats import BRIDGE_SOURCE
 from exporter.stats import JSONL_SOURCE as SOURCE
 from exporter.telemetry.otlp_settings import otlp_settings_from
 
 if TYPE_CHECKING:
+    from exporter.sources.bridge import WebSocketFollower
     from exporter.telemetry.otel import OtlpOutput
 
 
@@ -116,4 +119,38 @@ def build_samplers(
         samplers.append(
             PeriodicSampler(SystemSource(run_roots), pipeline.readings, settings["system_interval"])
         )
+    if settings.get("bridge_url"):
+        from exporter.sources.bridge import BridgePoller
+        from exporter.sources.bridge_contract import BRIDGE_REJECT_REASONS
+
+        stats = pipeline.stats
+        stats.declare(stats.rejected, [(BRIDGE_SOURCE, r) for r in BRIDGE_REJECT_REASONS])
+        stats.declare(stats.series_dropped, ["max_positions"])
+        poller = BridgePoller(
+            settings["bridge_url"], settings["bridge_timeout"], stats, settings["max_positions"]
+        )
+        samplers.append(PeriodicSampler(poller, pipeline.readings, settings["bridge_interval"]))
     return samplers
+
+
+def build_streams(settings: dict[str, Any], pipeline: Pipeline) -> list[WebSocketFollower]:
+    """The bridge's WebSocket channels, each followed by a thread of its own."""
+    url = settings.get("bridge_url")
+    if not url:
+        return []
+    from exporter.sources.bridge import BusEvents, WebSocketFollower
+
+    stats = pipeline.stats
+    stats.declare(stats.ingested, [BRIDGE_SOURCE])
+    base = re.sub(r"^http", "ws", url.rstrip("/"))
+    bus = BusEvents(stats, lambda stage, at: pipeline.observe_engine_stage(url, stage, at))
+
+    def training(message: str | bytes) -> None:  # core-format events, one per frame
+        line = message.encode() if isinstance(message, str) else message
+        pipeline.ingest_lines([line], BRIDGE_SOURCE)
+
+    timeout = settings["bridge_timeout"]
+    return [
+        WebSocketFollower(base + "/ws/events", "events", stats, bus, timeout),
+        WebSocketFollower(base + "/ws/training", "training", stats, training, timeout),
+    ]

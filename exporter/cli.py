@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a synthetic training run",
         description="Write a realistic synthetic training run (stages, targets, metrics, "
         "checkpoints, errors; a new run when one ends) into a temporary JSONL file in real "
-        "time and serve it like `runwatch serve` would.",
+        "time, run the reference trading bridge (a simulated engine) unless --bridge-url "
+        "names another, and serve both like `runwatch serve` would.",
     )
     demo.add_argument(
         "--event-interval",
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             level=settings["log_level"].upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # a line per change else
+        for chatty in ("watchfiles", "httpx"):  # a line per change or request else
+            logging.getLogger(chatty).setLevel(logging.WARNING)
         if args.command == "replay":
             return replay(args.paths, settings)
         if args.command == "demo":
@@ -166,6 +168,7 @@ def demo(settings: dict, interval: float) -> int:
         "events": [str(events)],
         "state_file": None,
         "pid_file": [*settings["pid_file"], str(pid_file)],
+        "bridge_url": settings["bridge_url"] or _start_reference_bridge(),
     }
     from exporter.runtime import Runtime
 
@@ -179,6 +182,7 @@ def demo(settings: dict, interval: float) -> int:
         f"runwatch demo: a synthetic training run is being written to {events}\n"
         f"  metrics:   {base}/metrics\n"
         f"  runs:      {base}/api/runs\n"
+        f"  bridge:    {settings['bridge_url']} (trading_* metrics)\n"
         f"  GPUs:      {settings['fake_gpus'] or 'NVML, if a driver is present'}"
         f"{' simulated (--fake-gpus)' if settings['fake_gpus'] else ''}\n"
         f"  Prometheus: add to prometheus.yml\n"
@@ -190,6 +194,24 @@ def demo(settings: dict, interval: float) -> int:
     )
     runtime.serve()
     return 0
+
+
+def _start_reference_bridge() -> str:
+    """The reference trading bridge on a free loopback port, in a thread; its URL."""
+    import socket
+
+    import uvicorn
+
+    from exporter.reference_bridge import create_bridge_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_bridge_app(), host="127.0.0.1", port=port, log_level="warning")
+    threading.Thread(
+        target=uvicorn.Server(config).run, name="reference-bridge", daemon=True
+    ).start()
+    return f"http://127.0.0.1:{port}"
 
 
 def _generate(path: Path, pid_file: Path, interval: float) -> None:

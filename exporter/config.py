@@ -147,7 +147,16 @@ OPTIONS: tuple[Option, ...] = (
            "process tree (from its PID file) with psutil.", _bool, group="gpu and system"),
     Option("system_interval", 5.0, "Seconds between host and process samples.",
            _positive_float, group="gpu and system"),
+    Option("bridge_url", None, "Base URL of a trading bridge (seed 001), e.g. "
+           "http://127.0.0.1:8765: its REST endpoints are polled and its /ws/events followed.",
+           group="trading bridge", metavar="URL"),
+    Option("bridge_interval", 5.0, "Seconds between polls of the bridge's REST endpoints.",
+           _positive_float, group="trading bridge"),
+    Option("bridge_timeout", 2.0, "Seconds one bridge request may take; a slower one is "
+           "counted as a timeout.", _positive_float, group="trading bridge"),
     Option("max_runs", 100, "Runs kept; the oldest finished runs are forgotten first.",
+           _positive_int, group="limits"),
+    Option("max_positions", 100, "Positions with series, the largest by market value first.",
            _positive_int, group="limits"),
     Option("max_stages_per_run", 32, "Stages kept per run.", _positive_int, group="limits"),
     Option("max_targets_per_run", 500, "Targets with a best-AUC series per run.", _positive_int,

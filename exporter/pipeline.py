@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from exporter.engine_cycles import EngineCycles
 from exporter.events import Parsed, Refused, Rejected, parse_lines, validate
 from exporter.readings import Readings, ReadingsCache
 from exporter.state import Limits, Output, ProcessObservation, State
@@ -41,6 +42,7 @@ class Pipeline:
         self.state = State(limits, tracing=False)
         self.stats = Stats()
         self.readings = ReadingsCache()  # written by the sampled sources' threads
+        self.engine_cycles = EngineCycles()
         self.max_line_bytes = max_line_bytes
         self._sinks: list[OutputSink] = []
         self._failed_sinks: set[OutputSink] = set()  # logged once each
@@ -99,6 +101,12 @@ class Pipeline:
         with self._lock:
             outputs = self.state.observe_process(observation)
             self._hand_on(outputs, True)
+
+    def observe_engine_stage(self, engine: str, stage: str, at: float) -> None:
+        """The trading engine entered ``stage`` (a STAGE_CHANGE); spans for the outputs."""
+        with self._lock:
+            if self.state.tracing:
+                self._hand_on(self.engine_cycles.observe(engine, stage, at), True)
 
     def reject(self, source: str, rejected: Rejected | Refused) -> None:
         self.stats.count(self.stats.rejected, (source, rejected.reason))

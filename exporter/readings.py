@@ -1,4 +1,5 @@
-"""Hardware readings (GPUs, host, training processes) and the cache scrapes read them from.
+"""Sampled readings (GPUs, host, training processes, the trading bridge) and the cache
+scrapes read them from.
 
 Sampled sources (:mod:`exporter.sources.nvml`, :mod:`exporter.sources.system`)
 run on their own clock and store one immutable sample each here; ``/metrics``
@@ -13,6 +14,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+
+from exporter.sources.bridge_contract import Arm, EngineMetrics, EngineState, Position, RiskStatus
 
 STALE_AFTER_INTERVALS = 3
 
@@ -111,6 +114,21 @@ class SystemSample:
 
 
 @dataclass(frozen=True, slots=True)
+class TradingSample:
+    """One poll of the trading bridge's REST endpoints; None where an endpoint failed."""
+
+    metrics: EngineMetrics | None
+    state: EngineState | None
+    stages: tuple[str, ...]  # stages seen so far (bounded), for the 1/0 stage series
+    statuses: tuple[str, ...]  # statuses seen so far (bounded)
+    positions: tuple[Position, ...] | None
+    trades: tuple[tuple[str, int, float], ...] | None  # (side, count, notional volume)
+    decisions: tuple[tuple[str, int], ...] | None  # (action, count)
+    arms: tuple[Arm, ...] | None
+    risk: RiskStatus | None
+
+
+@dataclass(frozen=True, slots=True)
 class SourceStatus:
     up: bool
     sample_seconds: float | None  # how long the last sample took
@@ -124,6 +142,7 @@ class Readings:
     sources: dict[str, SourceStatus] = field(default_factory=dict)
     gpu: GpuSample | None = None
     system: SystemSample | None = None
+    trading: TradingSample | None = None
 
 
 @dataclass(slots=True)
@@ -178,4 +197,5 @@ class ReadingsCache:
                     samples.append(entry.sample)
         gpu = next((s for s in samples if isinstance(s, GpuSample)), None)
         system = next((s for s in samples if isinstance(s, SystemSample)), None)
-        return Readings(sources, gpu, system)
+        trading = next((s for s in samples if isinstance(s, TradingSample)), None)
+        return Readings(sources, gpu, system, trading)

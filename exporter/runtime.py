@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from exporter.assemble import build_pipeline, build_samplers, file_tailer
+from exporter.assemble import build_pipeline, build_samplers, build_streams, file_tailer
 from exporter.config import ConfigError
 from exporter.server import create_app
 from exporter.sources.attribution import no_runs
@@ -82,6 +82,7 @@ class Runtime:
             self.pid_watcher.live_roots if self.pid_watcher is not None else no_runs,
             fake_gpu_pids,
         )
+        self.streams = build_streams(settings, self.pipeline)
         self.app = create_app(
             self.pipeline,
             ready=lambda: self.tailer is None or self.tailer.ready.is_set(),
@@ -103,16 +104,16 @@ class Runtime:
             self.tailer.start()
         if self.pid_watcher is not None:
             self.pid_watcher.start()
-        for sampler in self.samplers:
-            sampler.start()
+        for background in (*self.samplers, *self.streams):
+            background.start()
 
     def stop(self) -> None:
         if self.tailer is not None:
             self.tailer.stop()
         if self.pid_watcher is not None:
             self.pid_watcher.stop()
-        for sampler in self.samplers:
-            sampler.stop()
+        for background in (*self.samplers, *self.streams):
+            background.stop()
         if self.otlp is not None:
             self.otlp.flush()
             self.otlp.shutdown()

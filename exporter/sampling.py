@@ -87,9 +87,6 @@ class PeriodicSampler:
         while not self._stop.is_set():
             try:
                 self.source.open()
-                if self._logged:
-                    log.info("%s source is up", self.source.name)
-                self._logged.clear()
                 return True
             except SourceUnavailable as exc:
                 self._log_once("open", "%s source unavailable: %s (retrying every %g s)",
@@ -106,6 +103,9 @@ class PeriodicSampler:
             self._log_once(type(exc).__name__, "%s sample failed: %s", self.source.name, exc)
             self._cache.mark_down(self.source.name)
             return
+        if self._logged:
+            log.info("%s source is up", self.source.name)
+            self._logged.clear()
         self._cache.store(self.source.name, sample, time.perf_counter() - started, time.time())
 
     def _log_once(self, key: str, message: str, *args: object) -> None:

@@ -83,10 +83,11 @@ class OpenSpan:
 
 @dataclass(frozen=True, slots=True)
 class FinishedSpan:
-    run_id: str
+    run_id: str  # the trace key: a run id, or an engine cycle's
     span: OpenSpan
     end: float
     error: str | None  # status description when the span ends in error
+    key_attribute: str = "training.run_id"  # the span attribute that carries the trace key
 
 
 @dataclass(slots=True)

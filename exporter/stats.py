@@ -12,6 +12,7 @@ JSONL_SOURCE = "jsonl"
 HTTP_SOURCE = "http"
 EVENT_SOURCES: tuple[str, ...] = (JSONL_SOURCE, HTTP_SOURCE)
 PID_FILE_SOURCE = "pid_file"
+BRIDGE_SOURCE = "bridge"
 
 
 class Stats:
@@ -33,10 +34,24 @@ class Stats:
         self.otlp_exported: Counter[str] = Counter()  # signal, once OTLP is on
         self.otlp_dropped: Counter[tuple[str, str]] = Counter()  # (signal, reason)
         self.source_errors: Counter[tuple[str, str]] = Counter()  # (source, reason)
+        self.series_dropped: Counter[str] = Counter()  # cuts made outside the reducer
+        self.trading_events: Counter[str] = Counter()  # bridge event-bus messages by type
+        self.websocket_reconnects: Counter[str] = Counter()  # by channel
+        self.websocket_connected: Counter[str] = Counter()  # by channel: 1 or 0, a gauge
+
+    def declare(self, counter: Counter, keys: list[object]) -> None:
+        """Start these series at 0 (a source that is configured declares its own)."""
+        with self._lock:
+            for key in keys:
+                counter[key] += 0
 
     def count(self, counter: Counter, key: object, amount: int = 1) -> None:
         with self._lock:
             counter[key] += amount
+
+    def set(self, counter: Counter, key: object, value: int) -> None:
+        with self._lock:
+            counter[key] = value
 
     def snapshot(self, counter: Counter) -> list[tuple[object, int]]:
         with self._lock:

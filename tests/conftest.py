@@ -243,3 +243,62 @@ def grpc_receiver() -> Iterator[GrpcTraceReceiver]:
     receiver = GrpcTraceReceiver()
     yield receiver
     receiver.stop()
+
+
+class Prometheus:
+    def __init__(self, binary: Path, target: str, tmp: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = tmp / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 500ms, evaluation_interval: 500ms}\n"
+            "scrape_configs:\n"
+            "  - job_name: runwatch\n"
+            f"    static_configs: [{{targets: ['{target}']}}]\n"
+        )
+        self.log = (tmp / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: httpx.get(self.url + "/-/ready").status_code == 200, what="Prometheus")
+
+    def query(self, promql: str) -> dict[str, float]:
+        """Instant query; the result as {label set rendered: value}."""
+        data = httpx.get(self.url + "/api/v1/query", params={"query": promql}).json()["data"]
+        return {
+            ",".join(
+                f"{k}={v}"
+                for k, v in sorted(r["metric"].items())
+                if k not in ("job", "instance", "__name__")
+            ): float(r["value"][1])
+            for r in data["result"]
+        }
+
+    def value(self, promql: str) -> float | None:
+        result = self.query(promql)
+        return next(iter(result.values())) if len(result) == 1 else None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def prometheus(bin_dir: Path, tmp_path: Path) -> Iterator:
+    started: list[Prometheus] = []
+
+    def start(target: str) -> Prometheus:
+        started.append(Prometheus(bin_dir / "prometheus", target, tmp_path))
+        return started[-1]
+
+    yield start
+    for instance in started:
+        instance.stop()

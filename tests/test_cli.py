@@ -137,6 +137,8 @@ def test_demo_serves_a_training_run(tmp_path: Path) -> None:
             'key="loss"',
             "training_target_best_auc",
             'error_type="DataWarning"',
+            "trading_portfolio_value ",  # from the reference bridge the demo runs
+            'trading_engine_stage{stage="',
         ):
             assert needle in text
     finally:

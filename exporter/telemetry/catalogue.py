@@ -26,6 +26,7 @@ from exporter.state import TARGET_DURATION_BUCKETS, Run
 from exporter.stats import Stats
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type
+from exporter.telemetry.trading_metrics import TRADING_METRICS
 
 
 def _runs(view: View) -> Iterator[Run]:
@@ -169,8 +170,10 @@ METRICS: tuple[Metric, ...] = (
            ("source", "reason"), "Inputs skipped, by source and reason.",
            _counter(lambda s: s.rejected)),
     Metric("runwatch_series_dropped_total", "runwatch.series.dropped", "", C, ("reason",),
-           "Series not kept because a cardinality bound was hit, by bound.",
-           lambda v: (((r,), n) for r, n in v.state.dropped.items())),
+           "Series not kept because a cardinality bound was hit, by bound (max_positions "
+           "counts the positions cut from each bridge poll).",
+           lambda v: [*(((r,), n) for r, n in v.state.dropped.items()),
+                      *(((r,), n) for r, n in v.stats.snapshot(v.stats.series_dropped))]),
     Metric("runwatch_file_rotations_total", "runwatch.file.rotations", "", C, ("kind",),
            "Event files seen rotated (renamed and replaced) or truncated.",
            _counter(lambda s: s.file_rotations)),
@@ -186,12 +189,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("runwatch_source_sample_duration_seconds", "runwatch.source.sample.duration", "s", G,
            ("source",), "How long the source's last sample took.",
            _sources(lambda s: s.sample_seconds)),
-    Metric("runwatch_source_last_sample_timestamp_seconds",
-           "runwatch.source.last_sample_timestamp", "s", G, ("source",),
-           "When the source's last sample finished, Unix seconds.",
+    Metric("runwatch_source_last_success_timestamp_seconds",
+           "runwatch.source.last_success_timestamp", "s", G, ("source",),
+           "When the source's last successful sample finished, Unix seconds.",
            _sources(lambda s: s.sampled_at)),
     Metric("runwatch_source_errors_total", "runwatch.source.errors", "", C, ("source", "reason"),
            "Readings a source lost, by NVML error (gpu_is_lost, timeout, ...); readings a "
            "model does not support are not counted.", _counter(lambda s: s.source_errors)),
     *HARDWARE_METRICS,
+    *TRADING_METRICS,
 )  # fmt: skip

@@ -79,7 +79,7 @@ class SpanWriter:
             context = trace.set_span_in_context(NonRecordingSpan(parent), context)
         self._ids.trace_id = trace_id
         self._ids.span_id = span_id_for(run_id, span)
-        attributes = {"training.run_id": run_id, **span.attributes}
+        attributes = {finished.key_attribute: run_id, **span.attributes}
         otel_span = self._tracer.start_span(
             span_name(span), context=context, attributes=attributes, start_time=_ns(span.start)
         )

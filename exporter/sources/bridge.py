@@ -1,0 +1,269 @@
+"""The trading bridge (seed 001) as a source: its REST endpoints polled on their own clock,
+its event bus (``/ws/events``) followed over a WebSocket.
+
+REST: each poll reads the six endpoints of :mod:`exporter.sources.bridge_contract`
+into one :class:`~exporter.readings.TradingSample`. An endpoint that fails (timeout,
+non-2xx, not JSON, off contract) is counted by reason in
+``runwatch_events_rejected_total{source="bridge"}`` and left out of that sample, so
+its series vanish instead of freezing; a bridge that cannot be reached at all fails
+the sample, and the sampler reports the source down until it answers again.
+
+WebSocket: a thread per channel keeps it open, reconnecting after 1, 2, 4 … 30 s
+(reset once a connection succeeds), counting reconnects and publishing whether the
+channel is connected. ``/ws/events`` messages are counted by event type and each
+STAGE_CHANGE becomes a stage span of an engine cycle (:mod:`exporter.engine_cycles`);
+``/ws/training`` carries training events in the core format, ingested like a JSONL
+line from source ``bridge``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import ValidationError
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect
+
+from exporter.readings import TradingSample
+from exporter.sampling import SourceUnavailable
+from exporter.sources.bridge_contract import (
+    BusEvent,
+    EngineMetrics,
+    EngineState,
+    RiskStatus,
+    StageChange,
+    TradeHistory,
+    arms_from,
+    positions_from,
+)
+from exporter.stats import BRIDGE_SOURCE, Stats
+
+log = logging.getLogger(__name__)
+
+MAX_STAGES = 32
+MAX_STATUSES = 16
+MAX_ARMS = 64
+MAX_EVENT_TYPES = 64
+MAX_ACTIONS = 16
+OTHER = "other"
+BACKOFF_SECONDS = (1, 2, 4, 8, 16, 30)
+SIDES = {"buy": "buy", "long": "buy", "sell": "sell", "short": "sell"}
+
+ENDPOINTS: dict[str, Callable[[Any], Any]] = {
+    "/api/metrics": EngineMetrics.model_validate,
+    "/api/state": EngineState.model_validate,
+    "/api/positions": positions_from,
+    "/api/trades/history": TradeHistory.model_validate,
+    "/api/cils/stats": arms_from,
+    "/api/risk/status": RiskStatus.model_validate,
+}
+
+
+class BridgePoller:
+    """A SampledSource over the bridge's REST endpoints."""
+
+    name = BRIDGE_SOURCE
+
+    def __init__(self, url: str, timeout: float, stats: Stats, max_positions: int) -> None:
+        self._url = url.rstrip("/")
+        self._timeout = timeout
+        self._stats = stats
+        self._max_positions = max_positions
+        self._client: httpx.Client | None = None
+        self._stages: dict[str, None] = {}  # insertion-ordered sets, bounded
+        self._statuses: dict[str, None] = {}
+
+    def open(self) -> None:
+        self._client = httpx.Client(base_url=self._url, timeout=self._timeout)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def sample(self) -> TradingSample:
+        bodies: dict[str, Any] = {}
+        for path, parse in ENDPOINTS.items():
+            body = self._get(path)
+            if body is None:
+                continue
+            try:
+                bodies[path] = parse(body)
+            except ValidationError:
+                self._reject("contract_violation")
+        return self._assemble(bodies)
+
+    def _get(self, path: str) -> Any:
+        """The endpoint's JSON, or None (counted) when it fails; raises when unreachable."""
+        assert self._client is not None
+        try:
+            response = self._client.get(path)
+        except httpx.TimeoutException:
+            self._reject("timeout")
+            return None
+        except httpx.TransportError as exc:
+            self._reject("connect_failed")
+            raise SourceUnavailable(f"bridge {self._url} unreachable: {exc}") from None
+        if not response.is_success:
+            self._reject("http_error")
+            return None
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            self._reject("invalid_json")
+            return None
+
+    def _assemble(self, bodies: dict[str, Any]) -> TradingSample:
+        state = bodies.get("/api/state")
+        if state is not None:
+            _remember(self._statuses, state.status, MAX_STATUSES)
+            if state.current_stage:
+                _remember(self._stages, state.current_stage, MAX_STAGES)
+        positions = bodies.get("/api/positions")
+        kept = None
+        if positions is not None:
+            ordered = sorted(positions.positions, key=lambda p: -abs(p.market_value or 0.0))
+            kept = tuple(sorted(ordered[: self._max_positions], key=lambda p: p.symbol))
+            if len(ordered) > self._max_positions:
+                cut = len(ordered) - self._max_positions
+                self._stats.count(self._stats.series_dropped, "max_positions", cut)
+        history = bodies.get("/api/trades/history")
+        arms = bodies.get("/api/cils/stats")
+        return TradingSample(
+            metrics=bodies.get("/api/metrics"),
+            state=state,
+            stages=tuple(self._stages),
+            statuses=tuple(self._statuses),
+            positions=kept,
+            trades=None if history is None else _trades(history),
+            decisions=None if history is None else _decisions(history),
+            arms=None if arms is None else tuple(arms.arms[:MAX_ARMS]),
+            risk=bodies.get("/api/risk/status"),
+        )
+
+    def _reject(self, reason: str) -> None:
+        self._stats.count(self._stats.rejected, (BRIDGE_SOURCE, reason))
+
+
+def _remember(seen: dict[str, None], value: str, limit: int) -> None:
+    if value not in seen and len(seen) < limit:
+        seen[value] = None
+
+
+def _trades(history: TradeHistory) -> tuple[tuple[str, int, float], ...]:
+    counts: Counter[str] = Counter(dict.fromkeys(("buy", "sell"), 0))
+    volumes: dict[str, float] = dict.fromkeys(("buy", "sell"), 0.0)
+    for trade in history.trades:
+        side = SIDES.get(trade.side.lower(), OTHER)
+        counts[side] += 1
+        volumes[side] = volumes.get(side, 0.0) + abs(trade.quantity * trade.price)
+    return tuple((side, counts[side], volumes[side]) for side in counts)
+
+
+def _decisions(history: TradeHistory) -> tuple[tuple[str, int], ...]:
+    counts: Counter[str] = Counter()
+    for decision in history.decisions:
+        action = decision.action.lower()
+        known = action in counts or len(counts) < MAX_ACTIONS - 1
+        counts[action if known else OTHER] += 1
+    return tuple(sorted(counts.items()))
+
+
+class WebSocketFollower:
+    """Keeps one bridge WebSocket channel open in a thread, with capped exponential backoff,
+    handing every message to ``handle``."""
+
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        stats: Stats,
+        handle: Callable[[str | bytes], None],
+        open_timeout: float = 5.0,
+    ) -> None:
+        self._url = url
+        self.channel = channel
+        self._stats = stats
+        self._handle = handle
+        self._open_timeout = open_timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._logged = False
+        stats.declare(stats.websocket_reconnects, [channel])
+        stats.set(stats.websocket_connected, channel, 0)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"runwatch-ws-{self.channel}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                with connect(self._url, open_timeout=self._open_timeout, close_timeout=1) as ws:
+                    attempt = 0
+                    self._logged = False
+                    self._stats.set(self._stats.websocket_connected, self.channel, 1)
+                    log.info("bridge WebSocket %s connected", self._url)
+                    self._receive(ws)
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                if not self._logged:
+                    self._logged = True
+                    log.warning("bridge WebSocket %s: %s (reconnecting with backoff)",
+                                self._url, exc or type(exc).__name__)  # fmt: skip
+            self._stats.set(self._stats.websocket_connected, self.channel, 0)
+            if self._stop.wait(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]):
+                return
+            attempt += 1
+            self._stats.count(self._stats.websocket_reconnects, self.channel)
+
+    def _receive(self, ws: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                message = ws.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+            self._handle(message)
+
+
+class BusEvents:
+    """Handles /ws/events messages: counts them by type (bounded) and reports each
+    STAGE_CHANGE to ``on_stage(stage, timestamp)``, the event's time when it has one."""
+
+    def __init__(self, stats: Stats, on_stage: Callable[[str, float], None]) -> None:
+        self._stats = stats
+        self._on_stage = on_stage
+
+    def __call__(self, message: str | bytes) -> None:
+        try:
+            event = BusEvent.model_validate(orjson.loads(message))
+            change = None
+            if event.event_type == "STAGE_CHANGE":
+                change = StageChange.model_validate(event.data)
+        except orjson.JSONDecodeError:
+            self._reject("invalid_json")
+            return
+        except ValidationError:
+            self._reject("contract_violation")
+            return
+        types = self._stats.trading_events
+        known = event.event_type in types or len(types) < MAX_EVENT_TYPES - 1
+        self._stats.count(types, event.event_type if known else OTHER)
+        if change is not None:
+            self._on_stage(change.new_stage, event.timestamp or time.time())
+
+    def _reject(self, reason: str) -> None:
+        self._stats.count(self._stats.rejected, (BRIDGE_SOURCE, reason))
