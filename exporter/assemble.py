@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from exporter.config import ConfigError
 from exporter.events import Rejected
@@ -13,12 +13,11 @@ from exporter.sampling import PeriodicSampler
 from exporter.sources.attribution import RunRoots
 from exporter.sources.jsonl import LineSink, Tailer, read_whole_files
 from exporter.state import Limits
-from exporter.stats import BRIDGE_SOURCE
+from exporter.stats import BACKEND_SOURCE, BRIDGE_SOURCE, Stats
 from exporter.stats import JSONL_SOURCE as SOURCE
 from exporter.telemetry.otlp_settings import otlp_settings_from
 
 if TYPE_CHECKING:
-    from exporter.sources.bridge import WebSocketFollower
     from exporter.telemetry.otel import OtlpOutput
 
 
@@ -84,18 +83,32 @@ def _too_long_counter(pipeline: Pipeline) -> Callable[[], None]:
     return lambda: pipeline.reject(SOURCE, reject)
 
 
-def build_samplers(
+class Background(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def build_background(
     settings: dict[str, Any],
     pipeline: Pipeline,
     run_roots: RunRoots,
     fake_gpu_pids: Sequence[int] = (),
-) -> list[PeriodicSampler]:
-    """The nvml and system sources, each on its own clock, storing into the pipeline's cache.
+) -> list[Background]:
+    """Every source with a thread of its own: the sampled ones (nvml, system, bridge REST,
+    backend REST), each on its own clock, and the WebSocket followers."""
+    return [
+        *_hardware(settings, pipeline, run_roots, fake_gpu_pids),
+        *_bridge(settings, pipeline),
+        *_backend(settings, pipeline),
+    ]
 
-    With ``fake_gpus`` the NVML source talks to a simulated NVML; ``fake_gpu_pids`` are
-    processes it shows running on every fake GPU (the demo's own, to show attribution).
-    """
-    samplers = []
+
+def _hardware(
+    settings: dict[str, Any], pipeline: Pipeline, run_roots: RunRoots, fake_gpu_pids: Sequence[int]
+) -> list[Background]:
+    """With ``fake_gpus`` the NVML source talks to a simulated NVML; ``fake_gpu_pids`` are
+    processes it shows running on every fake GPU (the demo's own, to show attribution)."""
+    samplers: list[Background] = []
     if settings["nvml"] or settings["fake_gpus"]:
         from exporter.sources.nvml import NVML_SOURCE, NvmlSource
 
@@ -119,38 +132,61 @@ def build_samplers(
         samplers.append(
             PeriodicSampler(SystemSource(run_roots), pipeline.readings, settings["system_interval"])
         )
-    if settings.get("bridge_url"):
-        from exporter.sources.bridge import BridgePoller
-        from exporter.sources.bridge_contract import BRIDGE_REJECT_REASONS
-
-        stats = pipeline.stats
-        stats.declare(stats.rejected, [(BRIDGE_SOURCE, r) for r in BRIDGE_REJECT_REASONS])
-        stats.declare(stats.series_dropped, ["max_positions"])
-        poller = BridgePoller(
-            settings["bridge_url"], settings["bridge_timeout"], stats, settings["max_positions"]
-        )
-        samplers.append(PeriodicSampler(poller, pipeline.readings, settings["bridge_interval"]))
     return samplers
 
 
-def build_streams(settings: dict[str, Any], pipeline: Pipeline) -> list[WebSocketFollower]:
-    """The bridge's WebSocket channels, each followed by a thread of its own."""
+def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
+    """The trading bridge: REST poller, /ws/events and /ws/training followers."""
     url = settings.get("bridge_url")
     if not url:
         return []
-    from exporter.sources.bridge import BusEvents, WebSocketFollower
+    from exporter.sources.bridge import BridgePoller, BusEvents
+    from exporter.sources.websocket import WebSocketFollower
 
     stats = pipeline.stats
-    stats.declare(stats.ingested, [BRIDGE_SOURCE])
-    base = re.sub(r"^http", "ws", url.rstrip("/"))
+    _declare(stats, BRIDGE_SOURCE)
+    stats.declare(stats.series_dropped, ["max_positions"])
+    poller = BridgePoller(url, settings["bridge_timeout"], stats, settings["max_positions"])
     bus = BusEvents(stats, lambda stage, at: pipeline.observe_engine_stage(url, stage, at))
 
     def training(message: str | bytes) -> None:  # core-format events, one per frame
         line = message.encode() if isinstance(message, str) else message
         pipeline.ingest_lines([line], BRIDGE_SOURCE)
 
-    timeout = settings["bridge_timeout"]
+    base, timeout = _ws_base(url), settings["bridge_timeout"]
     return [
+        PeriodicSampler(poller, pipeline.readings, settings["bridge_interval"]),
         WebSocketFollower(base + "/ws/events", "events", stats, bus, timeout),
         WebSocketFollower(base + "/ws/training", "training", stats, training, timeout),
     ]
+
+
+def _backend(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
+    """The training backend: /ws follower and REST poller sharing one translator."""
+    url = settings.get("backend_url")
+    if not url:
+        return []
+    from exporter.sources.backend import BackendEvents, BackendPoller
+    from exporter.sources.websocket import WebSocketFollower
+
+    stats = pipeline.stats
+    _declare(stats, BACKEND_SOURCE)
+    pipeline.handshakes.timeout = settings["backend_ack_timeout"]
+    events = BackendEvents(pipeline)
+    timeout = settings["backend_timeout"]
+    follower = WebSocketFollower(_ws_base(url) + "/ws", "backend", stats, events, timeout)
+    poller = BackendPoller(
+        url, timeout, events, lambda: stats.websocket_connected.get("backend", 0) == 1
+    )
+    return [follower, PeriodicSampler(poller, pipeline.readings, settings["backend_interval"])]
+
+
+def _declare(stats: Stats, source: str) -> None:
+    from exporter.sources.contract import REJECT_REASONS
+
+    stats.declare(stats.ingested, [source])
+    stats.declare(stats.rejected, [(source, reason) for reason in REJECT_REASONS])
+
+
+def _ws_base(url: str) -> str:
+    return re.sub(r"^http", "ws", url.rstrip("/"))

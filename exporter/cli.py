@@ -82,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a synthetic training run",
         description="Write a realistic synthetic training run (stages, targets, metrics, "
         "checkpoints, errors; a new run when one ends) into a temporary JSONL file in real "
-        "time, run the reference trading bridge (a simulated engine) unless --bridge-url "
-        "names another, and serve both like `runwatch serve` would.",
+        "time, run the reference trading bridge and training backend (simulated) unless "
+        "--bridge-url and --backend-url name others, and serve it all like `runwatch serve` "
+        "would.",
     )
     demo.add_argument(
         "--event-interval",
@@ -163,12 +164,15 @@ def demo(settings: dict, interval: float) -> int:
     events = directory / "events.jsonl"
     events.touch()
     pid_file = directory / "run.pid"
+    needs_reference = not (settings["bridge_url"] and settings["backend_url"])
+    reference = _start_reference_bridge() if needs_reference else None
     settings = {
         **settings,
         "events": [str(events)],
         "state_file": None,
         "pid_file": [*settings["pid_file"], str(pid_file)],
-        "bridge_url": settings["bridge_url"] or _start_reference_bridge(),
+        "bridge_url": settings["bridge_url"] or reference,
+        "backend_url": settings["backend_url"] or reference,
     }
     from exporter.runtime import Runtime
 
@@ -183,6 +187,7 @@ def demo(settings: dict, interval: float) -> int:
         f"  metrics:   {base}/metrics\n"
         f"  runs:      {base}/api/runs\n"
         f"  bridge:    {settings['bridge_url']} (trading_* metrics)\n"
+        f"  backend:   {settings['backend_url']} (jobs as runs, training_job_*)\n"
         f"  GPUs:      {settings['fake_gpus'] or 'NVML, if a driver is present'}"
         f"{' simulated (--fake-gpus)' if settings['fake_gpus'] else ''}\n"
         f"  Prometheus: add to prometheus.yml\n"
@@ -197,7 +202,8 @@ def demo(settings: dict, interval: float) -> int:
 
 
 def _start_reference_bridge() -> str:
-    """The reference trading bridge on a free loopback port, in a thread; its URL."""
+    """The reference trading bridge and training backend on a free loopback port, in a
+    thread; its URL."""
     import socket
 
     import uvicorn

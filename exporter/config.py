@@ -154,6 +154,18 @@ OPTIONS: tuple[Option, ...] = (
            _positive_float, group="trading bridge"),
     Option("bridge_timeout", 2.0, "Seconds one bridge request may take; a slower one is "
            "counted as a timeout.", _positive_float, group="trading bridge"),
+    Option("backend_url", None, "Base URL of a training backend (seed 003), e.g. "
+           "http://127.0.0.1:8000: its /ws messages become runs (job_id as run_id), GET / is "
+           "its health, GET /jobs starts the start-handshake clock.", group="training backend",
+           metavar="URL"),
+    Option("backend_interval", 10.0, "Seconds between REST checks of the backend (health, "
+           "job listing, job status while the WebSocket is down).", _positive_float,
+           group="training backend"),
+    Option("backend_timeout", 2.0, "Seconds one backend request may take.", _positive_float,
+           group="training backend"),
+    Option("backend_ack_timeout", 30.0, "Seconds a job may wait between accepted and "
+           "training.started before it counts in training_job_ack_timeouts_total.",
+           _positive_float, group="training backend"),
     Option("max_runs", 100, "Runs kept; the oldest finished runs are forgotten first.",
            _positive_int, group="limits"),
     Option("max_positions", 100, "Positions with series, the largest by market value first.",

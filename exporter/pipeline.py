@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from exporter.engine_cycles import EngineCycles
 from exporter.events import Parsed, Refused, Rejected, parse_lines, validate
+from exporter.handshake import ACK_METRIC, Handshakes
 from exporter.readings import Readings, ReadingsCache
-from exporter.state import Limits, Output, ProcessObservation, State
+from exporter.state import Limits, Observed, Output, ProcessObservation, State
 from exporter.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class View:
     state: State
     stats: Stats
     readings: Readings  # the sampled sources' latest fresh samples
+    handshakes: Handshakes  # the training backend's start handshakes
 
 
 class OutputSink(Protocol):
@@ -43,6 +45,7 @@ class Pipeline:
         self.stats = Stats()
         self.readings = ReadingsCache()  # written by the sampled sources' threads
         self.engine_cycles = EngineCycles()
+        self.handshakes = Handshakes()
         self.max_line_bytes = max_line_bytes
         self._sinks: list[OutputSink] = []
         self._failed_sinks: set[OutputSink] = set()  # logged once each
@@ -108,13 +111,27 @@ class Pipeline:
             if self.state.tracing:
                 self._hand_on(self.engine_cycles.observe(engine, stage, at), True)
 
+    def job_accepted(self, job: str, at: float) -> None:
+        with self._lock:
+            self.handshakes.accepted(job, at)
+
+    def job_started(self, job: str, at: float) -> None:
+        with self._lock:
+            delay = self.handshakes.start(job, at)
+            if delay is not None and self.state.tracing:
+                self._hand_on([Observed(ACK_METRIC, delay, ())], True)
+
+    def expire_handshakes(self, now: float) -> None:
+        with self._lock:
+            self.handshakes.expire(now)
+
     def reject(self, source: str, rejected: Rejected | Refused) -> None:
         self.stats.count(self.stats.rejected, (source, rejected.reason))
 
     @contextmanager
     def view(self) -> Iterator[View]:
         with self._lock:
-            yield View(self.state, self.stats, self.readings.snapshot())
+            yield View(self.state, self.stats, self.readings.snapshot(), self.handshakes)
 
     def _hand_on(self, outputs: list[Output], emit_spans: bool) -> None:
         for sink in self._sinks:

@@ -1,5 +1,7 @@
-"""A reference trading bridge: the contract of :mod:`exporter.sources.bridge_contract`,
-served over real HTTP and WebSocket by a simulated engine.
+"""A reference trading bridge and training backend: the contracts of
+:mod:`exporter.sources.bridge_contract` and :mod:`exporter.sources.backend`, served over
+real HTTP and WebSocket by a simulated engine and job runner
+(:mod:`exporter.reference_backend`).
 
 It is the executable specification runwatch's bridge source is tested against, and
 what ``runwatch demo`` shows on the trading panels. The engine walks a stage cycle,
@@ -28,6 +30,7 @@ from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from exporter.demo import synthetic_run
+from exporter.reference_backend import TrainingBackend, add_backend_routes
 
 STAGES = ("market_data", "features", "prediction", "decision", "execution", "reconcile")
 SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
@@ -44,6 +47,8 @@ class Faults:
     off_contract: bool = False  # JSON of the wrong shape
     ws_garbage: bool = False  # WebSocket frames that are not JSON
     ws_drop: bool = False  # close every WebSocket after its first frame
+    never_start: bool = False  # the training backend accepts jobs but never starts them
+    fail_jobs: bool = False  # the training backend's jobs fail
 
 
 @dataclass
@@ -167,11 +172,16 @@ class Engine:
                 "trading_allowed": True}  # fmt: skip
 
 
-def create_bridge_app(engine: Engine | None = None, tick: float = 0.5) -> FastAPI:
-    """The bridge app; its engine steps every ``tick`` seconds while the app runs."""
+def create_bridge_app(
+    engine: Engine | None = None, tick: float = 0.5, backend: TrainingBackend | None = None
+) -> FastAPI:
+    """The bridge and backend app; both step every ``tick`` seconds while the app runs."""
     engine = engine or Engine()
+    backend = backend or TrainingBackend()
     faults = Faults()
-    channels: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {"events": set(), "training": set()}
+    channels: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {
+        "events": set(), "training": set(), "backend": set(),
+    }  # fmt: skip
     training = _training_runs(tick)
 
     def publish(channel: str, event: dict[str, Any]) -> None:
@@ -185,6 +195,9 @@ def create_bridge_app(engine: Engine | None = None, tick: float = 0.5) -> FastAP
             for event in engine.step():
                 publish("events", event)
             publish("training", next(training))
+            backend.never_start, backend.fail_jobs = faults.never_start, faults.fail_jobs
+            for message in backend.step():
+                publish("backend", message)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -246,6 +259,12 @@ def create_bridge_app(engine: Engine | None = None, tick: float = 0.5) -> FastAP
     @app.websocket("/ws/training")
     async def training_progress(websocket: WebSocket) -> None:
         await stream(websocket, "training")
+
+    @app.websocket("/ws")
+    async def backend_messages(websocket: WebSocket) -> None:
+        await stream(websocket, "backend")
+
+    add_backend_routes(app, backend, lambda message: publish("backend", message))
 
     return app
 

@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from exporter.assemble import build_pipeline, build_samplers, build_streams, file_tailer
+from exporter.assemble import build_background, build_pipeline, file_tailer
 from exporter.config import ConfigError
 from exporter.server import create_app
 from exporter.sources.attribution import no_runs
@@ -76,13 +76,12 @@ class Runtime:
                 lambda rejected: self.pipeline.reject(PID_FILE_SOURCE, rejected),
                 settings["pid_interval"],
             )
-        self.samplers = build_samplers(
+        self.background = build_background(
             settings,
             self.pipeline,
             self.pid_watcher.live_roots if self.pid_watcher is not None else no_runs,
             fake_gpu_pids,
         )
-        self.streams = build_streams(settings, self.pipeline)
         self.app = create_app(
             self.pipeline,
             ready=lambda: self.tailer is None or self.tailer.ready.is_set(),
@@ -104,7 +103,7 @@ class Runtime:
             self.tailer.start()
         if self.pid_watcher is not None:
             self.pid_watcher.start()
-        for background in (*self.samplers, *self.streams):
+        for background in self.background:
             background.start()
 
     def stop(self) -> None:
@@ -112,7 +111,7 @@ class Runtime:
             self.tailer.stop()
         if self.pid_watcher is not None:
             self.pid_watcher.stop()
-        for background in (*self.samplers, *self.streams):
+        for background in self.background:
             background.stop()
         if self.otlp is not None:
             self.otlp.flush()

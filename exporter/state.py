@@ -50,6 +50,7 @@ TARGET_DURATION_BUCKETS: tuple[float, ...] = (
     1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200,
 )  # fmt: skip
 OTHER = "other"
+TARGET_DURATION_METRIC = "training_target_duration_seconds"
 DROP_REASONS: tuple[str, ...] = (
     "max_runs", "max_stages_per_run", "max_targets_per_run", "max_metric_keys_per_run",
     "max_checkpoints_per_run", "max_error_types_per_run",
@@ -179,14 +180,15 @@ class ProcessObservation:
 
 
 @dataclass(frozen=True, slots=True)
-class TargetDuration:
-    """A target duration observed; the OTel histogram records it."""
+class Observed:
+    """A value for a histogram of the catalogue (by its /metrics name); OTel records it."""
 
-    run_id: str
-    seconds: float
+    metric: str
+    value: float
+    labels: tuple[str, ...]
 
 
-Output = FinishedSpan | TargetDuration
+Output = FinishedSpan | Observed
 
 
 class State:
@@ -299,7 +301,7 @@ class State:
         if duration is not None:
             run.target_durations.observe(duration)
             if self.tracing:
-                out.append(TargetDuration(run.run_id, duration))
+                out.append(Observed(TARGET_DURATION_METRIC, duration, (run.run_id,)))
         if span is not None:
             span.attributes["training.target.status"] = status
             if event.best_auc is not None:

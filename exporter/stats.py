@@ -13,6 +13,7 @@ HTTP_SOURCE = "http"
 EVENT_SOURCES: tuple[str, ...] = (JSONL_SOURCE, HTTP_SOURCE)
 PID_FILE_SOURCE = "pid_file"
 BRIDGE_SOURCE = "bridge"
+BACKEND_SOURCE = "backend"
 
 
 class Stats:

@@ -3,11 +3,6 @@ with a real Prometheus scraping: values, staleness, restarts, hostile answers.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 
@@ -17,56 +12,7 @@ from exporter.sources.bridge import BridgePoller, BusEvents
 from exporter.sources.bridge_contract import arms_from, positions_from
 from exporter.stats import Stats
 
-from .conftest import ROOT, free_port, wait_for
-
-
-class Bridge:
-    """``python -m exporter.reference_bridge`` on a fixed port, restartable."""
-
-    def __init__(self, tmp: Path, tick: float, warmup: int = 0) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._args = ["--tick", str(tick), "--warmup", str(warmup)]
-        self._log = (tmp / f"bridge-{self.port}.log").open("ab")
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "exporter.reference_bridge", "--listen",
-             f"127.0.0.1:{self.port}", *self._args],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-        wait_for(lambda: httpx.get(self.url + "/api/state", timeout=1).status_code == 200,
-                 what="reference bridge")  # fmt: skip
-
-    def get(self, path: str) -> dict:
-        return httpx.get(self.url + path, timeout=5).json()
-
-    def faults(self, **faults: object) -> None:
-        httpx.post(self.url + "/_faults", json=faults, timeout=5).raise_for_status()
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def close(self) -> None:
-        self.kill()
-        self._log.close()
-
-
-@pytest.fixture
-def bridge(tmp_path: Path) -> Iterator:
-    bridges: list[Bridge] = []
-
-    def start(tick: float = 3600.0, warmup: int = 40) -> Bridge:
-        bridges.append(Bridge(tmp_path, tick, warmup))
-        return bridges[-1]
-
-    yield start
-    for instance in bridges:
-        instance.close()
+from .conftest import Bridge, wait_for
 
 
 def serve_bridge(serve, bridge: Bridge, *args: str):

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from exporter.events import Rejected, parse_line
-from exporter.state import FinishedSpan, Limits, ProcessObservation, State, TargetDuration
+from exporter.state import FinishedSpan, Limits, Observed, ProcessObservation, State
 
 from .conftest import event
 
@@ -78,7 +78,7 @@ def test_run_complete_ends_every_open_span_in_order_with_the_trace_structure() -
     assert t1.span.events[0][1] == "exception"
     assert t1.span.events[0][2]["exception.type"] == "ValueError"
     assert t2.error and stage.error and root.error == "run failed"
-    assert [d.seconds for d in out if isinstance(d, TargetDuration)] == [2.0]
+    assert [d.value for d in out if isinstance(d, Observed)] == [2.0]
     run = state.runs["run_1"]
     assert run.status == "failed" and run.end == T0 + 6
     assert run.errors[("ValueError", True)] == 1

@@ -8,9 +8,8 @@ non-2xx, not JSON, off contract) is counted by reason in
 its series vanish instead of freezing; a bridge that cannot be reached at all fails
 the sample, and the sampler reports the source down until it answers again.
 
-WebSocket: a thread per channel keeps it open, reconnecting after 1, 2, 4 … 30 s
-(reset once a connection succeeds), counting reconnects and publishing whether the
-channel is connected. ``/ws/events`` messages are counted by event type and each
+WebSocket (:class:`~exporter.sources.websocket.WebSocketFollower`, a thread per
+channel, with backoff): ``/ws/events`` messages are counted by event type and each
 STAGE_CHANGE becomes a stage span of an engine cycle (:mod:`exporter.engine_cycles`);
 ``/ws/training`` carries training events in the core format, ingested like a JSONL
 line from source ``bridge``.
@@ -19,7 +18,6 @@ line from source ``bridge``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,8 +26,6 @@ from typing import Any
 import httpx
 import orjson
 from pydantic import ValidationError
-from websockets.exceptions import WebSocketException
-from websockets.sync.client import connect
 
 from exporter.readings import TradingSample
 from exporter.sampling import SourceUnavailable
@@ -53,7 +49,6 @@ MAX_ARMS = 64
 MAX_EVENT_TYPES = 64
 MAX_ACTIONS = 16
 OTHER = "other"
-BACKOFF_SECONDS = (1, 2, 4, 8, 16, 30)
 SIDES = {"buy": "buy", "long": "buy", "sell": "sell", "short": "sell"}
 
 ENDPOINTS: dict[str, Callable[[Any], Any]] = {
@@ -173,70 +168,6 @@ def _decisions(history: TradeHistory) -> tuple[tuple[str, int], ...]:
         known = action in counts or len(counts) < MAX_ACTIONS - 1
         counts[action if known else OTHER] += 1
     return tuple(sorted(counts.items()))
-
-
-class WebSocketFollower:
-    """Keeps one bridge WebSocket channel open in a thread, with capped exponential backoff,
-    handing every message to ``handle``."""
-
-    def __init__(
-        self,
-        url: str,
-        channel: str,
-        stats: Stats,
-        handle: Callable[[str | bytes], None],
-        open_timeout: float = 5.0,
-    ) -> None:
-        self._url = url
-        self.channel = channel
-        self._stats = stats
-        self._handle = handle
-        self._open_timeout = open_timeout
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._logged = False
-        stats.declare(stats.websocket_reconnects, [channel])
-        stats.set(stats.websocket_connected, channel, 0)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"runwatch-ws-{self.channel}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                with connect(self._url, open_timeout=self._open_timeout, close_timeout=1) as ws:
-                    attempt = 0
-                    self._logged = False
-                    self._stats.set(self._stats.websocket_connected, self.channel, 1)
-                    log.info("bridge WebSocket %s connected", self._url)
-                    self._receive(ws)
-            except (OSError, TimeoutError, WebSocketException) as exc:
-                if not self._logged:
-                    self._logged = True
-                    log.warning("bridge WebSocket %s: %s (reconnecting with backoff)",
-                                self._url, exc or type(exc).__name__)  # fmt: skip
-            self._stats.set(self._stats.websocket_connected, self.channel, 0)
-            if self._stop.wait(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]):
-                return
-            attempt += 1
-            self._stats.count(self._stats.websocket_reconnects, self.channel)
-
-    def _receive(self, ws: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                message = ws.recv(timeout=0.5)
-            except TimeoutError:
-                continue
-            self._handle(message)
 
 
 class BusEvents:

@@ -20,9 +20,10 @@ from typing import Any
 
 from exporter import __version__
 from exporter.events import STATUSES
+from exporter.handshake import ACK_BUCKETS, ACK_METRIC
 from exporter.pipeline import View
 from exporter.readings import SourceStatus
-from exporter.state import TARGET_DURATION_BUCKETS, Run
+from exporter.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
 from exporter.stats import Stats
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type
@@ -134,7 +135,7 @@ METRICS: tuple[Metric, ...] = (
            _per_run_key(lambda r: r.target_completions.items())),
     Metric("training_target_best_auc", "training.target.best_auc", "", G, ("run_id", "target"),
            "Best AUC reached per target.", _per_run_key(lambda r: r.target_best_auc.items())),
-    Metric("training_target_duration_seconds", "training.target.duration", "s", H, RUN,
+    Metric(TARGET_DURATION_METRIC, "training.target.duration", "s", H, RUN,
            "Time spent per target.", _per_run(lambda r: r.target_durations),
            TARGET_DURATION_BUCKETS),
     Metric("training_errors_total", "training.errors", "", C,
@@ -162,6 +163,17 @@ METRICS: tuple[Metric, ...] = (
     Metric("training_process_up", "training.process.up", "", G, RUN,
            "1 while the run's process (from its PID file) is alive, 0 once it is gone.",
            _per_run(lambda r: None if r.process_up is None else float(r.process_up))),
+    Metric(ACK_METRIC, "training.job.ack", "s", H, (),
+           "Time from a job seen accepted by the training backend to its training.started.",
+           # shown from the first observation, as OTLP can only send it from then on
+           lambda v: [((), v.handshakes.latency)] if v.handshakes.latency.count else [],
+           ACK_BUCKETS),
+    Metric("training_job_ack_timeouts_total", "training.job.ack_timeouts", "", C, (),
+           "Jobs accepted by the training backend with no training.started within "
+           "--backend-ack-timeout.", lambda v: [((), v.handshakes.timeouts)]),
+    Metric("training_jobs_awaiting_ack", "training.jobs.awaiting_ack", "", G, (),
+           "Jobs accepted by the training backend and not started yet.",
+           lambda v: [((), len(v.handshakes.pending))]),
     Metric("runwatch_build_info", "runwatch.build.info", "", G, ("version",),
            "runwatch's version; always 1.", lambda v: [((__version__,), 1.0)]),
     Metric("runwatch_events_ingested_total", "runwatch.events.ingested", "", C, ("source",),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from exporter import __version__
 from exporter.pipeline import Pipeline
-from exporter.state import FinishedSpan, Output, TargetDuration
+from exporter.state import FinishedSpan, Observed, Output
 from exporter.stats import Stats
 from exporter.telemetry.catalogue import METRICS
 from exporter.telemetry.metric import Metric, Type
@@ -106,7 +106,7 @@ class OtlpOutput:
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._reader])
         meter = self.meter_provider.get_meter("runwatch", __version__)
         self._naming = settings.naming
-        self._target_duration = None
+        self._histograms: dict[str, tuple[Metric, Histogram]] = {}  # by /metrics name
         groups: dict[str, list[Metric]] = {}  # semconv: several families share one name
         for metric in METRICS:
             groups.setdefault(metric.otel_name_for(self._naming), []).append(metric)
@@ -114,12 +114,13 @@ class OtlpOutput:
             first = members[0]
             description = "; ".join(dict.fromkeys(m.help for m in members))
             if first.type is Type.HISTOGRAM:
-                self._target_duration = meter.create_histogram(
+                instrument = meter.create_histogram(
                     name,
                     unit=first.unit,
                     description=description,
                     explicit_bucket_boundaries_advisory=list(first.buckets),
                 )
+                self._histograms.update((m.name, (m, instrument)) for m in members)
             elif first.type is Type.COUNTER:
                 meter.create_observable_counter(
                     name, [self._callback(members)], first.unit, description
@@ -132,9 +133,11 @@ class OtlpOutput:
         self._spans = SpanWriter(resource, self._shipper)
 
     def handle(self, outputs: list[Output], emit_spans: bool) -> None:
+        """Record histogram observations; write finished spans when ``emit_spans``."""
         for output in outputs:
-            if isinstance(output, TargetDuration):
-                self._target_duration.record(output.seconds, {"run_id": output.run_id})
+            if isinstance(output, Observed):
+                metric, instrument = self._histograms[output.metric]
+                instrument.record(output.value, metric.otel_attributes(output.labels, self._naming))
             elif emit_spans and isinstance(output, FinishedSpan):
                 self._spans.write(output)
 

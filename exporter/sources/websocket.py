@@ -1,0 +1,85 @@
+"""Following a WebSocket (the trading bridge's channels, the training backend's /ws):
+reconnect after 1, 2, 4, 8, 16, 30, 30 … s (back to 1 s once a connection succeeds),
+count reconnects in ``trading_bridge_websocket_reconnects_total{channel}`` and publish
+``trading_bridge_websocket_connected{channel}``; log the first failure of a streak once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect
+
+from exporter.stats import Stats
+
+log = logging.getLogger(__name__)
+
+BACKOFF_SECONDS = (1, 2, 4, 8, 16, 30)
+
+
+class WebSocketFollower:
+    """Keeps one WebSocket channel open in a thread, with capped exponential backoff,
+    handing every message to ``handle``."""
+
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        stats: Stats,
+        handle: Callable[[str | bytes], None],
+        open_timeout: float = 5.0,
+    ) -> None:
+        self._url = url
+        self.channel = channel
+        self._stats = stats
+        self._handle = handle
+        self._open_timeout = open_timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._logged = False
+        stats.declare(stats.websocket_reconnects, [channel])
+        stats.set(stats.websocket_connected, channel, 0)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"runwatch-ws-{self.channel}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                with connect(self._url, open_timeout=self._open_timeout, close_timeout=1) as ws:
+                    attempt = 0
+                    self._logged = False
+                    self._stats.set(self._stats.websocket_connected, self.channel, 1)
+                    log.info("WebSocket %s connected", self._url)
+                    self._receive(ws)
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                if not self._logged:
+                    self._logged = True
+                    log.warning("WebSocket %s: %s (reconnecting with backoff)",
+                                self._url, exc or type(exc).__name__)  # fmt: skip
+            self._stats.set(self._stats.websocket_connected, self.channel, 0)
+            if self._stop.wait(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]):
+                return
+            attempt += 1
+            self._stats.count(self._stats.websocket_reconnects, self.channel)
+
+    def _receive(self, ws: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                message = ws.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+            self._handle(message)
