@@ -3,6 +3,12 @@ with a real Prometheus scraping: values, staleness, restarts, hostile answers.""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+import socket
+import threading
+
 import httpx
 import pytest
 
@@ -10,6 +16,7 @@ from exporter.engine_cycles import EngineCycles
 from exporter.reference_bridge import STAGES
 from exporter.sources.bridge import BridgePoller, BusEvents
 from exporter.sources.bridge_contract import arms_from, positions_from
+from exporter.sources.websocket import WebSocketFollower
 from exporter.stats import Stats
 
 from .conftest import Bridge, wait_for
@@ -180,3 +187,40 @@ def test_stage_changes_become_cycle_spans_and_training_frames_become_runs(
              what="training events from /ws/training")  # fmt: skip
     assert "training_run_info{name=" in server.metrics()
     assert 'run_id="bridge_run_001"' in server.metrics()
+
+
+def test_a_websocket_broken_mid_frame_is_reconnected_never_fatal() -> None:
+    """A server that completes the handshake, sends 12 bytes of a 256-byte frame, hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port, accepted = listener.getsockname()[1], []
+
+    def half_frames() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = re.search(rb"sec-websocket-key: *(\S+)", request, re.IGNORECASE).group(1)
+            digest = hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                         + base64.b64encode(digest) + b"\r\n\r\n")  # fmt: skip
+            conn.sendall(b"\x81\x7e\x01\x00" + b'{"type": "X"')  # then the connection drops
+            conn.close()
+            accepted.append(conn)
+
+    threading.Thread(target=half_frames, daemon=True).start()
+    stats, received = Stats(), []
+    url = f"ws://127.0.0.1:{port}/ws/events"
+    follower = WebSocketFollower(url, "events", stats, received.append, open_timeout=2.0)
+    follower.start()
+    try:
+        wait_for(lambda: len(accepted) >= 2, what="a reconnect after the broken frame")
+    finally:
+        follower.stop()
+        listener.close()
+    assert received == [] and stats.websocket_reconnects["events"] >= 1
+    assert stats.websocket_connected["events"] == 0

@@ -27,7 +27,7 @@ from pydantic import AliasChoices, Field, ValidationError
 
 from exporter.pipeline import Pipeline
 from exporter.sampling import SourceUnavailable
-from exporter.sources.contract import Count, Name, Number, Tolerant
+from exporter.sources.contract import Count, Name, Number, Tolerant, Unreachable, get_json
 from exporter.stats import BACKEND_SOURCE
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,11 @@ class BackendPoller:
             self._client.close()
 
     def sample(self) -> BackendHealth:
-        if self._get("/") is None:
+        try:
+            healthy = get_json(self._client, "/", self._events.reject) is not None
+        except Unreachable as exc:
+            raise SourceUnavailable(f"training backend {exc}") from None
+        if not healthy:
             raise SourceUnavailable(f"training backend {self._url}: GET / failed")
         listed = self._listing()
         if not self._websocket_up():
@@ -240,22 +244,9 @@ class BackendPoller:
                 self._events.apply(BackendMessage.model_validate(message))
 
     def _get(self, path: str) -> Any:
+        """An optional endpoint's JSON, or None (failures counted, 404 not)."""
         assert self._client is not None
         try:
-            response = self._client.get(path)
-        except httpx.TimeoutException:
-            self._events.reject("timeout")
-            return None
-        except httpx.TransportError:
-            self._events.reject("connect_failed")
-            return None
-        if response.status_code == 404 and path != "/":
-            return None  # an optional endpoint this backend does not have
-        if not response.is_success:
-            self._events.reject("http_error")
-            return None
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            self._events.reject("invalid_json")
+            return get_json(self._client, path, self._events.reject, optional=True)
+        except Unreachable:
             return None

@@ -39,6 +39,7 @@ from exporter.sources.bridge_contract import (
     arms_from,
     positions_from,
 )
+from exporter.sources.contract import Unreachable, get_json
 from exporter.stats import BRIDGE_SOURCE, Stats
 
 log = logging.getLogger(__name__)
@@ -98,21 +99,9 @@ class BridgePoller:
         """The endpoint's JSON, or None (counted) when it fails; raises when unreachable."""
         assert self._client is not None
         try:
-            response = self._client.get(path)
-        except httpx.TimeoutException:
-            self._reject("timeout")
-            return None
-        except httpx.TransportError as exc:
-            self._reject("connect_failed")
-            raise SourceUnavailable(f"bridge {self._url} unreachable: {exc}") from None
-        if not response.is_success:
-            self._reject("http_error")
-            return None
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            self._reject("invalid_json")
-            return None
+            return get_json(self._client, path, self._reject)
+        except Unreachable as exc:
+            raise SourceUnavailable(f"bridge {exc}") from None
 
     def _assemble(self, bodies: dict[str, Any]) -> TradingSample:
         state = bodies.get("/api/state")

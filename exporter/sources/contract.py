@@ -6,8 +6,11 @@ and the reasons a response is refused, counted in
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
+import httpx
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 REJECT_REASONS: tuple[str, ...] = (
@@ -33,3 +36,33 @@ Name = Annotated[str, Field(min_length=1, max_length=256)]
 
 class Tolerant(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Unreachable(Exception):
+    """The service did not answer at all (refused, reset, unknown host)."""
+
+
+def get_json(
+    client: httpx.Client, path: str, reject: Callable[[str], None], optional: bool = False
+) -> Any:
+    """GET ``path`` and decode its JSON; None when that fails, with the reason counted
+    through ``reject``. Raises Unreachable (also counted) when nothing answered. With
+    ``optional``, a 404 is None uncounted: an endpoint this service does not have."""
+    try:
+        response = client.get(path)
+    except httpx.TimeoutException:
+        reject("timeout")
+        return None
+    except httpx.TransportError as exc:
+        reject("connect_failed")
+        raise Unreachable(f"{client.base_url}: {exc}") from None
+    if optional and response.status_code == 404:
+        return None
+    if not response.is_success:
+        reject("http_error")
+        return None
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        reject("invalid_json")
+        return None
