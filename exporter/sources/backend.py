@@ -14,7 +14,7 @@ metrics are step metrics with the epoch count as the step.
 
 from __future__ import annotations
 
-import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,9 +30,9 @@ from exporter.sampling import SourceUnavailable
 from exporter.sources.contract import Count, Name, Number, Tolerant, Unreachable, get_json
 from exporter.stats import BACKEND_SOURCE
 
-log = logging.getLogger(__name__)
 
 MAX_JOBS = 1000
+MAX_FALLBACK_JOBS = 50  # job-status requests per poll while the WebSocket is down
 WAITING = frozenset({"accepted", "queued", "pending"})
 FINISHED = {"completed": "completed", "succeeded": "completed", "failed": "failed",
             "error": "failed", "cancelled": "cancelled"}  # fmt: skip
@@ -78,6 +78,7 @@ class BackendEvents:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+        self._lock = threading.Lock()  # the WebSocket thread and the REST fallback both apply
         self.jobs: OrderedDict[str, _JobProgress] = OrderedDict()
 
     def __call__(self, frame: str | bytes) -> None:
@@ -92,6 +93,10 @@ class BackendEvents:
         self.apply(message)
 
     def apply(self, message: BackendMessage) -> None:
+        with self._lock:
+            self._apply(message)
+
+    def _apply(self, message: BackendMessage) -> None:
         at = message.timestamp or time.time()
         job = self._job(message.job_id)
         handler = self._handlers.get(message.type)
@@ -229,9 +234,8 @@ class BackendPoller:
         return len(jobs)
 
     def _fall_back(self) -> None:
-        for job_id, progress in list(self._events.jobs.items()):
-            if progress.finished:
-                continue
+        unfinished = [job for job, p in self._events.jobs.items() if not p.finished]
+        for job_id in unfinished[-MAX_FALLBACK_JOBS:]:  # the most recent ones
             body = self._get(f"/jobs/{job_id}")
             try:
                 job = Job.model_validate(body) if body is not None else None
