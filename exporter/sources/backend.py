@@ -30,7 +30,6 @@ from exporter.sampling import SourceUnavailable
 from exporter.sources.contract import Count, Name, Number, Tolerant, Unreachable, get_json
 from exporter.stats import BACKEND_SOURCE
 
-
 MAX_JOBS = 1000
 MAX_FALLBACK_JOBS = 50  # job-status requests per poll while the WebSocket is down
 WAITING = frozenset({"accepted", "queued", "pending"})
