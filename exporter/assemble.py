@@ -42,6 +42,7 @@ def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | Non
             settings.get("otlp_protocol"),
             settings.get("service_name"),
             settings.get("otlp_naming") or "semconv",
+            settings.get("otlp_metrics", True),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

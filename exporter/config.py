@@ -133,6 +133,9 @@ OPTIONS: tuple[Option, ...] = (
            "hw.gpu.utilization, hw.power, process.cpu.time, ...) or 'prometheus' (names that "
            "translate to exactly those on /metrics, so the shipped dashboards work through a "
            "collector unchanged).", _otlp_naming, group="otlp"),
+    Option("otlp_metrics", True, "Send metrics over OTLP as well as spans; --no-otlp-metrics "
+           "when Prometheus scrapes /metrics and OTLP should carry only the traces (no "
+           "duplicate series).", _bool, group="otlp"),
     Option("nvml", True, "Sample GPUs through NVML (nvidia-ml-py). Without a driver the nvml "
            "source reports runwatch_source_up 0, says why once, retries every minute, and the "
            "rest runs.", _bool, group="gpu and system"),

@@ -255,3 +255,11 @@ def test_prometheus_naming_sends_the_scraped_names(otlp_receiver, serve) -> None
     point = metrics["gpu_utilization_ratio"].gauge.data_points[0]
     assert set(_attributes(point)) == {"gpu", "uuid", "gpu_instance"}  # no hw.* extras
     assert "runwatch.events.ingested" in metrics  # already translates: unchanged
+
+
+def test_no_otlp_metrics_sends_spans_only(tmp_path, otlp_receiver) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(jsonl(*RUN))
+    result = replay(path, otlp_receiver.url, "--no-otlp-metrics")
+    assert result.returncode == 0, result.stderr
+    assert len(otlp_receiver.spans) == 5 and otlp_receiver.metric_requests == []

@@ -99,11 +99,13 @@ class OtlpOutput:
         if settings.service_name or unnamed:
             resource = resource.merge(Resource({SERVICE_NAME: settings.service_name or "runwatch"}))
         self._pipeline = pipeline
-        self._reader = PeriodicExportingMetricReader(
-            _CountingMetricExporter(metric_exporter, pipeline.stats),
-            export_interval_millis=settings.export_interval_seconds * 1000,
-        )
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=[self._reader])
+        readers = []
+        if settings.metrics:  # off when Prometheus scrapes /metrics and OTLP carries traces
+            readers.append(PeriodicExportingMetricReader(
+                _CountingMetricExporter(metric_exporter, pipeline.stats),
+                export_interval_millis=settings.export_interval_seconds * 1000,
+            ))  # fmt: skip
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         meter = self.meter_provider.get_meter("runwatch", __version__)
         self._naming = settings.naming
         self._histograms: dict[str, tuple[Metric, Histogram]] = {}  # by /metrics name

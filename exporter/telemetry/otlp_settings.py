@@ -16,6 +16,7 @@ class OtlpSettings:
     export_interval_seconds: float = 10.0
     max_span_queue: int = 8192
     naming: str = "semconv"  # or "prometheus": see exporter.telemetry.metric
+    metrics: bool = True  # False: spans only
 
 
 def otlp_settings_from(
@@ -23,6 +24,7 @@ def otlp_settings_from(
     protocol: str | None,
     service_name: str | None,
     naming: str = "semconv",
+    metrics: bool = True,
 ) -> OtlpSettings | None:
     """OTLP settings from flags and the standard environment; None when OTLP is off."""
     env_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -38,4 +40,5 @@ def otlp_settings_from(
         service_name=service_name,
         export_interval_seconds=float(interval_ms) / 1000 if interval_ms else 10.0,
         naming=naming,
+        metrics=metrics,
     )

@@ -1,0 +1,129 @@
+"""The compose stack's files: compose validated by docker compose v2, the collector, Tempo
+and Grafana provisioning checked for what they declare (no collector, Tempo or Grafana
+binary runs here), and the stack started for real where a Docker engine is present."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from .conftest import ROOT, wait_for
+
+PASSWORD = {"GRAFANA_ADMIN_PASSWORD": "test-only-password"}
+
+
+def compose(bin_dir: Path, *args: str, env: dict[str, str] | None = None):
+    binary = bin_dir.parent / "libexec" / "docker" / "cli-plugins" / "docker-compose"
+    environment = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    return subprocess.run([binary, "-f", ROOT / "compose.yaml", *args], capture_output=True,
+                          text=True, env={**environment, **(env or {})}, cwd=ROOT)  # fmt: skip
+
+
+def load(path: str) -> dict:
+    return yaml.safe_load((ROOT / path).read_text())
+
+
+def test_compose_config_is_valid_and_keeps_its_promises(bin_dir: Path) -> None:
+    assert compose(bin_dir, "config", "-q", env=PASSWORD).returncode == 0
+    missing = compose(bin_dir, "config", "-q")
+    assert missing.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in missing.stderr
+    config = json.loads(compose(bin_dir, "config", "--format", "json", env=PASSWORD).stdout)
+    services = config["services"]
+    assert set(services) == {"reference-bridge", "runwatch", "otel-collector", "prometheus",
+                             "tempo", "grafana"}  # fmt: skip
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes beyond loopback"
+        if "image" in service:
+            assert re.search(r":v?\d+\.\d+\.\d+$", service["image"]), f"{name} is not pinned"
+    for name in ("reference-bridge", "runwatch", "prometheus", "grafana"):
+        assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert PASSWORD["GRAFANA_ADMIN_PASSWORD"] not in (ROOT / "compose.yaml").read_text()
+    runwatch = " ".join(services["runwatch"]["command"])
+    assert "--no-otlp-metrics" in runwatch and "otel-collector:4318" in runwatch
+
+
+def test_the_collector_pipelines_use_only_declared_components() -> None:
+    config = load("otel-collector/config.yaml")
+    declared = {kind: set(config.get(kind, {})) for kind in
+                ("receivers", "processors", "exporters", "connectors")}  # fmt: skip
+    pipelines = config["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "metrics"}
+    for name, pipeline in pipelines.items():
+        assert set(pipeline["receivers"]) <= declared["receivers"] | declared["connectors"], name
+        assert set(pipeline["exporters"]) <= declared["exporters"] | declared["connectors"], name
+        assert set(pipeline["processors"]) <= declared["processors"], name
+        assert pipeline["processors"][0] == "memory_limiter", f"{name}: memory_limiter first"
+    assert "spanmetrics" in pipelines["traces"]["exporters"]
+    assert "spanmetrics" in pipelines["metrics"]["receivers"]
+    assert config["connectors"]["spanmetrics"]["exemplars"]["enabled"] is True
+    assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
+    assert config["exporters"]["otlp/tempo"]["endpoint"] == "tempo:4317"
+    assert config["exporters"]["prometheusremotewrite"]["endpoint"].endswith("/api/v1/write")
+    image = load("compose.yaml")["services"]["otel-collector"]["image"]
+    assert image.rsplit(":", 1)[1] in (ROOT / "otel-collector/config.yaml").read_text()
+
+
+def test_tempo_receives_otlp_and_writes_span_metrics_to_prometheus() -> None:
+    config = load("tempo/tempo.yaml")
+    assert set(config["distributor"]["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
+    remote = config["metrics_generator"]["storage"]["remote_write"][0]
+    assert remote["url"] == "http://prometheus:9090/api/v1/write" and remote["send_exemplars"]
+    processors = config["overrides"]["defaults"]["metrics_generator"]["processors"]
+    assert {"service-graphs", "span-metrics"} <= set(processors)
+
+
+def test_grafana_provisioning_links_metrics_exemplars_and_traces() -> None:
+    sources = {s["uid"]: s for s in load("grafana/provisioning/datasources/runwatch.yaml")[
+        "datasources"]}  # fmt: skip
+    prometheus, tempo = sources["runwatch-prometheus"], sources["runwatch-tempo"]
+    assert prometheus["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"] == (
+        "runwatch-tempo")  # fmt: skip
+    assert tempo["jsonData"]["tracesToMetrics"]["datasourceUid"] == "runwatch-prometheus"
+    assert tempo["jsonData"]["serviceMap"]["datasourceUid"] == "runwatch-prometheus"
+    provider = load("grafana/provisioning/dashboards/runwatch.yaml")["providers"][0]
+    mounts = load("compose.yaml")["services"]["grafana"]["volumes"]
+    assert f"./grafana/dashboards:{provider['options']['path']}:ro" in mounts
+
+
+def _docker_engine() -> str | None:
+    """None when an engine answers, else why the stack test cannot run."""
+    import docker
+
+    try:
+        docker.from_env().ping()
+    except Exception as exc:
+        return f"no Docker engine here ({type(exc).__name__}): the stack cannot be started"
+    return None
+
+
+@pytest.mark.skipif(_docker_engine() is not None, reason=str(_docker_engine()))
+def test_the_stack_starts_and_grafana_serves_the_provisioned_setup(bin_dir: Path) -> None:
+    up = compose(bin_dir, "up", "-d", "--build", "--wait", env=PASSWORD)
+    try:
+        assert up.returncode == 0, up.stderr
+        health = wait_for(lambda: httpx.get("http://127.0.0.1:3000/api/health").json(),
+                          timeout=120, what="Grafana")  # fmt: skip
+        assert health["database"] == "ok"
+        sources = httpx.get("http://127.0.0.1:3000/api/datasources",
+                            auth=("admin", PASSWORD["GRAFANA_ADMIN_PASSWORD"])).json()  # fmt: skip
+        assert {s["uid"] for s in sources} >= {"runwatch-prometheus", "runwatch-tempo"}
+
+        def portfolio() -> list:
+            query = {"query": "trading_portfolio_value"}
+            return httpx.get("http://127.0.0.1:9090/api/v1/query", params=query).json()["data"][
+                "result"
+            ]
+
+        wait_for(portfolio, timeout=120, what="data in Prometheus")
+    finally:
+        compose(bin_dir, "down", "-v", env=PASSWORD)
