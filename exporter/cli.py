@@ -38,6 +38,7 @@ commands:
   replay   read event files once and print the resulting /metrics exposition
   demo     serve a built-in synthetic training run: the quickest way to look around
   schema   print the JSON Schema of the event format
+  dashboards build   write the Grafana dashboards (built from code) as JSON
 
 Every option can also be set as RUNWATCH_<OPTION> or in a YAML file given with
 --config (flags win over the environment, which wins over the file).
@@ -96,6 +97,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", metavar="FILE", help="YAML file of options")
     add_arguments(demo, DEMO)
 
+    dashboards = commands.add_parser(
+        "dashboards",
+        help="build the Grafana dashboards from code",
+        description="Build the Grafana dashboards (grafana-foundation-sdk code in "
+        "exporter/dashboards/) into JSON files for Grafana's file provisioning.",
+    )
+    dashboards.add_argument("action", choices=["build"], help="build: write the JSON files")
+    dashboards.add_argument(
+        "--out", default="grafana/dashboards", metavar="DIR", help="[default grafana/dashboards]"
+    )
+    dashboards.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the files in DIR differ from what the code builds",
+    )
+
     commands.add_parser(
         "schema",
         help="print the event JSON Schema",
@@ -110,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schema":
             sys.stdout.write(render_schema())
             return 0
+        if args.command == "dashboards":
+            return dashboards(Path(args.out), args.check)
         names = {"serve": SERVE, "replay": REPLAY, "demo": DEMO}[args.command]
         settings = resolve(args, names)
         logging.basicConfig(
@@ -129,6 +148,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"runwatch: {exc}", file=sys.stderr)
         return 2
+
+
+def dashboards(directory: Path, check: bool) -> int:
+    from exporter.dashboards.build import stale, write
+
+    if check:
+        outdated = stale(directory)
+        for name in outdated:
+            print(
+                f"runwatch: {directory / name} differs from what the code builds", file=sys.stderr
+            )
+        return 1 if outdated else 0
+    for path in write(directory):
+        print(path)
+    return 0
 
 
 def replay(paths: list[str], settings: dict) -> int:

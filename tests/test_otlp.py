@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.telemetry.spans import trace_id_for
+from exporter.trace_ids import trace_id_for
 
 from .conftest import ROOT, RUNWATCH, event, jsonl, wait_for
 
@@ -234,7 +234,7 @@ def test_gpu_metrics_go_out_under_semantic_conventions(otlp_receiver, serve) -> 
     assert metrics["hw.energy"].unit == "J" and metrics["hw.energy"].sum.is_monotonic
     assert metrics["hw.temperature"].unit == "Cel"
     errors = {_attributes(p)["error.type"] for p in metrics["hw.errors"].sum.data_points}
-    assert errors == {"corrected", "uncorrected", "pcie_replay"}
+    assert errors == {"corrected", "uncorrected", "pcie_replay", "xid"}  # XID 13 at start
     assert {"system.cpu.utilization", "system.memory.usage", "runwatch.source.up"} <= set(metrics)
     mode = metrics["system.cpu.utilization"].gauge.data_points[0]
     assert "cpu.mode" in _attributes(mode)

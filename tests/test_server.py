@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import orjson
 
+from exporter.trace_ids import trace_id_hex
+
 from .conftest import event, jsonl, wait_for
 
 
@@ -190,7 +192,10 @@ def test_a_client_that_stalls_mid_body_blocks_nobody(serve) -> None:
             server.url + "/v1/events", json=event("run_start", name="other"), timeout=5
         )
         assert posted.status_code == 202
-        assert server.sample('training_run_info{name="other",run_id="run_1"}') == 1
+        info = (
+            f'training_run_info{{name="other",run_id="run_1",trace_id="{trace_id_hex("run_1")}"}}'
+        )
+        assert server.sample(info) == 1
     finally:
         stalled.close()
     dropped = socket.create_connection(("127.0.0.1", server.port))

@@ -74,11 +74,13 @@ class FakeNvml:
         driver_version: str = "550.54.15",
         init_error: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        startup_xids: dict[int, list[int]] | None = None,
     ) -> None:
         self.gpus = gpus
         self.driver_version = driver_version
         self.init_error = init_error
         self.hangs: dict[str, threading.Event] = {}  # function name -> released when set
+        self.startup_xids = dict(startup_xids or {})  # GPU -> XIDs raised once it registers
         self.calls: dict[str, int] = {}
         self._clock = clock
         self._start = clock()
@@ -287,6 +289,8 @@ class FakeNvml:
     @_api
     def nvmlDeviceRegisterEvents(self, handle: _Handle, event_types: int, event_set: Any) -> None:
         self._registered.add(handle.index)
+        for xid in self.startup_xids.pop(handle.index, []):
+            self.inject_xid(handle.index, xid)
 
     @_api
     def nvmlEventSetWait_v2(self, event_set: Any, timeout_ms: int) -> SimpleNamespace:
@@ -342,10 +346,10 @@ class FakeNvml:
 
 
 def fake_nvml(count: int, pids: Sequence[int] = ()) -> FakeNvml:
-    """``count`` H100-like GPUs, each running the given processes with some memory."""
-    return FakeNvml(
-        [
-            FakeGpu(processes=[FakeProcess(pid, (6 + 2 * index) << 30) for pid in pids])
-            for index in range(count)
-        ]
-    )
+    """``count`` H100-like GPUs, each running the given processes with some memory; GPU 0
+    reports one XID 13 (graphics engine exception) at start, so XID panels have data."""
+    gpus = [
+        FakeGpu(processes=[FakeProcess(pid, (6 + 2 * index) << 30) for pid in pids])
+        for index in range(count)
+    ]
+    return FakeNvml(gpus, startup_xids={0: [13]})

@@ -28,6 +28,7 @@ from exporter.stats import Stats
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type
 from exporter.telemetry.trading_metrics import TRADING_METRICS
+from exporter.trace_ids import trace_id_hex
 
 
 def _runs(view: View) -> Iterator[Run]:
@@ -105,9 +106,9 @@ G, C, H = Type.GAUGE, Type.COUNTER, Type.HISTOGRAM
 RUN = ("run_id",)
 
 METRICS: tuple[Metric, ...] = (
-    Metric("training_run_info", "training.run.info", "", G, ("run_id", "name"),
-           "Run metadata; always 1.",
-           lambda v: (((r.run_id, r.name), 1.0) for r in _runs(v))),
+    Metric("training_run_info", "training.run.info", "", G, ("run_id", "name", "trace_id"),
+           "Run metadata and the run's trace id (for links to its trace); always 1.",
+           lambda v: (((r.run_id, r.name, trace_id_hex(r.run_id)), 1.0) for r in _runs(v))),
     Metric("training_run_status", "training.run.status", "", G, ("run_id", "status"),
            "1 for the run's current status, 0 for the others.", _run_status),
     Metric("training_run_stage", "training.run.stage", "", G, ("run_id", "stage"),

@@ -23,13 +23,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 
 from exporter.state import FinishedSpan, OpenSpan
 from exporter.stats import Stats
+from exporter.trace_ids import trace_id_for
 
 SCOPE = "runwatch"
-
-
-def trace_id_for(run_id: str) -> int:
-    """The trace id of a run: the first 16 bytes of SHA-256 of its run_id."""
-    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:16], "big") or 1
 
 
 def span_id_for(run_id: str, span: OpenSpan) -> int:

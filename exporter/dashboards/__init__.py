@@ -1,0 +1,1 @@
+"""runwatch's Grafana dashboards as code, built into ``grafana/dashboards/*.json``."""

@@ -1,0 +1,136 @@
+"""The Grafana dashboards: built from code (the committed JSON must equal the build), linted
+in the spirit of Grafana's dashboard-linter, and every panel query run against a real
+Prometheus scraping ``runwatch demo`` (a training run, fake GPUs, the reference bridge and
+backend): each must return data."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.dashboards.build import BOARDS, stale
+from exporter.dashboards.style import PROMETHEUS_UID, TAG
+
+from .conftest import ROOT, RUNWATCH, Prometheus, free_port, wait_for
+
+DIRECTORY = ROOT / "grafana" / "dashboards"
+
+
+def boards() -> dict[str, dict]:
+    return {path.name: json.loads(path.read_text()) for path in sorted(DIRECTORY.glob("*.json"))}
+
+
+def targets(board: dict) -> Iterator[tuple[str, str]]:
+    for panel in board["panels"]:
+        for target in panel.get("targets") or []:
+            yield panel["title"], target["expr"]
+
+
+def test_the_committed_json_is_what_the_code_builds() -> None:
+    assert stale(DIRECTORY) == []
+    assert set(boards()) == set(BOARDS)
+    check = subprocess.run([*RUNWATCH, "dashboards", "build", "--check"], cwd=ROOT)
+    assert check.returncode == 0
+
+
+def test_the_dashboards_pass_the_lint() -> None:
+    uids = [board["uid"] for board in boards().values()]
+    assert len(set(uids)) == len(uids)
+    for name, board in boards().items():
+        assert board["uid"] == name.removesuffix(".json"), "uids are stable: the file name"
+        assert TAG in board["tags"] and board["version"] >= 100
+        for variable in board["templating"]["list"]:
+            assert variable["datasource"]["uid"] == PROMETHEUS_UID
+        for panel in board["panels"]:
+            assert panel["title"], f"{name}: a panel without a title"
+            if panel["type"] == "text":
+                continue
+            where = f"{name}: {panel['title']}"
+            assert panel["datasource"]["uid"] == PROMETHEUS_UID, where
+            assert panel["fieldConfig"]["defaults"].get("unit"), f"{where}: no unit"
+            refs = [t["refId"] for t in panel["targets"]]
+            assert refs and len(set(refs)) == len(refs) and all(refs), where
+            for target in panel["targets"]:
+                for window in re.findall(r"(?:rate|increase)\([^()]*\[([^\]]+)\]", target["expr"]):
+                    assert window == "$__rate_interval", f"{where}: {target['expr']}"
+
+
+@pytest.fixture(scope="module")
+def demo_prometheus(bin_dir: Path, tmp_path_factory) -> Iterator[Prometheus]:
+    tmp = tmp_path_factory.mktemp("dashboards")
+    port = free_port()
+    log = (tmp / "demo.log").open("wb")
+    demo = subprocess.Popen(
+        [*RUNWATCH, "demo", "--listen", f"127.0.0.1:{port}", "--fake-gpus", "2",
+         "--event-interval", "0.01", "--gpu-interval", "0.5", "--system-interval", "0.5",
+         "--bridge-interval", "0.5", "--backend-interval", "0.5"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    prometheus = Prometheus(bin_dir / "prometheus", f"127.0.0.1:{port}", tmp)
+    try:
+        yield prometheus
+    finally:
+        prometheus.stop()
+        demo.terminate()
+        demo.wait(timeout=30)
+        log.close()
+
+
+def fill(expr: str, run: str) -> str:
+    for variable, value in (("$job", "runwatch"), ("$instance", r"[^\"]+"), ("$run", run),
+                            ("$gpu", "0"), ("$__rate_interval", "1m")):  # fmt: skip
+        expr = expr.replace(variable, value)
+    return expr.replace('instance="[^\\"]+"', 'instance=~".+"')
+
+
+def test_every_panel_query_returns_data(demo_prometheus: Prometheus) -> None:
+    def demo_run() -> str | None:
+        runs = demo_prometheus.query('training_checkpoint_best{run_id=~"demo_.*"}')
+        return next(iter(runs), "").split("run_id=")[-1].split(",")[0] or None
+
+    run = wait_for(demo_run, timeout=60, what="a demo run with checkpoints")
+    missing = {(board, title, expr) for board, data in boards().items()
+               for title, expr in targets(data)}  # fmt: skip
+
+    def answered() -> bool:
+        for item in list(missing):
+            response = httpx.get(demo_prometheus.url + "/api/v1/query",
+                                 params={"query": fill(item[2], run)}).json()  # fmt: skip
+            assert response["status"] == "success", (item, response)
+            if response["data"]["result"]:
+                missing.discard(item)
+        return not missing
+
+    try:
+        wait_for(answered, timeout=90, what="data for every panel query")
+    except AssertionError:
+        raise AssertionError(f"queries with no data: {sorted(missing)}") from None
+
+
+def test_every_rule_selector_matches_series(demo_prometheus: Prometheus) -> None:
+    """An alert's expression returns data only while it fires; its selectors must match
+    series of a live runwatch all the time, or the alert can never fire."""
+    from .test_rules import rules
+
+    selectors = {match.group(0) for rule in rules()
+                 for match in re.finditer(r"\b(?:training|trading|gpu|runwatch|system|process)"
+                                          r"_[a-z_]+(?:\{[^}]*\})?", rule["expr"])}  # fmt: skip
+    assert len(selectors) >= 20
+    missing = set(selectors)
+
+    def answered() -> bool:
+        for selector in list(missing):
+            if demo_prometheus.query(selector):
+                missing.discard(selector)
+        return not missing
+
+    try:
+        wait_for(answered, timeout=90, what="series for every rule selector")
+    except AssertionError:
+        raise AssertionError(f"rule selectors with no series: {sorted(missing)}") from None
