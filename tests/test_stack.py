@@ -19,10 +19,11 @@ from .conftest import ROOT, wait_for
 PASSWORD = {"GRAFANA_ADMIN_PASSWORD": "test-only-password"}
 
 
-def compose(bin_dir: Path, *args: str, env: dict[str, str] | None = None):
+def compose(bin_dir: Path, *args: str, env: dict[str, str] | None = None,
+            file: str = "compose.yaml") -> subprocess.CompletedProcess:  # fmt: skip
     binary = bin_dir.parent / "libexec" / "docker" / "cli-plugins" / "docker-compose"
     environment = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
-    return subprocess.run([binary, "-f", ROOT / "compose.yaml", *args], capture_output=True,
+    return subprocess.run([binary, "-f", ROOT / file, *args], capture_output=True,
                           text=True, env={**environment, **(env or {})}, cwd=ROOT)  # fmt: skip
 
 
@@ -52,8 +53,9 @@ def test_compose_config_is_valid_and_keeps_its_promises(bin_dir: Path) -> None:
     assert "--no-otlp-metrics" in runwatch and "otel-collector:4318" in runwatch
 
 
-def test_the_collector_pipelines_use_only_declared_components() -> None:
-    config = load("otel-collector/config.yaml")
+@pytest.mark.parametrize("path", ["otel-collector/config.yaml", "otel-collector/gateway.yaml"])
+def test_the_collector_pipelines_use_only_declared_components(path: str) -> None:
+    config = load(path)
     declared = {kind: set(config.get(kind, {})) for kind in
                 ("receivers", "processors", "exporters", "connectors")}  # fmt: skip
     pipelines = config["service"]["pipelines"]
@@ -68,9 +70,31 @@ def test_the_collector_pipelines_use_only_declared_components() -> None:
     assert config["connectors"]["spanmetrics"]["exemplars"]["enabled"] is True
     assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
     assert config["exporters"]["otlp/tempo"]["endpoint"] == "tempo:4317"
-    assert config["exporters"]["prometheusremotewrite"]["endpoint"].endswith("/api/v1/write")
-    image = load("compose.yaml")["services"]["otel-collector"]["image"]
-    assert image.rsplit(":", 1)[1] in (ROOT / "otel-collector/config.yaml").read_text()
+    remote_write = config["exporters"]["prometheusremotewrite"]
+    assert remote_write["endpoint"].endswith("/api/v1/write")
+    assert remote_write["resource_to_telemetry_conversion"]["enabled"] is True
+    assert "0.111.0" in (ROOT / path).read_text()  # the version it was written for
+
+
+def test_the_scale_out_topology_is_valid_and_keeps_the_dashboards(bin_dir: Path) -> None:
+    assert compose(bin_dir, "config", "-q", env=PASSWORD, file="compose.scale.yaml").returncode == 0
+    config = json.loads(compose(bin_dir, "config", "--format", "json", env=PASSWORD,
+                                file="compose.scale.yaml").stdout)  # fmt: skip
+    services = config["services"]
+    for name, service in services.items():
+        if "image" in service:
+            assert re.search(r":v?\d+\.\d+\.\d+(-cluster)?$", service["image"]), name
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", name
+    nodes = [s for s in services.values() if "--otlp-naming=prometheus" in (s.get("command") or [])]
+    assert len(nodes) == 2
+    identities = {s["environment"]["OTEL_RESOURCE_ATTRIBUTES"] for s in nodes}
+    assert all("service.instance.id=" in i and "host.name=" in i for i in identities)
+    assert len(identities) == 2
+    assert services["gateway"]["deploy"]["replicas"] >= 2
+    single = load("grafana/provisioning/datasources/runwatch.yaml")["datasources"]
+    scaled = load("grafana/provisioning/scale-datasources/runwatch.yaml")["datasources"]
+    assert {s["uid"] for s in scaled} == {s["uid"] for s in single}
 
 
 def test_tempo_receives_otlp_and_writes_span_metrics_to_prometheus() -> None:
