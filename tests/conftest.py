@@ -75,9 +75,10 @@ class Server:
         tmp: Path,
         env: dict[str, str] | None = None,
         scheme: str = "http",
+        port: int | None = None,
         **client: Any,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.client = client  # httpx options: verify, auth
         self.log = tmp / f"runwatch-{self.port}.log"

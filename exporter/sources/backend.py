@@ -163,6 +163,11 @@ class BackendEvents:
         "training.failed": _failed,
     }
 
+    def unfinished(self) -> list[str]:
+        """The jobs followed that have not ended, oldest first."""
+        with self._lock:
+            return [job for job, progress in self.jobs.items() if not progress.finished]
+
     def _job(self, job_id: str) -> _JobProgress:
         job = self.jobs.get(job_id)
         if job is None:
@@ -233,8 +238,7 @@ class BackendPoller:
         return len(jobs)
 
     def _fall_back(self) -> None:
-        unfinished = [job for job, p in self._events.jobs.items() if not p.finished]
-        for job_id in unfinished[-MAX_FALLBACK_JOBS:]:  # the most recent ones
+        for job_id in self._events.unfinished()[-MAX_FALLBACK_JOBS:]:  # the most recent ones
             body = self._get(f"/jobs/{job_id}")
             try:
                 job = Job.model_validate(body) if body is not None else None
