@@ -164,3 +164,55 @@ def test_the_seed_000_functions_are_a_drop_in(tmp_path: Path, monkeypatch) -> No
     assert 'training_run_status{run_id="seed_run",status="completed"} 1.0' in text
     assert 'training_target_best_auc{run_id="seed_run",target="t1"} 0.7' in text
     assert 'runwatch_events_ingested_total{source="jsonl"} 6.0' in text
+
+
+def span_tree(spans: list[dict]) -> list[tuple[str, str]]:
+    """(span name, parent span name) pairs: the shape of a run's trace, ids aside."""
+    names = {span["span_id"]: span["name"] for span in spans}
+    return sorted((span["name"], names.get(span["parent_span_id"], "")) for span in spans)
+
+
+def test_the_three_transports_give_the_same_trace_and_series(
+    otlp_receiver, serve, tmp_path: Path
+) -> None:
+    from exporter.sdk import OtelTransport
+    from exporter.trace_ids import trace_id_hex
+
+    # 1. file, followed by runwatch; 2. HTTP to the same runwatch; 3. OTel, no runwatch
+    path = tmp_path / "events.jsonl"
+    server = serve("--events", str(path), "--otlp-endpoint", otlp_receiver.url, "--no-nvml",
+                   "--no-system", env={"OTEL_METRIC_EXPORT_INTERVAL": "200"})  # fmt: skip
+    runs = {"file": "run_file", "http": "run_http", "otel": "run_otel"}
+    script_run(TrainingMonitor("r", transport=FileTransport(path), run_id=runs["file"]))
+    script_run(TrainingMonitor("r", transport=HttpTransport(server.url), run_id=runs["http"]))
+    script_run(TrainingMonitor("r", transport=OtelTransport(otlp_receiver.url),
+                               run_id=runs["otel"]))  # fmt: skip
+
+    def trace(run_id: str) -> list[dict]:
+        return [s for s in otlp_receiver.spans if s["trace_id"] == trace_id_hex(run_id)]
+
+    wait_for(lambda: all(len(trace(r)) == 3 for r in runs.values()), what="three traces")
+    trees = {kind: span_tree(trace(run)) for kind, run in runs.items()}
+    assert trees["file"] == trees["http"] == trees["otel"]
+    assert ("stage training", "run") in trees["otel"]
+
+    def training_series(run_id: str) -> set[tuple[str, tuple]]:
+        out = set()
+        for request in otlp_receiver.metric_requests:
+            for resource in request.resource_metrics:
+                for scope in resource.scope_metrics:
+                    for metric in scope.metrics:
+                        data = getattr(metric, metric.WhichOneof("data"))
+                        for point in data.data_points:
+                            labels = {a.key: a.value.string_value for a in point.attributes}
+                            if labels.get("run_id") == run_id:
+                                labels.pop("run_id")
+                                labels.pop("trace_id", None)
+                                out.add((metric.name, tuple(sorted(labels.items()))))
+        return out
+
+    def same_series() -> bool:
+        file, http, otel = (training_series(runs[kind]) for kind in ("file", "http", "otel"))
+        return bool(otel) and file == http == otel
+
+    wait_for(same_series, timeout=20, what="the same series from the three transports")

@@ -3,6 +3,6 @@ dependency is imported): :class:`TrainingMonitor` (seed 002's API), the transpor
 seed 000's drop-in emitter functions in :mod:`exporter.sdk.training_events`."""
 
 from exporter.sdk.monitor import TrainingMonitor
-from exporter.sdk.transports import FileTransport, HttpTransport, Transport
+from exporter.sdk.transports import FileTransport, HttpTransport, OtelTransport, Transport
 
-__all__ = ["FileTransport", "HttpTransport", "TrainingMonitor", "Transport"]
+__all__ = ["FileTransport", "HttpTransport", "OtelTransport", "TrainingMonitor", "Transport"]

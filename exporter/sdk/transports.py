@@ -1,4 +1,5 @@
-"""Where a training script's events go: a JSONL file, or runwatch's ``POST /v1/events``.
+"""Where a training script's events go: a JSONL file, runwatch's ``POST /v1/events``, or
+(with runwatch's full install) straight to an OTel collector.
 
 Standard library only. Neither transport can block or fail the training: the file is
 written with one ``write`` per line on an ``O_APPEND`` descriptor (safe with several
@@ -143,3 +144,36 @@ class HttpTransport:
         except (OSError, ValueError) as exc:
             log.debug("runwatch events: %s: %s", self.url, exc)
             return False
+
+
+class OtelTransport:
+    """Sends the run straight to an OTel collector, without runwatch: the events go through
+    runwatch's own reducer and OTLP output in-process, so the metric names, span tree and
+    trace ids are exactly those runwatch would produce. Needs runwatch's full install (the
+    other transports need only the standard library)."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        protocol: str | None = None,
+        service_name: str | None = None,
+        naming: str = "prometheus",
+    ) -> None:
+        from exporter.pipeline import Pipeline
+        from exporter.telemetry.otel import OtlpOutput
+        from exporter.telemetry.otlp_settings import otlp_settings_from
+
+        settings = otlp_settings_from(endpoint, protocol, service_name, naming)
+        if settings is None:
+            raise ValueError("OtelTransport needs an endpoint or OTEL_EXPORTER_OTLP_ENDPOINT")
+        self._pipeline = Pipeline()
+        self._otlp = OtlpOutput(self._pipeline, settings)
+        self._pipeline.add_sink(self._otlp)
+
+    def send(self, event: dict[str, Any]) -> None:
+        self._pipeline.ingest_value(json.loads(encode(event)), "sdk")
+
+    def close(self) -> None:
+        """Export what is left (spans, a last metric collection) and stop."""
+        self._otlp.flush()
+        self._otlp.shutdown()
