@@ -14,8 +14,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from exporter.sources.bridge_contract import Arm, EngineMetrics, EngineState, Position, RiskStatus
+if TYPE_CHECKING:  # annotations only: pydantic loads when a bridge is configured, not always
+    from exporter.sources.bridge_contract import (
+        Arm,
+        EngineMetrics,
+        EngineState,
+        Position,
+        RiskStatus,
+    )
 
 STALE_AFTER_INTERVALS = 3
 

@@ -10,12 +10,14 @@ vanish when the bridge stops answering (a frozen portfolio value would look heal
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.pipeline import View
 from exporter.readings import TradingSample
-from exporter.sources.bridge_contract import Arm, Position
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type
+
+if TYPE_CHECKING:  # annotations only, so /metrics does not load pydantic
+    from exporter.sources.bridge_contract import Arm, Position
 
 G, C = Type.GAUGE, Type.COUNTER
 
