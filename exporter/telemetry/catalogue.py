@@ -24,9 +24,8 @@ from exporter.handshake import ACK_BUCKETS, ACK_METRIC
 from exporter.pipeline import View
 from exporter.readings import SourceStatus
 from exporter.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
-from exporter.stats import Stats
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
-from exporter.telemetry.metric import Metric, Sample, Sampler, Type
+from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
 from exporter.telemetry.trading_metrics import TRADING_METRICS
 from exporter.trace_ids import trace_id_hex
 
@@ -90,14 +89,6 @@ def _sources(value: Callable[[SourceStatus], float | None]) -> Sampler:
         for source, status in view.readings.sources.items():
             if (reading := value(status)) is not None:
                 yield (source,), reading
-
-    return sample
-
-
-def _counter(select: Callable[[Stats], Any]) -> Sampler:
-    def sample(view: View) -> Iterator[Sample]:
-        for key, count in view.stats.snapshot(select(view.stats)):
-            yield (key if isinstance(key, tuple) else (key,)), count
 
     return sample
 
@@ -178,10 +169,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("runwatch_build_info", "runwatch.build.info", "", G, ("version",),
            "runwatch's version; always 1.", lambda v: [((__version__,), 1.0)]),
     Metric("runwatch_events_ingested_total", "runwatch.events.ingested", "", C, ("source",),
-           "Events accepted, by source (jsonl, http).", _counter(lambda s: s.ingested)),
+           "Events accepted, by source (jsonl, http).", stats_counter(lambda s: s.ingested)),
     Metric("runwatch_events_rejected_total", "runwatch.events.rejected", "", C,
            ("source", "reason"), "Inputs skipped, by source and reason.",
-           _counter(lambda s: s.rejected)),
+           stats_counter(lambda s: s.rejected)),
     Metric("runwatch_series_dropped_total", "runwatch.series.dropped", "", C, ("reason",),
            "Series not kept because a cardinality bound was hit, by bound (max_positions "
            "counts the positions cut from each bridge poll).",
@@ -189,13 +180,13 @@ METRICS: tuple[Metric, ...] = (
                       *(((r,), n) for r, n in v.stats.snapshot(v.stats.series_dropped))]),
     Metric("runwatch_file_rotations_total", "runwatch.file.rotations", "", C, ("kind",),
            "Event files seen rotated (renamed and replaced) or truncated.",
-           _counter(lambda s: s.file_rotations)),
+           stats_counter(lambda s: s.file_rotations)),
     Metric("runwatch_otlp_exported_total", "runwatch.otlp.exported", "", C, ("signal",),
            "Spans and metric points the OTLP endpoint accepted.",
-           _counter(lambda s: s.otlp_exported)),
+           stats_counter(lambda s: s.otlp_exported)),
     Metric("runwatch_otlp_dropped_total", "runwatch.otlp.dropped", "", C, ("signal", "reason"),
            "Spans and metric points lost on the OTLP path (queue full, export failed).",
-           _counter(lambda s: s.otlp_dropped)),
+           stats_counter(lambda s: s.otlp_dropped)),
     Metric("runwatch_source_up", "runwatch.source.up", "", G, ("source",),
            "1 while a sampled source (nvml, system) delivers fresh samples, else 0.",
            _sources(lambda s: float(s.up))),
@@ -208,7 +199,7 @@ METRICS: tuple[Metric, ...] = (
            _sources(lambda s: s.sampled_at)),
     Metric("runwatch_source_errors_total", "runwatch.source.errors", "", C, ("source", "reason"),
            "Readings a source lost, by NVML error (gpu_is_lost, timeout, ...); readings a "
-           "model does not support are not counted.", _counter(lambda s: s.source_errors)),
+           "model does not support are not counted.", stats_counter(lambda s: s.source_errors)),
     *HARDWARE_METRICS,
     *TRADING_METRICS,
 )  # fmt: skip

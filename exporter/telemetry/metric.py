@@ -18,12 +18,14 @@ Metrics that have no semantic-convention name (all ``training_*``, most of
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from exporter.pipeline import View
+from exporter.stats import Stats
 
 NAMINGS = ("semconv", "prometheus")
 
@@ -36,6 +38,16 @@ class Type(Enum):
 
 Sample = tuple[tuple[str, ...], Any]
 Sampler = Callable[[View], Iterable[Sample]]
+
+
+def stats_counter(select: Callable[[Stats], Counter]) -> Sampler:
+    """Samples from one of runwatch's own counters (:class:`~exporter.stats.Stats`)."""
+
+    def sample(view: View) -> Iterator[Sample]:
+        for key, count in view.stats.snapshot(select(view.stats)):
+            yield (key if isinstance(key, tuple) else (key,)), count
+
+    return sample
 
 
 @dataclass(frozen=True, slots=True)

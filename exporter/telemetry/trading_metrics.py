@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.pipeline import View
 from exporter.readings import TradingSample
-from exporter.telemetry.metric import Metric, Sample, Sampler, Type
+from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
 
 if TYPE_CHECKING:  # annotations only, so /metrics does not load pydantic
     from exporter.sources.bridge_contract import Arm, Position
@@ -58,30 +58,23 @@ def _one_of(current: Callable[[TradingSample], str | None],
     return sample
 
 
-def _per_position(field: str) -> Sampler:
-    def values(positions: tuple[Position, ...]) -> Iterator[Sample]:
-        for position in positions:
-            if (value := getattr(position, field)) is not None:
-                yield (position.symbol,), float(value)
+def _per_item(select: Callable[[TradingSample], Any], key: str, field: str) -> Sampler:
+    """One series per position (by symbol) or arm (by name): ``field`` of each item."""
 
-    return _part(lambda t: t.positions, values)
+    def values(items: tuple[Position | Arm, ...]) -> Iterator[Sample]:
+        for item in items:
+            if (value := getattr(item, field)) is not None:
+                yield (getattr(item, key),), float(value)
+
+    return _part(select, values)
+
+
+def _per_position(field: str) -> Sampler:
+    return _per_item(lambda t: t.positions, "symbol", field)
 
 
 def _per_arm(field: str) -> Sampler:
-    def values(arms: tuple[Arm, ...]) -> Iterator[Sample]:
-        for arm in arms:
-            if (value := getattr(arm, field)) is not None:
-                yield (arm.arm,), float(value)
-
-    return _part(lambda t: t.arms, values)
-
-
-def _stats(select: Callable[[Any], Any]) -> Sampler:
-    def sample(view: View) -> Iterator[Sample]:
-        for key, count in view.stats.snapshot(select(view.stats)):
-            yield (key,), count
-
-    return sample
+    return _per_item(lambda t: t.arms, "arm", field)
 
 
 def _metrics(t: TradingSample) -> Any:
@@ -148,11 +141,11 @@ TRADING_METRICS: tuple[Metric, ...] = (
            "1 while the risk guardrails allow trading.", _value(_risk, "trading_allowed")),
     Metric("trading_events_total", "trading.events", "", C, ("event_type",),
            "Messages on the bridge's event bus (/ws/events), by type.",
-           _stats(lambda s: s.trading_events)),
+           stats_counter(lambda s: s.trading_events)),
     Metric("trading_bridge_websocket_connected", "trading.bridge.websocket.connected", "", G,
            ("channel",), "1 while runwatch holds the bridge WebSocket open.",
-           _stats(lambda s: s.websocket_connected)),
+           stats_counter(lambda s: s.websocket_connected)),
     Metric("trading_bridge_websocket_reconnects_total", "trading.bridge.websocket.reconnects",
            "", C, ("channel",), "Reconnection attempts to the bridge WebSocket.",
-           _stats(lambda s: s.websocket_reconnects)),
+           stats_counter(lambda s: s.websocket_reconnects)),
 )  # fmt: skip
