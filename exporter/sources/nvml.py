@@ -52,12 +52,16 @@ XID_WAIT_MS = 500
 PCIE_KB = 1024  # NVML reports PCIe throughput in KB/s
 
 
+_ERROR_NAMES = {
+    getattr(pynvml, name): name.removeprefix("NVML_ERROR_").lower()
+    for name in dir(pynvml)
+    if name.startswith("NVML_ERROR_")
+}
+
+
 def error_reason(code: int) -> str:
     """NVML_ERROR_GPU_IS_LOST -> 'gpu_is_lost': a bounded label value for a failure."""
-    for name in dir(pynvml):
-        if name.startswith("NVML_ERROR_") and getattr(pynvml, name) == code:
-            return name.removeprefix("NVML_ERROR_").lower()
-    return "unknown"
+    return _ERROR_NAMES.get(code, "unknown")
 
 
 def _text(value: str | bytes) -> str:
