@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -82,6 +83,20 @@ def demo_prometheus(bin_dir: Path, tmp_path_factory) -> Iterator[Prometheus]:
         log.close()
 
 
+def wait_until_each(items: set, has_data: Callable[[Any], bool], failure: str) -> None:
+    """Poll until every item has data (data comes in as the demo runs); name those that never do."""
+    missing = set(items)
+
+    def answered() -> bool:
+        missing.difference_update([item for item in list(missing) if has_data(item)])
+        return not missing
+
+    try:
+        wait_for(answered, timeout=90, what=failure)
+    except AssertionError:
+        raise AssertionError(f"{failure}: {sorted(missing)}") from None
+
+
 def fill(expr: str, run: str) -> str:
     for variable, value in (("$job", "runwatch"), ("$instance", r"[^\"]+"), ("$run", run),
                             ("$gpu", "0"), ("$__rate_interval", "1m")):  # fmt: skip
@@ -95,22 +110,16 @@ def test_every_panel_query_returns_data(demo_prometheus: Prometheus) -> None:
         return next(iter(runs), "").split("run_id=")[-1].split(",")[0] or None
 
     run = wait_for(demo_run, timeout=60, what="a demo run with checkpoints")
-    missing = {(board, title, expr) for board, data in boards().items()
+    queries = {(board, title, expr) for board, data in boards().items()
                for title, expr in targets(data)}  # fmt: skip
 
-    def answered() -> bool:
-        for item in list(missing):
-            response = httpx.get(demo_prometheus.url + "/api/v1/query",
-                                 params={"query": fill(item[2], run)}).json()  # fmt: skip
-            assert response["status"] == "success", (item, response)
-            if response["data"]["result"]:
-                missing.discard(item)
-        return not missing
+    def has_data(item: tuple[str, str, str]) -> bool:
+        response = httpx.get(demo_prometheus.url + "/api/v1/query",
+                             params={"query": fill(item[2], run)}).json()  # fmt: skip
+        assert response["status"] == "success", (item, response)
+        return bool(response["data"]["result"])
 
-    try:
-        wait_for(answered, timeout=90, what="data for every panel query")
-    except AssertionError:
-        raise AssertionError(f"queries with no data: {sorted(missing)}") from None
+    wait_until_each(queries, has_data, "panel queries with no data")
 
 
 def test_every_rule_selector_matches_series(demo_prometheus: Prometheus) -> None:
@@ -122,15 +131,5 @@ def test_every_rule_selector_matches_series(demo_prometheus: Prometheus) -> None
                  for match in re.finditer(r"\b(?:training|trading|gpu|runwatch|system|process)"
                                           r"_[a-z_]+(?:\{[^}]*\})?", rule["expr"])}  # fmt: skip
     assert len(selectors) >= 20
-    missing = set(selectors)
-
-    def answered() -> bool:
-        for selector in list(missing):
-            if demo_prometheus.query(selector):
-                missing.discard(selector)
-        return not missing
-
-    try:
-        wait_for(answered, timeout=90, what="series for every rule selector")
-    except AssertionError:
-        raise AssertionError(f"rule selectors with no series: {sorted(missing)}") from None
+    wait_until_each(selectors, lambda s: bool(demo_prometheus.query(s)),
+                    "rule selectors with no series")  # fmt: skip
