@@ -104,7 +104,7 @@ def in_process_costs(pids: list[int]) -> dict[str, float]:
     for source, sample in (("nvml", nvml.sample()), ("system", system.sample())):
         pipeline.readings.register(source, INTERVAL)
         pipeline.readings.store(source, sample, 0.0, time.time())
-    registry = catalogue_registry(pipeline.view)
+    registry = catalogue_registry(pipeline)
     costs["full scrape"] = mean_seconds(lambda: generate_latest(registry), 50)
     costs["scrape bytes"] = len(generate_latest(registry))
     nvml.close()

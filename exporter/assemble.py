@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from exporter.config import ConfigError
@@ -11,9 +12,9 @@ from exporter.events import Rejected
 from exporter.pipeline import Pipeline
 from exporter.sampling import PeriodicSampler
 from exporter.sources.attribution import RunRoots
-from exporter.sources.jsonl import LineSink, Tailer, read_whole_files
+from exporter.sources.jsonl import CursorStore, LineSink, Tailer, read_whole_files
 from exporter.state import Limits
-from exporter.stats import BACKEND_SOURCE, BRIDGE_SOURCE, Stats
+from exporter.stats import BACKEND_SOURCE, BRIDGE_SOURCE, ROUTER_SOURCE, Stats
 from exporter.stats import JSONL_SOURCE as SOURCE
 from exporter.telemetry.otlp_settings import otlp_settings_from
 
@@ -36,6 +37,8 @@ def limits_from(settings: dict[str, Any]) -> Limits:
 def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | None]:
     """The pipeline with its OTLP output attached when OTLP is configured."""
     pipeline = Pipeline(limits_from(settings), settings["max_line_bytes"])
+    if any(settings.get(name) for name in ("router_events", "router_sqlite", "router_mapping")):
+        _attach_router(pipeline, settings.get("router_mapping"))
     try:
         otlp_settings = otlp_settings_from(
             settings.get("otlp_endpoint"),
@@ -55,6 +58,22 @@ def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | Non
     return pipeline, otlp
 
 
+def _attach_router(pipeline: Pipeline, mapping_path: str | None) -> None:
+    """The router state of the mapping (built-in without a path); refused here, at start."""
+    from exporter.router.mapping import MappingError, load_mapping
+    from exporter.router.reducer import RouterState
+    from exporter.sources.router import REJECT_REASONS
+
+    try:
+        mapping = load_mapping(mapping_path)
+    except MappingError as exc:
+        raise ConfigError(f"router mapping {exc}") from None
+    pipeline.router = RouterState(mapping)
+    stats = pipeline.stats
+    stats.declare(stats.ingested, [ROUTER_SOURCE])
+    stats.declare(stats.rejected, [(ROUTER_SOURCE, reason) for reason in REJECT_REASONS])
+
+
 def read_files_once(pipeline: Pipeline, paths: list[str]) -> None:
     """Feed whole files to the pipeline (``runwatch replay``); OSError if one can't be read."""
     read_whole_files(
@@ -62,14 +81,21 @@ def read_files_once(pipeline: Pipeline, paths: list[str]) -> None:
     )
 
 
-def file_tailer(pipeline: Pipeline, patterns: list[str], **options: Any) -> Tailer:
-    """A Tailer that feeds the pipeline and counts what it cuts or sees rotate."""
+def file_tailer(
+    pipeline: Pipeline,
+    patterns: list[str],
+    sink: LineSink | None = None,
+    source: str = SOURCE,
+    **options: Any,
+) -> Tailer:
+    """A Tailer that feeds the pipeline (training events, unless another ``sink`` is given)
+    and counts what it cuts, under ``source``, or sees rotate."""
     stats = pipeline.stats
     return Tailer(
         patterns,
-        _line_sink(pipeline),
+        sink or _line_sink(pipeline),
         max_line_bytes=pipeline.max_line_bytes,
-        on_too_long=_too_long_counter(pipeline),
+        on_too_long=_too_long_counter(pipeline, source),
         on_rotation=lambda kind: stats.count(stats.file_rotations, kind),
         **options,
     )
@@ -79,9 +105,9 @@ def _line_sink(pipeline: Pipeline) -> LineSink:
     return lambda lines, spans_from: pipeline.ingest_lines(lines, SOURCE, spans_from)
 
 
-def _too_long_counter(pipeline: Pipeline) -> Callable[[], None]:
+def _too_long_counter(pipeline: Pipeline, source: str = SOURCE) -> Callable[[], None]:
     reject = Rejected("line_too_long", f"over {pipeline.max_line_bytes} bytes")
-    return lambda: pipeline.reject(SOURCE, reject)
+    return lambda: pipeline.reject(source, reject)
 
 
 class Background(Protocol):
@@ -101,6 +127,7 @@ def build_background(
         *_hardware(settings, pipeline, run_roots, fake_gpu_pids),
         *_bridge(settings, pipeline),
         *_backend(settings, pipeline),
+        *_router(settings, pipeline),
     ]
 
 
@@ -180,6 +207,39 @@ def _backend(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
         url, timeout, events, lambda: stats.websocket_connected.get("backend", 0) == 1
     )
     return [follower, PeriodicSampler(poller, pipeline.readings, settings["backend_interval"])]
+
+
+def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
+    """Router events: the JSONL trace followed, the SQLite queue polled (build_pipeline has
+    attached the mapping's state)."""
+    if pipeline.router is None:
+        return []
+    from exporter.sources.router import RouterTable, line_sink
+
+    def deliver(values: list[Any], received_at: float, spans_from: int) -> None:
+        pipeline.ingest_router(values, ROUTER_SOURCE, received_at, spans_from)
+
+    background: list[Background] = []
+    if settings.get("router_events"):
+        state_file = settings.get("state_file")
+        store = CursorStore(Path(state_file + ".router")) if state_file else None
+        background.append(file_tailer(
+            pipeline, settings["router_events"], line_sink(deliver), ROUTER_SOURCE,
+            cursor_store=store, poll_interval=settings["poll_interval"],
+            force_polling=settings["force_polling"],
+        ))  # fmt: skip
+    if settings.get("router_sqlite"):
+        stats = pipeline.stats
+        stats.declare(stats.source_errors, [(ROUTER_SOURCE, "database_locked")])
+        table = RouterTable(
+            settings["router_sqlite"],
+            settings["router_sqlite_table"],
+            pipeline.router.mapping.payload_field,
+            deliver,
+            lambda reason: stats.count(stats.source_errors, (ROUTER_SOURCE, reason)),
+        )
+        background.append(PeriodicSampler(table, pipeline.readings, settings["router_interval"]))
+    return background
 
 
 def _declare(stats: Stats, source: str) -> None:

@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from exporter import __version__
 from exporter.assemble import SOURCE, build_pipeline, read_files_once
 from exporter.config import OPTIONS, ConfigError, add_arguments, resolve
-from exporter.demo import synthetic_run
+from exporter.demo import synthetic_router_cycle, synthetic_run
 from exporter.schema import render_schema
 from exporter.sources.parallel import ParallelReader, worth_it
 from exporter.telemetry.prometheus import catalogue_registry
@@ -187,7 +187,7 @@ def replay(paths: list[str], settings: dict) -> int:
         return 2
     if otlp is not None:
         otlp.flush()  # first, so the exposition below counts what was exported
-    sys.stdout.write(generate_latest(catalogue_registry(pipeline.view)).decode())
+    sys.stdout.write(generate_latest(catalogue_registry(pipeline)).decode())
     if otlp is not None:
         otlp.shutdown()
     return 0
@@ -198,11 +198,14 @@ def demo(settings: dict, interval: float) -> int:
     events = directory / "events.jsonl"
     events.touch()
     pid_file = directory / "run.pid"
+    router_trace = directory / "router.jsonl"
+    router_trace.touch()
     needs_reference = not (settings["bridge_url"] and settings["backend_url"])
     reference = _start_reference_bridge() if needs_reference else None
     settings = {
         **settings,
         "events": [str(events)],
+        "router_events": [*settings["router_events"], str(router_trace)],
         "state_file": None,
         "pid_file": [*settings["pid_file"], str(pid_file)],
         "bridge_url": settings["bridge_url"] or reference,
@@ -214,12 +217,14 @@ def demo(settings: dict, interval: float) -> int:
     # fake GPUs (with --fake-gpus) show as their compute process, attributed to the run.
     runtime = Runtime(settings, fake_gpu_pids=(os.getpid(),))
     threading.Thread(target=_generate, args=(events, pid_file, interval), daemon=True).start()
+    threading.Thread(target=_route, args=(router_trace, interval), daemon=True).start()
     host, port = settings["listen"]
     base = f"http://{host}:{port}"
     print(
         f"runwatch demo: a synthetic training run is being written to {events}\n"
         f"  metrics:   {base}/metrics\n"
         f"  runs:      {base}/api/runs\n"
+        f"  router:    events of a synthetic event router in {router_trace} (router_*)\n"
         f"  bridge:    {settings['bridge_url']} (trading_* metrics)\n"
         f"  backend:   {settings['backend_url']} (jobs as runs, training_job_*)\n"
         f"  GPUs:      {settings['fake_gpus'] or 'NVML, if a driver is present'}"
@@ -281,6 +286,19 @@ def _generate(path: Path, pid_file: Path, interval: float) -> None:
                 out.write(orjson.dumps(event) + b"\n")
                 out.flush()
         time.sleep(5 * interval)
+
+
+def _route(path: Path, interval: float) -> None:
+    """Write a synthetic event router's trace forever, a pipeline pass at a time."""
+    cycle = 0
+    with path.open("ab") as out:
+        while True:
+            for event in synthetic_router_cycle(cycle, time.time(), 0.0):
+                event["timestamp"] = time.time()  # as it happens, so spans have durations
+                out.write(orjson.dumps(event) + b"\n")
+                out.flush()
+                time.sleep(10 * interval)
+            cycle += 1
 
 
 if __name__ == "__main__":

@@ -169,6 +169,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("backend_ack_timeout", 30.0, "Seconds a job may wait between accepted and "
            "training.started before it counts in training_job_ack_timeouts_total.",
            _positive_float, group="training backend"),
+    Option("router_events", [], "JSONL trace of an event router (path or glob, repeatable): "
+           "each line a JSON event with a type field, turned into telemetry by the router "
+           "mapping; followed like --events.", many=True, group="event router",
+           metavar="PATH_OR_GLOB"),
+    Option("router_sqlite", None, "SQLite database of an event router's cross-process queue, "
+           "read-only: its table (--router-sqlite-table) is polled by rowid, columns as "
+           "fields, the payload column's JSON decoded.", group="event router", metavar="PATH"),
+    Option("router_sqlite_table", "events", "The table of --router-sqlite holding the events.",
+           group="event router", metavar="TABLE"),
+    Option("router_interval", 2.0, "Seconds between polls of --router-sqlite.", _positive_float,
+           group="event router"),
+    Option("router_mapping", None, "YAML mapping from router events to counters, spans, gauges "
+           "and flows (see the README). Default: the built-in mapping of the seed router "
+           "catalogue (training, evaluation, model, data sync, cluster, daemon events).",
+           group="event router", metavar="FILE"),
     Option("max_runs", 100, "Runs kept; the oldest finished runs are forgotten first.",
            _positive_int, group="limits"),
     Option("max_positions", 100, "Positions with series, the largest by market value first.",

@@ -131,3 +131,48 @@ def synthetic_run(
     yield event(
         "run_complete", status="completed", total_targets=targets, successful_targets=targets - 1
     )
+
+
+def synthetic_router_cycle(cycle: int, start: float, step_seconds: float) -> Iterator[dict]:
+    """One pass of an event router's pipeline (seed 004's catalogue, the built-in mapping):
+    a data sync, training, evaluation and a promotion or a regression, with hosts going
+    offline and back and daemons changing status; timestamps advance by ``step_seconds``."""
+    clock = start
+    config = ("sq8_2p", "hex8_2p", "sq19_2p")[cycle % 3]
+
+    def event(event_type: str, **payload: Any) -> dict[str, Any]:
+        nonlocal clock
+        clock += step_seconds
+        return {"event_type": event_type, "timestamp": clock, "source": "demo_router",
+                "payload": {"config": config, **payload}}  # fmt: skip
+
+    if cycle == 0:
+        for host in ("node-1", "node-2", "node-3"):
+            yield event("HOST_ONLINE", host=host)
+        yield event("DAEMON_STATUS_CHANGED", daemon="auto_sync", status="running")
+        yield event("ALL_CRITICAL_DAEMONS_READY")
+    sync = f"sync-{cycle}"
+    yield event("DATA_SYNC_STARTED", sync_id=sync)
+    yield event("DATA_SYNC_FAILED" if cycle % 5 == 4 else "DATA_SYNC_COMPLETED", sync_id=sync)
+    yield event("NEW_GAMES_AVAILABLE", games=1000 + cycle)
+    yield event("TRAINING_STARTED")
+    if cycle % 4 == 3:
+        yield event("TRAINING_FAILED", error="loss became NaN")
+        return
+    yield event("TRAINING_COMPLETED", model_path=f"models/{config}.pth")
+    yield event("EVALUATION_STARTED")
+    yield event("EVALUATION_PROGRESS", games_played=50)
+    yield event("EVALUATION_COMPLETED", win_rate=0.55)
+    if cycle % 3 == 0:
+        yield event("REGRESSION_DETECTED", elo_drop=35)
+        if cycle % 6 == 0:
+            yield event("REGRESSION_CRITICAL", elo_drop=120)
+        yield event("PROMOTION_FAILED", reason="regression")
+    else:
+        yield event("MODEL_PROMOTED", elo=1500 + 10 * cycle)
+    if cycle % 6 == 0:
+        yield event("HOST_OFFLINE", host="node-3")
+        yield event("DAEMON_STATUS_CHANGED", daemon="auto_sync", status="degraded")
+    elif cycle % 6 == 3:
+        yield event("NODE_RECOVERED", host="node-3")
+        yield event("DAEMON_STATUS_CHANGED", daemon="auto_sync", status="running")

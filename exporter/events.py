@@ -89,8 +89,11 @@ def _doc(kind: Any, text: str) -> Any:
 Ident = Annotated[str, Meta(min_length=1, max_length=MAX_IDENTIFIER_CHARS)]
 Count = Annotated[int, Meta(ge=0)]
 Seconds = Annotated[float, Meta(ge=0)]
+MAX_EPOCH_SECONDS = 1e10
+"""Latest timestamp accepted (year 2286): OTLP carries times as 64-bit nanoseconds."""
+
 Timestamp = Annotated[
-    Annotated[datetime, Meta(tz=True)] | Annotated[float, Meta(ge=0)],
+    Annotated[datetime, Meta(tz=True)] | Annotated[float, Meta(ge=0, le=MAX_EPOCH_SECONDS)],
     Meta(description="ISO-8601 / RFC 3339 with a UTC offset (or Z), or epoch seconds."),
 ]
 Status = Annotated[
@@ -265,6 +268,8 @@ def _complete(event: Event) -> Event:
     timestamp = event.timestamp
     if timestamp.__class__ is not float:
         event.timestamp = timestamp.timestamp()
+        if not 0 <= event.timestamp <= MAX_EPOCH_SECONDS:
+            raise Rejected("invalid_timestamp", f"{timestamp.isoformat()} is out of range")
     if event.__class__ in _NEEDS_NORMALISING:
         _normalise(event)
     return event

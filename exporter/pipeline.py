@@ -18,6 +18,7 @@ from exporter.engine_cycles import EngineCycles
 from exporter.events import Parsed, Refused, Rejected, parse_lines, validate
 from exporter.handshake import ACK_METRIC, Handshakes
 from exporter.readings import Readings, ReadingsCache
+from exporter.router.reducer import RouterState
 from exporter.state import Limits, Observed, Output, ProcessObservation, State
 from exporter.stats import Stats
 
@@ -32,6 +33,7 @@ class View:
     stats: Stats
     readings: Readings  # the sampled sources' latest fresh samples
     handshakes: Handshakes  # the training backend's start handshakes
+    router: RouterState | None  # router events reduced by a mapping, when one is configured
 
 
 class OutputSink(Protocol):
@@ -46,6 +48,7 @@ class Pipeline:
         self.readings = ReadingsCache()  # written by the sampled sources' threads
         self.engine_cycles = EngineCycles()
         self.handshakes = Handshakes()
+        self.router: RouterState | None = None  # set before the sources start
         self.max_line_bytes = max_line_bytes
         self._sinks: list[OutputSink] = []
         self._failed_sinks: set[OutputSink] = set()  # logged once each
@@ -100,6 +103,28 @@ class Pipeline:
         self.stats.count(self.stats.ingested, source, accepted)
         return rejections
 
+    def ingest_router(
+        self, values: list[Any], source: str, received_at: float, spans_from: int = 0
+    ) -> None:
+        """Decoded router events (or the Rejected of values that did not decode), reduced by
+        the mapping under one lock; items before ``spans_from`` emit no spans."""
+        router = self.router
+        assert router is not None, "ingest_router needs pipeline.router"
+        accepted = 0
+        with self._lock:
+            for index, value in enumerate(values):
+                try:
+                    if isinstance(value, Rejected):
+                        raise value
+                    outputs = router.apply(value, received_at)
+                except Rejected as rejected:
+                    self.reject(source, rejected)
+                    continue
+                accepted += 1
+                if outputs:
+                    self._hand_on(outputs, index >= spans_from)
+        self.stats.count(self.stats.ingested, source, accepted)
+
     def observe_process(self, observation: ProcessObservation) -> None:
         with self._lock:
             outputs = self.state.observe_process(observation)
@@ -131,7 +156,9 @@ class Pipeline:
     @contextmanager
     def view(self) -> Iterator[View]:
         with self._lock:
-            yield View(self.state, self.stats, self.readings.snapshot(), self.handshakes)
+            yield View(
+                self.state, self.stats, self.readings.snapshot(), self.handshakes, self.router
+            )
 
     def _hand_on(self, outputs: list[Output], emit_spans: bool) -> None:
         for sink in self._sinks:

@@ -79,7 +79,7 @@ def create_app(
     lifespan: Any = None,
 ) -> FastAPI:
     app = FastAPI(title="runwatch", version=__version__, lifespan=lifespan)
-    registry = catalogue_registry(pipeline.view)
+    registry = catalogue_registry(pipeline)
 
     if basic_auth is not None:
         expected = "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode()

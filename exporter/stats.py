@@ -14,6 +14,7 @@ EVENT_SOURCES: tuple[str, ...] = (JSONL_SOURCE, HTTP_SOURCE)
 PID_FILE_SOURCE = "pid_file"
 BRIDGE_SOURCE = "bridge"
 BACKEND_SOURCE = "backend"
+ROUTER_SOURCE = "router"
 
 
 class Stats:

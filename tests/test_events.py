@@ -99,6 +99,9 @@ CASES = [
      "invalid_timestamp"),
     (orjson.dumps({**event("run_start"), "timestamp": "yesterday"}), "invalid_timestamp"),
     (orjson.dumps({**event("run_start"), "timestamp": -5}), "invalid_timestamp"),
+    (orjson.dumps({**event("run_start"), "timestamp": 1e300}), "invalid_timestamp"),  # no OTLP ns
+    (orjson.dumps({**event("run_start"), "timestamp": "9999-12-31T00:00:00Z"}),
+     "invalid_timestamp"),
     (orjson.dumps({**event("run_start"), "timestamp": None}), "invalid_timestamp"),
     (orjson.dumps(event("launch_rockets")), "unknown_event_type"),
     (orjson.dumps({**event("run_start"), "event_type": 7}), "unknown_event_type"),

@@ -216,7 +216,7 @@ def test_a_hung_nvml_call_never_delays_a_scrape_and_the_source_goes_down() -> No
     nvml = FakeNvml([FakeGpu()])
     pipeline = Pipeline()
     sampler = PeriodicSampler(NvmlSource(nvml, no_runs, lambda r: None), pipeline.readings, 0.1)
-    registry = catalogue_registry(pipeline.view)
+    registry = catalogue_registry(pipeline)
     sampler.start()
     try:
         wait_for(lambda: b"gpu_temperature_celsius{" in generate_latest(registry), what="sample")

@@ -8,13 +8,14 @@ from pathlib import Path
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from exporter.dashboards import backend, gpu, trading, training
+from exporter.dashboards import backend, gpu, router, trading, training
 
 BOARDS: dict[str, Callable[[], Dashboard]] = {
     "runwatch-training.json": training.build,
     "runwatch-trading.json": trading.build,
     "runwatch-gpu.json": gpu.build,
     "runwatch-backend.json": backend.build,
+    "runwatch-router.json": router.build,
 }
 
 

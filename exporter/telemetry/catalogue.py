@@ -21,11 +21,12 @@ from typing import Any
 from exporter import __version__
 from exporter.events import STATUSES
 from exporter.handshake import ACK_BUCKETS, ACK_METRIC
-from exporter.pipeline import View
+from exporter.pipeline import Pipeline, View
 from exporter.readings import SourceStatus
 from exporter.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
+from exporter.telemetry.router_metrics import ROUTER_METRICS, rule_metrics
 from exporter.telemetry.trading_metrics import TRADING_METRICS
 from exporter.trace_ids import trace_id_hex
 
@@ -177,7 +178,8 @@ METRICS: tuple[Metric, ...] = (
            "Series not kept because a cardinality bound was hit, by bound (max_positions "
            "counts the positions cut from each bridge poll).",
            lambda v: [*(((r,), n) for r, n in v.state.dropped.items()),
-                      *(((r,), n) for r, n in v.stats.snapshot(v.stats.series_dropped))]),
+                      *(((r,), n) for r, n in v.stats.snapshot(v.stats.series_dropped)),
+                      *(((r,), n) for r, n in (v.router.dropped.items() if v.router else ()))]),
     Metric("runwatch_file_rotations_total", "runwatch.file.rotations", "", C, ("kind",),
            "Event files seen rotated (renamed and replaced) or truncated.",
            stats_counter(lambda s: s.file_rotations)),
@@ -202,4 +204,19 @@ METRICS: tuple[Metric, ...] = (
            "model does not support are not counted.", stats_counter(lambda s: s.source_errors)),
     *HARDWARE_METRICS,
     *TRADING_METRICS,
+    *ROUTER_METRICS,
 )  # fmt: skip
+
+
+def documented_metrics() -> tuple[Metric, ...]:
+    """The catalogue with the families of the built-in router mapping: what the README lists
+    and what the shipped dashboards and alerts may use."""
+    from exporter.router.mapping import load_mapping
+
+    return METRICS + rule_metrics(load_mapping(None))
+
+
+def metrics_for(pipeline: Pipeline) -> tuple[Metric, ...]:
+    """The catalogue with the counters and gauges of the pipeline's router mapping."""
+    router = pipeline.router
+    return METRICS if router is None else METRICS + rule_metrics(router.mapping)

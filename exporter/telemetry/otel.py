@@ -28,7 +28,7 @@ from exporter import __version__
 from exporter.pipeline import Pipeline
 from exporter.state import FinishedSpan, Observed, Output
 from exporter.stats import Stats
-from exporter.telemetry.catalogue import METRICS
+from exporter.telemetry.catalogue import metrics_for
 from exporter.telemetry.metric import Metric, Type
 from exporter.telemetry.otlp_settings import OtlpSettings
 from exporter.telemetry.spans import SpanShipper, SpanWriter
@@ -110,7 +110,7 @@ class OtlpOutput:
         self._naming = settings.naming
         self._histograms: dict[str, tuple[Metric, Histogram]] = {}  # by /metrics name
         groups: dict[str, list[Metric]] = {}  # semconv: several families share one name
-        for metric in METRICS:
+        for metric in metrics_for(pipeline):
             groups.setdefault(metric.otel_name_for(self._naming), []).append(metric)
         for name, members in groups.items():
             first = members[0]

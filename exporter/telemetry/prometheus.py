@@ -14,9 +14,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from exporter.pipeline import View
+from exporter.pipeline import Pipeline, View
 from exporter.state import Histogram
-from exporter.telemetry.catalogue import METRICS
+from exporter.telemetry.catalogue import metrics_for
 from exporter.telemetry.metric import Metric as CatalogueEntry
 from exporter.telemetry.metric import Type
 
@@ -30,14 +30,19 @@ def _buckets(hist: Histogram) -> list[tuple[str, float]]:
 
 
 class CatalogueCollector(Collector):
-    """Renders :data:`~exporter.telemetry.catalogue.METRICS` from a locked view of the state."""
+    """Renders catalogue entries from a locked view of the state."""
 
-    def __init__(self, view: Callable[[], AbstractContextManager[View]]) -> None:
+    def __init__(
+        self,
+        view: Callable[[], AbstractContextManager[View]],
+        metrics: tuple[CatalogueEntry, ...],
+    ) -> None:
         self._view = view
+        self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         with self._view() as view:  # built under the lock, yielded after it is released
-            families = [self._family(metric, view) for metric in METRICS]
+            families = [self._family(metric, view) for metric in self._metrics]
         yield from families
 
     @staticmethod
@@ -57,8 +62,8 @@ class CatalogueCollector(Collector):
         return family
 
 
-def catalogue_registry(view: Callable[[], AbstractContextManager[View]]) -> CollectorRegistry:
-    """A registry holding only the catalogue (no process or platform collectors)."""
+def catalogue_registry(pipeline: Pipeline) -> CollectorRegistry:
+    """A registry holding only the pipeline's catalogue (no process or platform collectors)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CatalogueCollector(view))
+    registry.register(CatalogueCollector(pipeline.view, metrics_for(pipeline)))
     return registry

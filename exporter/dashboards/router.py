@@ -1,0 +1,104 @@
+"""The event-router board (seed 004, any mapping): events by type, hosts and daemons, open
+spans and their durations, flows (training -> evaluation -> promotion) and their step
+latencies, regressions, and what the router source refused."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard, stat, table, timeseries
+
+from exporter.dashboards.style import (
+    BAD,
+    GOOD,
+    RATE,
+    SEL,
+    WARNING,
+    board,
+    query,
+    styled,
+    thresholds,
+    value_map,
+)
+
+
+def _quantiles(metric: str, by: str, legend: str) -> list:
+    """p50 and p90 of a router duration histogram, per ``by`` label."""
+    rate = f"rate({metric}_bucket{{{SEL}}}[{RATE}])"
+    return [
+        query(f"histogram_quantile({q}, sum by (le, {by}) ({rate}))", f"{legend} p{round(q * 100)}")
+        for q in (0.5, 0.9)
+    ]
+
+
+def build() -> dashboard.Dashboard:
+    hosts = styled(stat.Panel(), "HOSTS", "none", [
+        query(f"count(router_host_up{{{SEL}}} == 1) or vector(0)", "online"),
+        query(f"count(router_host_up{{{SEL}}} == 0) or vector(0)", "offline"),
+    ])  # fmt: skip
+    open_spans = styled(stat.Panel(), "OPEN SPANS", "none", [
+        query(f"sum by (span) (router_spans_open{{{SEL}}})", "{{span}}"),
+        query(f"sum by (flow) (router_flows_open{{{SEL}}})", "flow {{flow}}"),
+    ])  # fmt: skip
+    regressions_total = styled(stat.Panel(), "REGRESSIONS", "none", [
+        query(f"sum(router_regressions_total{{{SEL}}}) or vector(0)", "detected"),
+    ]).thresholds(thresholds((None, GOOD), (1, WARNING)))  # fmt: skip
+    refused = styled(stat.Panel(), "REFUSED", "none", [
+        query(f'sum(runwatch_events_rejected_total{{{SEL}, source="router"}})', "refused"),
+    ]).thresholds(thresholds((None, GOOD), (1, WARNING)))  # fmt: skip
+    by_type = styled(timeseries.Panel(), "EVENTS BY TYPE", "short", [
+        query(f"sum by (event_type) (increase(router_events_total{{{SEL}}}[{RATE}]))",
+              "{{event_type}}"),
+    ])  # fmt: skip
+    by_category = styled(timeseries.Panel(), "EVENTS BY CATEGORY", "short", [
+        query(f"sum by (category) (increase(router_events_total{{{SEL}}}[{RATE}]))",
+              "{{category}}"),
+    ])  # fmt: skip
+    rejected = styled(timeseries.Panel(), "REFUSED BY REASON", "short", [
+        query(f'sum by (reason) (increase(runwatch_events_rejected_total{{{SEL}, '
+              f'source="router"}}[{RATE}]))', "{{reason}}"),
+    ])  # fmt: skip
+    span_durations = styled(
+        timeseries.Panel(),
+        "SPAN DURATION",
+        "s",
+        _quantiles("router_span_duration_seconds", "span", "{{span}}"),
+    )
+    outcomes = styled(timeseries.Panel(), "SPAN OUTCOMES", "short", [
+        query(f"sum by (span, outcome) (increase(router_span_duration_seconds_count{{{SEL}}}"
+              f"[{RATE}]))", "{{span}} {{outcome}}"),
+        query(f"sum by (span) (increase(router_span_unmatched_ends_total{{{SEL}}}[{RATE}]))",
+              "{{span}} unmatched end"),
+    ])  # fmt: skip
+    flow_steps = styled(
+        timeseries.Panel(),
+        "FLOW STEP LATENCY",
+        "s",
+        _quantiles("router_flow_step_seconds", "flow, step", "{{flow}} → {{step}}"),
+    )
+    flows = styled(timeseries.Panel(), "FLOWS", "short", [
+        query(f"sum by (flow) (increase(router_flows_completed_total{{{SEL}}}[{RATE}]))",
+              "{{flow}} completed"),
+        *_quantiles("router_flow_duration_seconds", "flow", "{{flow}} duration"),
+    ])  # fmt: skip
+    host_table = styled(table.Panel(), "HOST STATUS", "none", [
+        query(f"max by (host) (router_host_up{{{SEL}}})", table=True),
+    ]).mappings(value_map({"1": ("ONLINE", GOOD), "0": ("OFFLINE", BAD)}))  # fmt: skip
+    daemons = styled(table.Panel(), "DAEMON STATUS", "none", [
+        query(f"max by (daemon, state) (router_daemon_status{{{SEL}}} == 1)", table=True),
+    ])  # fmt: skip
+    regressions = styled(timeseries.Panel(), "REGRESSIONS BY CONFIG", "short", [
+        query(f"sum by (config, event_type) (increase(router_regressions_total{{{SEL}}}"
+              f"[{RATE}]))", "{{config}} {{event_type}}"),
+    ])  # fmt: skip
+    return board(
+        "runwatch-router",
+        "runwatch / event router",
+        "An event router's typed events through a runwatch mapping (seed 004): hosts, "
+        "daemons, spans from start/end pairs, flows and regressions.",
+        ["job", "instance"],
+        [
+            (5, [hosts, open_spans, regressions_total, refused]),
+            (8, [by_type, by_category, rejected]),
+            (8, [span_durations, outcomes, flow_steps, flows]),
+            (8, [host_table, daemons, regressions]),
+        ],
+    )

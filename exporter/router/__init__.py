@@ -1,0 +1,1 @@
+"""Event-router mappings: any JSON event stream with a type field, as runwatch telemetry."""

@@ -1,0 +1,262 @@
+"""Router events, reduced by a mapping: counts, gauges, open spans and flows.
+
+Pure, like :mod:`exporter.state`: time comes from the events (their
+``time_field``), or from the caller when an event has none. An event is a
+decoded JSON object; :meth:`RouterState.apply` counts it by type and returns
+the spans that ended and the durations observed, for the OTLP output. Every
+table is bounded; what is cut, and what could not be joined (an event without
+its key field), is counted in ``dropped``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter.events import MAX_EPOCH_SECONDS, MAX_IDENTIFIER_CHARS, Rejected
+from exporter.router.mapping import FlowRule, GaugeRule, Mapping, SpanRule
+from exporter.state import FinishedSpan, Histogram, Observed, OpenSpan, Output
+
+SPAN_DURATION_METRIC = "router_span_duration_seconds"
+FLOW_STEP_METRIC = "router_flow_step_seconds"
+FLOW_DURATION_METRIC = "router_flow_duration_seconds"
+DURATION_BUCKETS: tuple[float, ...] = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200,
+                                       86400)  # fmt: skip
+KEY_ATTRIBUTE = "router.key"  # the span attribute carrying the correlation key's value
+DROP_REASONS = ("router_series", "router_open", "router_missing_key")
+
+
+@dataclass(frozen=True, slots=True)
+class RouterLimits:
+    max_series: int = 1000  # label sets per counter, keys per gauge
+    max_open: int = 1000  # open spans per span rule, flows in progress per flow rule
+
+
+@dataclass(slots=True)
+class _FlowProgress:
+    step: int  # index of the last step reached
+    first_at: float
+    last_at: float
+
+
+@dataclass(slots=True)
+class RouterState:
+    """The router telemetry of one mapping; ``apply`` is the only writer."""
+
+    mapping: Mapping
+    limits: RouterLimits = field(default_factory=RouterLimits)
+    events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, category)
+    counters: dict[str, Counter[tuple[str, ...]]] = field(default_factory=dict)
+    gauges: dict[str, OrderedDict[str, Any]] = field(default_factory=dict)  # key -> value
+    open_spans: dict[str, OrderedDict[str, OpenSpan]] = field(default_factory=dict)
+    span_durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+    unmatched_ends: Counter[str] = field(default_factory=Counter)
+    flows: dict[str, OrderedDict[str, _FlowProgress]] = field(default_factory=dict)
+    flows_completed: Counter[str] = field(default_factory=Counter)
+    flow_steps: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+    flow_durations: dict[str, Histogram] = field(default_factory=dict)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        # Every known series starts at 0, so rate() and increase() see the first event.
+        mapping = self.mapping
+        self.events.update(dict.fromkeys(mapping.categories.items(), 0))
+        self.counters = {rule.name: Counter() for rule in mapping.counters}
+        self.gauges = {rule.name: OrderedDict() for rule in mapping.gauges}
+        self.open_spans = {rule.name: OrderedDict() for rule in mapping.spans}
+        self.unmatched_ends.update(dict.fromkeys((rule.name for rule in mapping.spans), 0))
+        self.flows = {rule.name: OrderedDict() for rule in mapping.flows}
+        self.flows_completed.update(dict.fromkeys((rule.name for rule in mapping.flows), 0))
+        self.dropped.update(dict.fromkeys(DROP_REASONS, 0))
+
+    def apply(self, event: Any, received_at: float) -> list[Output]:
+        """Reduce one decoded event; raises Rejected (counted by the caller) for an event
+        that is not an object, has no type, an unknown type or a bad timestamp."""
+        if not isinstance(event, dict):
+            raise Rejected("not_an_object", f"a JSON {type(event).__name__}, not an object")
+        mapping = self.mapping
+        event_type = _lookup(event, mapping.type_field, mapping.payload_field)
+        if not isinstance(event_type, str) or not event_type:
+            raise Rejected("missing_field", f"no {mapping.type_field} string")
+        canonical = event_type.strip().upper()
+        category = mapping.categories.get(canonical)
+        if category is None:
+            raise Rejected("unknown_event_type", f"{event_type[:64]!r} is not in the mapping")
+        at = self._time(event, received_at)
+        self.events[(canonical, category)] += 1
+        outputs: list[Output] = []
+        for rule in mapping.counters:
+            if canonical in rule.events:
+                labels = tuple(self._field(event, name) for _, name in rule.labels)
+                self._bounded_count(self.counters[rule.name], (canonical, *labels))
+        for rule in mapping.gauges:
+            if canonical in rule.events:
+                self._gauge(rule, canonical, event)
+        for rule in mapping.spans:
+            self._span(rule, canonical, event, at, outputs)
+        for rule in mapping.flows:
+            self._flow(rule, canonical, event, at, outputs)
+        return outputs
+
+    def _time(self, event: dict[str, Any], received_at: float) -> float:
+        if self.mapping.time_field is None:
+            return received_at
+        value = _lookup(event, self.mapping.time_field, self.mapping.payload_field)
+        if value is None:
+            return received_at
+        seconds: float | None = None
+        try:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                seconds = float(value)
+            elif isinstance(value, str):
+                moment = datetime.fromisoformat(value)
+                seconds = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
+            pass
+        if seconds is not None and 0 <= seconds <= MAX_EPOCH_SECONDS:  # NaN fails this too
+            return seconds
+        raise Rejected("invalid_timestamp", f"{self.mapping.time_field}: {str(value)[:64]!r}")
+
+    def _field(self, event: dict[str, Any], name: str) -> str:
+        """A field as a label value: "" when absent or not a scalar; long values cut."""
+        value = _lookup(event, name, self.mapping.payload_field)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str | int | float):
+            return str(value)[:MAX_IDENTIFIER_CHARS]
+        return ""
+
+    def _key(self, event: dict[str, Any], name: str) -> str | None:
+        key = self._field(event, name)
+        if not key:
+            self.dropped["router_missing_key"] += 1
+            return None
+        return key
+
+    def _bounded_count(self, counter: Counter[tuple[str, ...]], labels: tuple[str, ...]) -> None:
+        if labels in counter or len(counter) < self.limits.max_series:
+            counter[labels] += 1
+        else:
+            self.dropped["router_series"] += 1
+
+    def _gauge(self, rule: GaugeRule, event_type: str, event: dict[str, Any]) -> None:
+        key = self._key(event, rule.key)
+        if key is None:
+            return
+        values = self.gauges[rule.name]
+        if key not in values and len(values) >= self.limits.max_series:
+            self.dropped["router_series"] += 1
+            return
+        if rule.state is None:
+            values[key] = dict(rule.set)[event_type]
+            return
+        state = self._field(event, rule.state)
+        if not state:
+            self.dropped["router_missing_key"] += 1
+            return
+        states = values.setdefault(key, {})
+        if state not in states and len(states) >= 32:  # states a key has been in
+            self.dropped["router_series"] += 1
+            return
+        for seen in states:
+            states[seen] = 0.0
+        states[state] = 1.0
+
+    def _span(
+        self, rule: SpanRule, event_type: str, event: dict[str, Any], at: float,
+        outputs: list[Output],
+    ) -> None:  # fmt: skip
+        is_start = event_type == rule.start
+        if not (is_start or event_type in rule.end or event_type in rule.fail):
+            return
+        key = self._key(event, rule.key)
+        if key is None:
+            return
+        spans = self.open_spans[rule.name]
+        opened = spans.pop(key, None)
+        if is_start:
+            if opened is not None:  # started again before it ended: the first one is over
+                self._end_span(rule, key, opened, at, "superseded", "started again", outputs)
+            attributes = {KEY_ATTRIBUTE: key, "router.span": rule.name}
+            spans[key] = OpenSpan("router", rule.name, at, None, attributes)
+            if len(spans) > self.limits.max_open:
+                spans.popitem(last=False)
+                self.dropped["router_open"] += 1
+        elif opened is None:
+            self.unmatched_ends[rule.name] += 1
+        else:
+            error = event_type if event_type in rule.fail else None
+            self._end_span(rule, key, opened, at, event_type.lower(), error, outputs)
+
+    def _end_span(
+        self, rule: SpanRule, key: str, span: OpenSpan, at: float, outcome: str,
+        error: str | None, outputs: list[Output],
+    ) -> None:  # fmt: skip
+        seconds = max(0.0, at - span.start)
+        _observe(self.span_durations, (rule.name, outcome), seconds)
+        outputs.append(Observed(SPAN_DURATION_METRIC, seconds, (rule.name, outcome)))
+        trace_key = f"router {rule.name} {key} {span.start!r}"  # one trace per span
+        outputs.append(FinishedSpan(trace_key, span, max(at, span.start), error, KEY_ATTRIBUTE))
+
+    def _flow(
+        self, rule: FlowRule, event_type: str, event: dict[str, Any], at: float,
+        outputs: list[Output],
+    ) -> None:  # fmt: skip
+        if event_type not in rule.steps:
+            return
+        key = self._key(event, rule.key)
+        if key is None:
+            return
+        step = rule.steps.index(event_type)
+        progress = self.flows[rule.name]
+        if step == 0:  # a flow starts (again) for this key
+            progress.pop(key, None)
+            progress[key] = _FlowProgress(0, at, at)
+            if len(progress) > self.limits.max_open:
+                progress.popitem(last=False)
+                self.dropped["router_open"] += 1
+            return
+        current = progress.get(key)
+        if current is None or current.step != step - 1:
+            return  # a step out of order, or of a flow begun before runwatch read it
+        seconds = max(0.0, at - current.last_at)
+        _observe(self.flow_steps, (rule.name, event_type), seconds)
+        outputs.append(Observed(FLOW_STEP_METRIC, seconds, (rule.name, event_type)))
+        current.step, current.last_at = step, at
+        if step == len(rule.steps) - 1:
+            del progress[key]
+            self.flows_completed[rule.name] += 1
+            total = max(0.0, at - current.first_at)
+            _observe(self.flow_durations, rule.name, total)
+            outputs.append(Observed(FLOW_DURATION_METRIC, total, (rule.name,)))
+
+
+def _lookup(event: dict[str, Any], name: str, payload_field: str | None) -> Any:
+    """``name`` (dotted for nested objects) in the event, else in its payload object."""
+    value = _path(event, name)
+    if value is None and payload_field is not None:
+        payload = event.get(payload_field)
+        if isinstance(payload, dict):
+            value = _path(payload, name)
+    return value
+
+
+def _path(obj: dict[str, Any], name: str) -> Any:
+    if name in obj:
+        return obj[name]
+    value: Any = obj
+    for part in name.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _observe(histograms: dict[Any, Histogram], key: Hashable, seconds: float) -> None:
+    histogram = histograms.get(key)
+    if histogram is None:
+        histogram = histograms[key] = Histogram.empty(DURATION_BUCKETS)
+    histogram.observe(seconds)

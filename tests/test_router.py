@@ -1,0 +1,288 @@
+"""Event-router mappings: the mapping file, the reducer, and the JSONL-trace and SQLite
+sources against a real runwatch, Prometheus, SQLite database and OTLP receiver."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+from exporter.events import Rejected
+from exporter.router.mapping import MappingError, load_mapping, parse_mapping
+from exporter.router.reducer import RouterLimits, RouterState
+from exporter.state import FinishedSpan, Observed
+from tests.conftest import ROOT, RUNWATCH, wait_for
+
+SEED = ROOT.parent / "shared" / "seeds" / "004_9b20052e67ffbb27.txt"
+BUILTIN = load_mapping(None)
+
+
+def routed(event_type: str, ts: float, **payload: object) -> dict:
+    return {"event_type": event_type, "timestamp": ts, "source": "test", "payload": payload}
+
+
+def lines(*events: dict) -> bytes:
+    return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+# -- the mapping --
+
+
+@pytest.mark.skipif(not SEED.exists(), reason="the seed documents are not beside this checkout")
+def test_builtin_mapping_knows_every_type_of_the_seed_catalogue() -> None:
+    in_tables = set(re.findall(r"^\| `([A-Z_]+)`", SEED.read_text(), re.M))
+    assert len(in_tables) >= 35
+    assert in_tables <= set(BUILTIN.categories)
+
+
+BAD_MAPPINGS = [
+    ("type_field: t\n", 1, "missing events"),
+    ("type_field: t\nevents: {a: [X]}\nspanz: []\n", 3, "unknown key 'spanz'"),
+    ("type_field: t\nevents:\n  a: [X, Y]\n  b: [Y]\n", 4, "Y is listed twice"),
+    ("type_field: t\nevents: {a: [X, Y]}\nspans:\n  - name: s\n    start: X\n    key: k\n"
+     "    end: [Z]\n", 7, "Z is not one of the event types"),
+    ("type_field: t\nevents: {a: [X, Y]}\nspans:\n  - name: s\n    start: X\n    key: k\n", 4,
+     "needs end or fail"),
+    ("type_field: t\nevents: {a: [X]}\ncounters:\n  - name: Bad-Name\n    events: [X]\n", 4,
+     "must match"),
+    ("type_field: t\nevents: {a: [X]}\ncounters:\n  - name: c\n    events: [X]\n"
+     "    labels: {event_type: f}\n", 6, "'event_type' cannot be a label name"),
+    ("type_field: t\nevents: {a: [X]}\ngauges:\n  - name: g\n    key: {h: host}\n"
+     "    set: {X: up}\n", 6, "'up' is not a number"),
+    ("type_field: t\nevents: {a: [X]}\ngauges:\n  - name: spans_open\n    key: {h: h}\n"
+     "    set: {X: 1}\n", 4, "router_spans_open is already a metric"),
+    ("type_field: t\nevents: {a: [X, Y]}\nflows:\n  - name: f\n    key: k\n    steps: [X]\n",
+     6, "two or more different steps"),
+    ("type_field: t\nevents: {a: [X]}\ntype_field: u\n", 3, "'type_field' given twice"),
+    ("type_field: t\nevents: {a: [X]\n", 3, "not valid YAML"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "line", "reason"), BAD_MAPPINGS)
+def test_a_bad_mapping_is_refused_with_its_line_and_reason(
+    text: str, line: int, reason: str
+) -> None:
+    with pytest.raises(MappingError) as caught:
+        parse_mapping(text, "m.yaml")
+    assert str(caught.value).startswith(f"m.yaml:{line}: ")
+    assert reason in str(caught.value)
+
+
+def test_serve_refuses_a_bad_mapping_at_start(tmp_path: Path) -> None:
+    mapping = tmp_path / "bad.yaml"
+    mapping.write_text("type_field: t\nevents: {a: [X]}\ncounters:\n  - name: c\n")
+    done = subprocess.run(
+        [*RUNWATCH, "serve", "--router-mapping", str(mapping), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"runwatch: router mapping {mapping}:4: missing events"
+
+
+# -- the reducer --
+
+
+def test_spans_end_by_outcome_with_their_durations() -> None:
+    state = RouterState(BUILTIN)
+    assert state.apply(routed("TRAINING_STARTED", 100, config="a"), 0) == []
+    state.apply(routed("TRAINING_STARTED", 110, config="b"), 0)
+    done = state.apply(routed("training_completed", 160, config="a"), 0)  # any case
+    failed = state.apply(routed("TRAINING_FAILED", 170, config="b"), 0)
+    spans = [o for o in done + failed if isinstance(o, FinishedSpan)]
+    assert [(s.span.name, s.span.start, s.end, s.error) for s in spans] == [
+        ("training", 100, 160, None), ("training", 110, 170, "TRAINING_FAILED")]  # fmt: skip
+    assert spans[0].span.attributes == {"router.key": "a", "router.span": "training"}
+    assert Observed("router_span_duration_seconds", 60, ("training", "training_completed")) in done
+    assert state.span_durations[("training", "training_failed")].total == 60
+    assert len(state.open_spans["training"]) == 0
+    # an end without its start, and a start that comes again before its end
+    state.apply(routed("TRAINING_COMPLETED", 200, config="never-started"), 0)
+    state.apply(routed("TRAINING_STARTED", 300, config="c"), 0)
+    again = state.apply(routed("TRAINING_STARTED", 305, config="c"), 0)
+    assert state.unmatched_ends["training"] == 1
+    assert [o.error for o in again if isinstance(o, FinishedSpan)] == ["started again"]
+    assert state.span_durations[("training", "superseded")].count == 1
+    assert len(state.open_spans["training"]) == 1
+
+
+def test_flows_measure_each_step_and_ignore_steps_out_of_order() -> None:
+    state = RouterState(BUILTIN)
+    state.apply(routed("TRAINING_COMPLETED", 1000, config="a"), 0)
+    state.apply(routed("MODEL_PROMOTED", 1010, config="a"), 0)  # skipped a step: ignored
+    state.apply(routed("EVALUATION_COMPLETED", 1100, config="a"), 0)
+    out = state.apply(routed("MODEL_PROMOTED", 1130, config="a"), 0)
+    state.apply(routed("EVALUATION_COMPLETED", 1200, config="z"), 0)  # no first step seen
+    assert state.flow_steps[("promotion", "EVALUATION_COMPLETED")].total == 100
+    assert state.flow_steps[("promotion", "MODEL_PROMOTED")].total == 30
+    assert Observed("router_flow_duration_seconds", 130, ("promotion",)) in out
+    assert state.flows_completed["promotion"] == 1
+    assert len(state.flows["promotion"]) == 0
+
+
+def test_gauges_and_counters_take_labels_from_fields() -> None:
+    state = RouterState(BUILTIN)
+    state.apply(routed("HOST_ONLINE", 1, host="n1"), 0)
+    state.apply(routed("HOST_ONLINE", 1, host="n2"), 0)
+    state.apply(routed("HOST_OFFLINE", 2, host="n2"), 0)
+    state.apply(routed("DAEMON_STATUS_CHANGED", 3, daemon="sync", status="running"), 0)
+    state.apply(routed("DAEMON_STATUS_CHANGED", 4, daemon="sync", status="stopped"), 0)
+    state.apply(routed("REGRESSION_CRITICAL", 5, config="a"), 0)
+    state.apply({"event_type": "HOST_OFFLINE", "timestamp": 6}, 0)  # no host: not joined
+    assert dict(state.gauges["host_up"]) == {"n1": 1.0, "n2": 0.0}
+    assert state.gauges["daemon_status"]["sync"] == {"running": 0.0, "stopped": 1.0}
+    assert state.counters["regressions"] == {("REGRESSION_CRITICAL", "a"): 1}
+    assert state.dropped["router_missing_key"] == 1
+    assert state.events[("HOST_OFFLINE", "cluster")] == 2
+
+
+def test_bounds_cut_series_and_open_spans_and_count_the_cut() -> None:
+    state = RouterState(BUILTIN, RouterLimits(max_series=2, max_open=2))
+    for number in range(4):
+        state.apply(routed("HOST_ONLINE", number, host=f"n{number}"), 0)
+        state.apply(routed("TRAINING_STARTED", number, config=f"c{number}"), 0)
+    assert list(state.gauges["host_up"]) == ["n0", "n1"]
+    assert list(state.open_spans["training"]) == ["c2", "c3"]  # the oldest are dropped
+    assert state.dropped["router_series"] == 2
+    assert state.dropped["router_open"] == 2
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ([1, 2], "not_an_object"),
+        ({"payload": {}}, "missing_field"),
+        ({"event_type": 7}, "missing_field"),
+        ({"event_type": "SOMETHING_NEW"}, "unknown_event_type"),
+        ({"event_type": "HOST_ONLINE", "timestamp": "yesterday"}, "invalid_timestamp"),
+        ({"event_type": "HOST_ONLINE", "timestamp": True}, "invalid_timestamp"),
+        ({"event_type": "HOST_ONLINE", "timestamp": 1e300}, "invalid_timestamp"),
+        ({"event_type": "HOST_ONLINE", "timestamp": -1}, "invalid_timestamp"),
+        ({"event_type": "HOST_ONLINE", "timestamp": 10**400}, "invalid_timestamp"),
+        (
+            {"event_type": "HOST_ONLINE", "timestamp": "9999-12-31T00:00:00+00:00"},
+            "invalid_timestamp",
+        ),
+    ],
+)
+def test_events_that_cannot_be_mapped_are_rejected_by_reason(event: object, reason: str) -> None:
+    state = RouterState(BUILTIN)
+    with pytest.raises(Rejected) as caught:
+        state.apply(event, 0)
+    assert caught.value.reason == reason
+    assert sum(state.events.values()) == 0
+
+
+def test_times_come_from_the_event_in_either_form_or_from_the_reader() -> None:
+    state = RouterState(BUILTIN)
+    state.apply({"event_type": "TRAINING_STARTED", "payload": {"config": "a",
+                 "timestamp": "2026-01-01T00:00:00+00:00"}}, 0)  # fmt: skip
+    state.apply({"event_type": "TRAINING_STARTED", "payload": {"config": "b"}}, 42.0)
+    state.apply({"event_type": "TRAINING_STARTED", "timestamp": "2026-01-01T00:00:01",
+                 "payload": {"config": "c"}}, 0)  # no offset: UTC  # fmt: skip
+    starts = {key: span.start for key, span in state.open_spans["training"].items()}
+    assert starts == {"a": 1767225600.0, "b": 42.0, "c": 1767225601.0}
+
+
+# -- the sources, end to end --
+
+
+def test_a_router_trace_reaches_prometheus_through_rotation_and_garbage(
+    serve, prometheus, tmp_path: Path
+) -> None:
+    trace = tmp_path / "router.jsonl"
+    trace.write_bytes(lines(routed("TRAINING_STARTED", 1000, config="hex8"),
+                            routed("HOST_ONLINE", 1000, host="node-1"),
+                            routed("HOST_ONLINE", 1000, host="node-2")))  # fmt: skip
+    server = serve("--router-events", str(trace), "--no-nvml", "--no-system")
+    prom = prometheus(server.url.removeprefix("http://"))
+    with trace.open("ab") as out:
+        out.write(b"not json\n\xff\xfe\n" + lines({"event_type": "BRAND_NEW"}))
+        out.write(lines(routed("HOST_OFFLINE", 1001, host="node-2")))
+    trace.rename(tmp_path / "router.jsonl.1")
+    trace.write_bytes(lines(routed("TRAINING_COMPLETED", 1600, config="hex8"),
+                            routed("REGRESSION_DETECTED", 1601, config="hex8")))  # fmt: skip
+
+    def settled() -> bool:
+        return prom.value('router_events_total{event_type="REGRESSION_DETECTED"}') == 1
+
+    wait_for(settled, what="the rotated trace in Prometheus")
+    assert prom.query("router_host_up") == {"host=node-1": 1.0, "host=node-2": 0.0}
+    assert prom.value('router_events_total{category="cluster"} and '
+                      'router_events_total{event_type="HOST_ONLINE"}') == 2  # fmt: skip
+    assert prom.value('router_regressions_total{config="hex8"}') == 1
+    assert prom.value('router_spans_open{span="training"}') == 0
+    assert (
+        prom.value('router_span_duration_seconds_sum{span="training",outcome="training_completed"}')
+        == 600
+    )
+    rejected = prom.query('runwatch_events_rejected_total{source="router"} > 0')
+    assert rejected == {"reason=invalid_json,source=router": 1,
+                        "reason=invalid_utf8,source=router": 1,
+                        "reason=unknown_event_type,source=router": 1}  # fmt: skip
+    assert prom.value('runwatch_file_rotations_total{kind="rotated"}') == 1
+
+
+def _queue(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE IF NOT EXISTS events (event_id INTEGER PRIMARY KEY AUTOINCREMENT, "
+               "event_type TEXT NOT NULL, payload TEXT, source TEXT, created_at REAL)")  # fmt: skip
+    return db
+
+
+def _publish(db: sqlite3.Connection, event_type: str, ts: float, **payload: object) -> None:
+    db.execute(
+        "INSERT INTO events (event_type, payload, source, created_at) VALUES (?,?,?,?)",
+        (event_type, orjson.dumps({**payload, "timestamp": ts}).decode(), "test", ts),
+    )
+
+
+def test_an_sqlite_queue_is_polled_read_only_through_locks(
+    otlp_receiver, serve, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.db"
+    server = serve("--router-sqlite", str(path), "--router-interval", "0.2", "--no-nvml",
+                   "--no-system", "--otlp-endpoint", otlp_receiver.url,
+                   env={"OTEL_METRIC_EXPORT_INTERVAL": "600000"})  # fmt: skip
+    up = 'runwatch_source_up{source="router"}'
+    wait_for(lambda: server.sample(up) == 0, what="the router source down: no database yet")
+    db = _queue(path)
+    _publish(db, "DATA_SYNC_STARTED", 100, sync_id="s1")  # history: state, not spans
+    _publish(db, "DATA_SYNC_STARTED", 110, sync_id="s2")
+    db.execute("INSERT INTO events (event_type, payload) VALUES ('HOST_ONLINE', '{broken')")
+    wait_for(lambda: server.sample('router_spans_open{span="data_sync"}') == 2,
+             what="the rows there at start", timeout=90)  # fmt: skip
+    assert server.sample(up) == 1
+    assert server.sample('runwatch_events_rejected_total{reason="invalid_json",source="router"}'
+                         ) == 1  # fmt: skip
+
+    db.execute("BEGIN EXCLUSIVE")  # a writer holding the database: polls wait, then count
+    _publish(db, "DATA_SYNC_COMPLETED", 160, sync_id="s1")
+    locked = 'runwatch_source_errors_total{reason="database_locked",source="router"}'
+    wait_for(lambda: server.sample(locked) >= 1, what="a locked poll counted")
+    assert server.sample('router_spans_open{span="data_sync"}') == 2
+    db.execute("COMMIT")
+    _publish(db, "DATA_SYNC_FAILED", 170, sync_id="s2")
+    wait_for(lambda: server.sample('router_spans_open{span="data_sync"}') == 0,
+             what="the rows written meanwhile")  # fmt: skip
+    # only the spans that ended after start are exported: both, with their event times
+    spans = wait_for(lambda: len(otlp_receiver.spans) == 2 and otlp_receiver.spans)
+    by_key = {s["attributes"]["router.key"]: s for s in spans}
+    assert by_key["s1"]["name"] == "router data_sync"
+    assert (by_key["s1"]["start"], by_key["s1"]["end"]) == (100 * 10**9, 160 * 10**9)
+    assert by_key["s1"]["status"] == 0 and by_key["s2"]["status"] == 2
+    assert by_key["s2"]["status_message"] == "DATA_SYNC_FAILED"
+    assert server.sample(up) == 1
+
+
+def test_a_missing_table_keeps_the_source_down_and_says_why(serve, tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).execute("CREATE TABLE unrelated (x)").connection.commit()
+    server = serve("--router-sqlite", str(path), "--router-interval", "0.2", "--no-nvml",
+                   "--no-system")  # fmt: skip
+    wait_for(lambda: server.sample('runwatch_source_up{source="router"}') == 0)
+    wait_for(lambda: "no such table: events" in server.log.read_text(), what="the reason")
+    assert server.log.read_text().count("no such table") == 1
