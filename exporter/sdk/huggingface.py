@@ -1,0 +1,73 @@
+"""A Hugging Face ``TrainerCallback`` that reports a ``Trainer.train`` to runwatch::
+
+    from exporter.sdk import FileTransport
+    from exporter.sdk.huggingface import RunwatchTrainerCallback
+
+    trainer = Trainer(..., callbacks=[RunwatchTrainerCallback(FileTransport(path))])
+
+The run starts with training (named after ``args.run_name`` unless ``run_name`` is
+given, the training arguments as config), every log (loss, learning rate, grad norm,
+eval metrics) is a step metric, every saved ``checkpoint-N`` directory a checkpoint
+(★ on ``state.best_model_checkpoint``), and the run ends ``completed``. Hugging Face
+calls no callback when training raises: to report a failure, create the monitor and
+pass it in, ``with TrainingMonitor(...) as monitor: ...callbacks=[
+RunwatchTrainerCallback(monitor=monitor)]``, so the ``with`` block ends the run.
+Needs ``transformers``: ``pip install 'runwatch[transformers]'``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from exporter.sdk.monitor import TrainingMonitor
+from exporter.sdk.reporter import RunReporter
+from exporter.sdk.transports import Transport
+
+
+class RunwatchTrainerCallback(TrainerCallback):
+    def __init__(
+        self,
+        transport: Transport | None = None,
+        run_name: str | None = None,
+        monitor: TrainingMonitor | None = None,
+    ) -> None:
+        self.reporter = RunReporter(transport, run_name, monitor)
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            name = args.run_name or os.path.basename(os.path.normpath(args.output_dir or "run"))
+            self.reporter.start(name, args.to_sanitized_dict())
+            self.reporter.stage("training")
+
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        logs: dict[str, Any] | None = None, **kw: Any,
+    ) -> None:  # fmt: skip
+        if state.is_world_process_zero and logs:
+            self.reporter.metrics(logs, state.global_step)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if not state.is_world_process_zero:
+            return
+        path = os.path.join(args.output_dir or "", f"checkpoint-{state.global_step}")
+        metrics = {}
+        if args.metric_for_best_model and state.log_history:
+            key = args.metric_for_best_model
+            key = key if key.startswith("eval_") else f"eval_{key}"
+            latest = next((log[key] for log in reversed(state.log_history) if key in log), None)
+            metrics = {key: latest} if latest is not None else {}
+        self.reporter.checkpoint(path, metrics, state.global_step)
+        self.reporter.best(state.best_model_checkpoint)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            self.reporter.finish()

@@ -1,0 +1,111 @@
+"""What the framework callbacks (:mod:`exporter.sdk.lightning`,
+:mod:`exporter.sdk.huggingface`) have in common: a run reported through a
+:class:`~exporter.sdk.monitor.TrainingMonitor`, its metrics taken from a framework's
+dict of numbers and tensors, its checkpoints recorded once each, and its end.
+
+A callback given a monitor leaves the run's end to its owner (``with monitor:``);
+without one it creates the monitor at the start of training and ends the run itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from exporter.sdk.monitor import TrainingMonitor
+from exporter.sdk.transports import Transport
+
+
+def scalars(values: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers among a framework's metrics: ints, floats and one-element tensors
+    (anything with ``.item()``); strings, lists and bigger tensors are left out."""
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
+            value = value.item()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[str(key)] = float(value)
+    return out
+
+
+class RunReporter:
+    """One training run as the callbacks see it; every call is safe before ``start``."""
+
+    def __init__(
+        self,
+        transport: Transport | None,
+        run_name: str | None,
+        monitor: TrainingMonitor | None,
+    ) -> None:
+        if transport is None and monitor is None:
+            raise ValueError("give a transport (FileTransport, HttpTransport, ...) or a monitor")
+        self._transport = transport
+        self._run_name = run_name
+        self.monitor = monitor
+        self._owned = monitor is None  # ends the run itself only if it made the monitor
+        self._stage: str | None = None
+        self._checkpoints: dict[str, str] = {}  # path -> checkpoint id
+        self._best: str | None = None
+
+    def start(self, default_name: str, config: Mapping[str, Any]) -> None:
+        if self.monitor is None:
+            assert self._transport is not None
+            self.monitor = TrainingMonitor(
+                self._run_name or default_name, _plain(config), transport=self._transport
+            )
+
+    def stage(self, name: str) -> None:
+        if self.monitor is not None and name != self._stage:
+            self._stage = name
+            self.monitor.stage(name)
+
+    def metrics(self, values: Mapping[str, Any], step: int) -> None:
+        numbers = scalars(values)
+        if self.monitor is not None and numbers:
+            self.monitor.log_metrics(numbers, step=step)
+
+    def checkpoint(
+        self, path: str | os.PathLike[str], metrics: Mapping[str, Any], step: int
+    ) -> str | None:
+        """Record a checkpoint file the first time it is seen; returns its id."""
+        path = os.fspath(path)
+        if self.monitor is None or not path:
+            return None
+        if path not in self._checkpoints:
+            recorded = self.monitor.save_checkpoint(path, scalars(metrics), step=step)
+            self._checkpoints[path] = recorded
+        return self._checkpoints[path]
+
+    def best(self, path: str | os.PathLike[str] | None) -> None:
+        """The framework's best checkpoint is now ``path`` (recorded already)."""
+        checkpoint_id = self._checkpoints.get(os.fspath(path)) if path else None
+        if self.monitor is not None and checkpoint_id and checkpoint_id != self._best:
+            self._best = checkpoint_id
+            self.monitor.mark_best_checkpoint(checkpoint_id)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """End the run (completed, failed with the error, or interrupted), if it is ours."""
+        if self.monitor is None or not self._owned:
+            return
+        if error is None:
+            self.monitor.complete("completed")
+        elif isinstance(error, KeyboardInterrupt):
+            self.monitor.complete("interrupted")
+        else:
+            kind = type(error).__name__
+            self.monitor.error(str(error) or kind, kind, recoverable=False)
+            self.monitor.complete("failed")
+        self.monitor.close()
+        self._owned = False  # once
+
+
+def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A framework's hyperparameters as JSON-friendly values (others as their repr)."""
+    plain: dict[str, Any] = {}
+    for key, value in config.items():
+        if value is None or isinstance(value, str | int | float | bool):
+            plain[str(key)] = value
+        else:
+            plain[str(key)] = repr(value)[:200]
+    return plain
