@@ -39,6 +39,7 @@ commands:
   demo     serve a built-in synthetic training run: the quickest way to look around
   schema   print the JSON Schema of the event format
   dashboards build   write the Grafana dashboards (built from code) as JSON
+  router check [FILE]   check an event-router mapping (the built-in one without FILE)
 
 Every option can also be set as RUNWATCH_<OPTION> or in a YAML file given with
 --config (flags win over the environment, which wins over the file).
@@ -113,6 +114,16 @@ def _parser() -> argparse.ArgumentParser:
         help="write nothing; exit 1 if the files in DIR differ from what the code builds",
     )
 
+    router = commands.add_parser(
+        "router",
+        help="check an event-router mapping",
+        description="Check an event-router mapping (the built-in one without FILE) as "
+        "`runwatch serve` would at start, and list the metrics it adds. Exit 2 with the "
+        "file, line and reason when it is refused.",
+    )
+    router.add_argument("action", choices=["check"], help="check: load and check the mapping")
+    router.add_argument("mapping", nargs="?", metavar="FILE", help="YAML mapping [built-in]")
+
     commands.add_parser(
         "schema",
         help="print the event JSON Schema",
@@ -129,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "dashboards":
             return dashboards(Path(args.out), args.check)
+        if args.command == "router":
+            return check_mapping(args.mapping)
         names = {"serve": SERVE, "replay": REPLAY, "demo": DEMO}[args.command]
         settings = resolve(args, names)
         logging.basicConfig(
@@ -162,6 +175,26 @@ def dashboards(directory: Path, check: bool) -> int:
         return 1 if outdated else 0
     for path in write(directory):
         print(path)
+    return 0
+
+
+def check_mapping(path: str | None) -> int:
+    from exporter.router.mapping import MappingError, load_mapping
+    from exporter.telemetry.router_metrics import rule_metrics
+
+    try:
+        mapping = load_mapping(path)
+    except MappingError as exc:
+        print(f"runwatch: router mapping {exc}", file=sys.stderr)
+        return 2
+    categories = len(set(mapping.categories.values()))
+    print(
+        f"{path or 'built-in mapping'}: ok: {len(mapping.categories)} event types in "
+        f"{categories} categories, {len(mapping.counters)} counters, {len(mapping.spans)} "
+        f"spans, {len(mapping.gauges)} gauges, {len(mapping.flows)} flows"
+    )
+    for metric in rule_metrics(mapping):
+        print(f"  {metric.name}{{{', '.join(metric.prometheus_labels)}}}  {metric.help}")
     return 0
 
 

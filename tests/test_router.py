@@ -83,6 +83,23 @@ def test_serve_refuses_a_bad_mapping_at_start(tmp_path: Path) -> None:
     assert done.stderr.strip() == f"runwatch: router mapping {mapping}:4: missing events"
 
 
+def test_router_check_lists_the_metrics_or_says_what_is_wrong(tmp_path: Path) -> None:
+    def check(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*RUNWATCH, "router", "check", *args], capture_output=True,
+                              text=True, timeout=60, cwd=ROOT)  # fmt: skip
+
+    builtin = check()
+    assert builtin.returncode == 0
+    assert builtin.stdout.startswith("built-in mapping: ok: 35 event types in 8 categories")
+    assert "  router_host_up{host}  " in builtin.stdout
+    bad = tmp_path / "m.yaml"
+    bad.write_text("type_field: t\nevents: {a: [X]}\nflows: [{name: f, key: k, steps: [X, Y]}]\n")
+    refused = check(str(bad))
+    assert refused.returncode == 2
+    assert refused.stderr == (f"runwatch: router mapping {bad}:3: Y is not one of the event "
+                              "types under events\n")  # fmt: skip
+
+
 # -- the reducer --
 
 
