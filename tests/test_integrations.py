@@ -23,6 +23,12 @@ def only_run(events: Path) -> Run:
     return run
 
 
+def regression_data() -> tuple[object, object]:
+    """32 points of y = 2 x0 - x1, the same every run."""
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    return x, x @ torch.tensor([[2.0], [-1.0]])
+
+
 def best_path(run: Run) -> str | None:
     return next((c.filepath for c in run.checkpoints.values() if c.is_best), None)
 
@@ -55,9 +61,7 @@ def lightning_fit(tmp_path: Path, callback: object, fail_at: int | None = None) 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(32, 2, generator=generator)
-    data = torch.utils.data.TensorDataset(x, x @ torch.tensor([[2.0], [-1.0]]))
+    data = torch.utils.data.TensorDataset(*regression_data())
     loader = torch.utils.data.DataLoader(data, batch_size=8)
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss", save_top_k=2,
                                   save_last=True)  # fmt: skip
@@ -118,9 +122,7 @@ def hf_train(tmp_path: Path, callback: object) -> object:
             loss = torch.nn.functional.mse_loss(prediction, labels)
             return {"loss": loss, "logits": prediction}
 
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(32, 2, generator=generator)
-    y = x @ torch.tensor([[2.0], [-1.0]])
+    x, y = regression_data()
     rows = [{"x": x[i], "labels": y[i]} for i in range(32)]
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"), run_name="hf-regression", max_steps=8,

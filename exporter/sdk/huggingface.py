@@ -22,20 +22,10 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from exporter.sdk.monitor import TrainingMonitor
-from exporter.sdk.reporter import RunReporter
-from exporter.sdk.transports import Transport
+from exporter.sdk.reporter import ReportingCallback
 
 
-class RunwatchTrainerCallback(TrainerCallback):
-    def __init__(
-        self,
-        transport: Transport | None = None,
-        run_name: str | None = None,
-        monitor: TrainingMonitor | None = None,
-    ) -> None:
-        self.reporter = RunReporter(transport, run_name, monitor)
-
+class RunwatchTrainerCallback(ReportingCallback, TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:

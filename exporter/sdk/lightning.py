@@ -24,20 +24,10 @@ except ImportError:  # the older package name
     from pytorch_lightning import LightningModule, Trainer
     from pytorch_lightning.callbacks import Callback
 
-from exporter.sdk.monitor import TrainingMonitor
-from exporter.sdk.reporter import RunReporter
-from exporter.sdk.transports import Transport
+from exporter.sdk.reporter import ReportingCallback
 
 
-class RunwatchCallback(Callback):
-    def __init__(
-        self,
-        transport: Transport | None = None,
-        run_name: str | None = None,
-        monitor: TrainingMonitor | None = None,
-    ) -> None:
-        self.reporter = RunReporter(transport, run_name, monitor)
-
+class RunwatchCallback(ReportingCallback, Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.reporter.start(type(pl_module).__name__, dict(pl_module.hparams))
 

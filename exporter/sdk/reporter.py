@@ -109,3 +109,17 @@ def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
         else:
             plain[str(key)] = repr(value)[:200]
     return plain
+
+
+class ReportingCallback:
+    """The constructor both framework callbacks share (mixed in before the framework's own
+    callback class): a transport for a run the callback starts and ends, or a monitor whose
+    owner ends it; ``run_name`` overrides the name taken from the framework."""
+
+    def __init__(
+        self,
+        transport: Transport | None = None,
+        run_name: str | None = None,
+        monitor: TrainingMonitor | None = None,
+    ) -> None:
+        self.reporter = RunReporter(transport, run_name, monitor)
