@@ -81,6 +81,12 @@ def read_files_once(pipeline: Pipeline, paths: list[str]) -> None:
     )
 
 
+def read_router_files_once(pipeline: Pipeline, paths: list[str]) -> None:
+    """Feed whole router traces to the pipeline's mapping (``runwatch replay``)."""
+    too_long = _too_long_counter(pipeline, ROUTER_SOURCE)
+    read_whole_files(paths, _router_line_sink(pipeline), pipeline.max_line_bytes, too_long)
+
+
 def file_tailer(
     pipeline: Pipeline,
     patterns: list[str],
@@ -103,6 +109,15 @@ def file_tailer(
 
 def _line_sink(pipeline: Pipeline) -> LineSink:
     return lambda lines, spans_from: pipeline.ingest_lines(lines, SOURCE, spans_from)
+
+
+def _router_line_sink(pipeline: Pipeline) -> LineSink:
+    from exporter.sources.router import line_sink
+
+    def deliver(values: list[Any], received_at: float, spans_from: int) -> None:
+        pipeline.ingest_router(values, ROUTER_SOURCE, received_at, spans_from)
+
+    return line_sink(deliver)
 
 
 def _too_long_counter(pipeline: Pipeline, source: str = SOURCE) -> Callable[[], None]:
@@ -214,17 +229,14 @@ def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
     attached the mapping's state)."""
     if pipeline.router is None:
         return []
-    from exporter.sources.router import RouterTable, line_sink
-
-    def deliver(values: list[Any], received_at: float, spans_from: int) -> None:
-        pipeline.ingest_router(values, ROUTER_SOURCE, received_at, spans_from)
+    from exporter.sources.router import RouterTable
 
     background: list[Background] = []
     if settings.get("router_events"):
         state_file = settings.get("state_file")
         store = CursorStore(Path(state_file + ".router")) if state_file else None
         background.append(file_tailer(
-            pipeline, settings["router_events"], line_sink(deliver), ROUTER_SOURCE,
+            pipeline, settings["router_events"], _router_line_sink(pipeline), ROUTER_SOURCE,
             cursor_store=store, poll_interval=settings["poll_interval"],
             force_polling=settings["force_polling"],
         ))  # fmt: skip
@@ -235,7 +247,9 @@ def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
             settings["router_sqlite"],
             settings["router_sqlite_table"],
             pipeline.router.mapping.payload_field,
-            deliver,
+            lambda values, received_at, spans_from: pipeline.ingest_router(
+                values, ROUTER_SOURCE, received_at, spans_from
+            ),
             lambda reason: stats.count(stats.source_errors, (ROUTER_SOURCE, reason)),
         )
         background.append(PeriodicSampler(table, pipeline.readings, settings["router_interval"]))

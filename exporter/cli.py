@@ -16,7 +16,7 @@ import orjson
 from prometheus_client import generate_latest
 
 from exporter import __version__
-from exporter.assemble import SOURCE, build_pipeline, read_files_once
+from exporter.assemble import SOURCE, build_pipeline, read_files_once, read_router_files_once
 from exporter.config import OPTIONS, ConfigError, add_arguments, resolve
 from exporter.demo import synthetic_router_cycle, synthetic_run
 from exporter.schema import render_schema
@@ -26,7 +26,7 @@ from exporter.telemetry.prometheus import catalogue_registry
 LIMITS = [o.name for o in OPTIONS if o.group == "limits"] + ["max_line_bytes"]
 OTLP = [o.name for o in OPTIONS if o.group == "otlp"]
 SERVE = [o.name for o in OPTIONS]
-REPLAY = LIMITS + OTLP + ["log_level"]
+REPLAY = LIMITS + OTLP + ["router_events", "router_mapping", "log_level"]
 DEMO = [n for n in SERVE if n not in ("events", "state_file")]
 
 DESCRIPTION = """\
@@ -72,10 +72,11 @@ def _parser() -> argparse.ArgumentParser:
         "replay",
         help="read event files once and print /metrics",
         description="Read event files once, offline, and print the resulting Prometheus "
-        "exposition to stdout. With an OTLP endpoint, the spans and metrics are exported "
-        "too. A missing or unreadable file is an error (exit 2).",
+        "exposition to stdout; --router-events files go through the router mapping. With an "
+        "OTLP endpoint, the spans and metrics are exported too. A missing or unreadable file "
+        "is an error (exit 2).",
     )
-    replay.add_argument("paths", nargs="+", metavar="PATH", help="JSONL event files")
+    replay.add_argument("paths", nargs="*", metavar="PATH", help="JSONL event files")
     replay.add_argument("--config", metavar="FILE", help="YAML file of options")
     add_arguments(replay, REPLAY)
 
@@ -199,7 +200,11 @@ def check_mapping(path: str | None) -> int:
 
 
 def replay(paths: list[str], settings: dict) -> int:
-    for path in paths:
+    router_paths = settings["router_events"]
+    if not paths and not router_paths:
+        print("runwatch: replay needs event files (PATH) or --router-events", file=sys.stderr)
+        return 2
+    for path in [*paths, *router_paths]:
         problem = None if Path(path).is_file() else "no such file"
         if problem and Path(path).exists():
             problem = "not a regular file"
@@ -214,6 +219,7 @@ def replay(paths: list[str], settings: dict) -> int:
             parallel.feed(pipeline, SOURCE)
         else:
             read_files_once(pipeline, paths)
+        read_router_files_once(pipeline, router_paths)
     except OSError as exc:
         where = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
         print(f"runwatch: {where}", file=sys.stderr)

@@ -135,6 +135,46 @@ def test_router_check_lists_the_metrics_or_says_what_is_wrong(tmp_path: Path) ->
                               "types under events\n")  # fmt: skip
 
 
+CUSTOM = """\
+type_field: meta.kind      # nested, lower-case types, no payload object
+time_field: meta.at
+events:
+  jobs: [job.begin, job.end, job.crash]
+counters:
+  - {name: jobs_by_queue, events: [job.begin], labels: {queue: queue}}
+spans:
+  - {name: job, start: job.begin, end: [job.end], fail: [job.crash], key: id}
+"""
+
+
+def test_replay_maps_a_trace_with_a_mapping_of_ones_own(tmp_path: Path) -> None:
+    mapping = tmp_path / "jobs.yaml"
+    mapping.write_text(CUSTOM)
+    trace = tmp_path / "jobs.jsonl"
+    trace.write_bytes(lines(
+        {"meta": {"kind": "job.begin", "at": 10}, "id": 1, "queue": "gpu"},
+        {"meta": {"kind": "job.begin", "at": 11}, "id": 2, "queue": "cpu"},
+        {"meta": {"kind": "JOB.END", "at": 40}, "id": 1},
+        {"meta": {"kind": "job.crash", "at": 45}, "id": 2},
+        {"meta": {"kind": "job.retry", "at": 46}, "id": 2},
+    ))  # fmt: skip
+    done = subprocess.run(
+        [*RUNWATCH, "replay", "--router-events", str(trace), "--router-mapping", str(mapping)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=True,
+    )  # fmt: skip
+    exposition = done.stdout
+    for line in (
+        'router_events_total{category="jobs",event_type="job.begin"} 2.0',
+        'router_events_total{category="jobs",event_type="job.end"} 1.0',
+        'router_jobs_by_queue_total{event_type="job.begin",queue="gpu"} 1.0',
+        'router_span_duration_seconds_sum{outcome="job.end",span="job"} 30.0',
+        'router_span_duration_seconds_sum{outcome="job.crash",span="job"} 34.0',
+        'router_spans_open{span="job"} 0.0',
+        'runwatch_events_rejected_total{reason="unknown_event_type",source="router"} 1.0',
+    ):
+        assert line in exposition.splitlines(), line
+
+
 # -- the reducer --
 
 

@@ -83,6 +83,7 @@ class Mapping:
     time_field: str | None
     payload_field: str | None
     categories: dict[str, str]  # known event type (upper case) -> category
+    names: dict[str, str]  # known event type (upper case) -> as spelt under events: its label
     counters: tuple[CounterRule, ...]
     spans: tuple[SpanRule, ...]
     gauges: tuple[GaugeRule, ...]
@@ -165,6 +166,7 @@ class _Checker:
     def __init__(self, origin: str) -> None:
         self.origin = origin
         self.categories: dict[str, str] = {}
+        self.names: dict[str, str] = {}
         self.families: set[str] = set(FIXED_FAMILIES)
         self.rule_names: set[tuple[str, str]] = set()
 
@@ -182,6 +184,7 @@ class _Checker:
             time_field=self.text(document, "time_field", optional=True),
             payload_field=self.text(document, "payload_field", optional=True),
             categories=self.categories,
+            names=self.names,
             counters=tuple(self.counter(rule) for rule in self.rules(document, "counters")),
             spans=tuple(self.span(rule) for rule in self.rules(document, "spans")),
             gauges=tuple(self.gauge(rule) for rule in self.rules(document, "gauges")),
@@ -196,11 +199,13 @@ class _Checker:
             at = events.key_lines[category]
             if not NAME.match(category):
                 raise self.fail(at, f"category {category!r} must match {NAME.pattern}")
-            for event_type in self.type_list(types, at, known=False):
+            for event_type, spelling in zip(self.type_list(types, at, known=False), types,
+                                            strict=True):  # fmt: skip
                 if event_type in self.categories:
                     raise self.fail(at, f"{event_type} is listed twice (also under "
                                         f"{self.categories[event_type]})")  # fmt: skip
                 self.categories[event_type] = category
+                self.names[event_type] = spelling.strip()
 
     def rules(self, document: _Lines, section: str) -> list[_Lines]:
         rules = document.get(section, [])

@@ -63,7 +63,8 @@ class RouterState:
     def __post_init__(self) -> None:
         # Every known series starts at 0, so rate() and increase() see the first event.
         mapping = self.mapping
-        self.events.update(dict.fromkeys(mapping.categories.items(), 0))
+        names = mapping.names
+        self.events.update({(names[t], category): 0 for t, category in mapping.categories.items()})
         self.counters = {rule.name: Counter() for rule in mapping.counters}
         self.gauges = {rule.name: OrderedDict() for rule in mapping.gauges}
         self.open_spans = {rule.name: OrderedDict() for rule in mapping.spans}
@@ -86,12 +87,13 @@ class RouterState:
         if category is None:
             raise Rejected("unknown_event_type", f"{event_type[:64]!r} is not in the mapping")
         at = self._time(event, received_at)
-        self.events[(canonical, category)] += 1
+        name = mapping.names[canonical]  # for labels: as the mapping spells it
+        self.events[(name, category)] += 1
         outputs: list[Output] = []
         for rule in mapping.counters:
             if canonical in rule.events:
                 labels = tuple(self._field(event, name) for _, name in rule.labels)
-                self._bounded_count(self.counters[rule.name], (canonical, *labels))
+                self._bounded_count(self.counters[rule.name], (name, *labels))
         for rule in mapping.gauges:
             if canonical in rule.events:
                 self._gauge(rule, canonical, event)
@@ -188,8 +190,9 @@ class RouterState:
         elif opened is None:
             self.unmatched_ends[rule.name] += 1
         else:
-            error = event_type if event_type in rule.fail else None
-            self._end_span(rule, key, opened, at, event_type.lower(), error, outputs)
+            error = self.mapping.names[event_type] if event_type in rule.fail else None
+            outcome = self.mapping.names[event_type].lower()
+            self._end_span(rule, key, opened, at, outcome, error, outputs)
 
     def _end_span(
         self, rule: SpanRule, key: str, span: OpenSpan, at: float, outcome: str,
@@ -223,8 +226,9 @@ class RouterState:
         if current is None or current.step != step - 1:
             return  # a step out of order, or of a flow begun before runwatch read it
         seconds = max(0.0, at - current.last_at)
-        _observe(self.flow_steps, (rule.name, event_type), seconds)
-        outputs.append(Observed(FLOW_STEP_METRIC, seconds, (rule.name, event_type)))
+        step_name = self.mapping.names[event_type]
+        _observe(self.flow_steps, (rule.name, step_name), seconds)
+        outputs.append(Observed(FLOW_STEP_METRIC, seconds, (rule.name, step_name)))
         current.step, current.last_at = step, at
         if step == len(rule.steps) - 1:
             del progress[key]
