@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.events import MAX_EPOCH_SECONDS, MAX_IDENTIFIER_CHARS, Rejected
-from exporter.router.mapping import FlowRule, GaugeRule, Mapping, SpanRule
+from exporter.router.mapping import CounterRule, FlowRule, GaugeRule, Mapping, SpanRule
 from exporter.state import FinishedSpan, Histogram, Observed, OpenSpan, Output
 
 SPAN_DURATION_METRIC = "router_span_duration_seconds"
@@ -59,6 +59,8 @@ class RouterState:
     flow_steps: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     flow_durations: dict[str, Histogram] = field(default_factory=dict)
     dropped: Counter[str] = field(default_factory=Counter)
+    _routes: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict, repr=False)
+    _canonical: dict[str, str] = field(default_factory=dict, repr=False)  # spelling -> type
 
     def __post_init__(self) -> None:
         # Every known series starts at 0, so rate() and increase() see the first event.
@@ -72,6 +74,18 @@ class RouterState:
         self.flows = {rule.name: OrderedDict() for rule in mapping.flows}
         self.flows_completed.update(dict.fromkeys((rule.name for rule in mapping.flows), 0))
         self.dropped.update(dict.fromkeys(DROP_REASONS, 0))
+        # Each known type -> the rules it concerns, so an event visits only those.
+        routes: dict[str, list[tuple[Any, Any]]] = {}
+        for handle, rules, types in (
+            (self._count, mapping.counters, lambda r: r.events),
+            (self._gauge, mapping.gauges, lambda r: r.events),
+            (self._span, mapping.spans, lambda r: {r.start, *r.end, *r.fail}),
+            (self._flow, mapping.flows, lambda r: r.steps),
+        ):
+            for rule in rules:
+                for event_type in types(rule):
+                    routes.setdefault(event_type, []).append((handle, rule))
+        self._routes = routes
 
     def apply(self, event: Any, received_at: float) -> list[Output]:
         """Reduce one decoded event; raises Rejected (counted by the caller) for an event
@@ -82,7 +96,11 @@ class RouterState:
         event_type = _lookup(event, mapping.type_field, mapping.payload_field)
         if not isinstance(event_type, str) or not event_type:
             raise Rejected("missing_field", f"no {mapping.type_field} string")
-        canonical = event_type.strip().upper()
+        canonical = self._canonical.get(event_type)
+        if canonical is None:
+            canonical = event_type.strip().upper()
+            if canonical in mapping.categories and len(self._canonical) < 1024:  # bounded
+                self._canonical[event_type] = canonical
         category = mapping.categories.get(canonical)
         if category is None:
             raise Rejected("unknown_event_type", f"{event_type[:64]!r} is not in the mapping")
@@ -90,17 +108,8 @@ class RouterState:
         name = mapping.names[canonical]  # for labels: as the mapping spells it
         self.events[(name, category)] += 1
         outputs: list[Output] = []
-        for rule in mapping.counters:
-            if canonical in rule.events:
-                labels = tuple(self._field(event, name) for _, name in rule.labels)
-                self._bounded_count(self.counters[rule.name], (name, *labels))
-        for rule in mapping.gauges:
-            if canonical in rule.events:
-                self._gauge(rule, canonical, event)
-        for rule in mapping.spans:
-            self._span(rule, canonical, event, at, outputs)
-        for rule in mapping.flows:
-            self._flow(rule, canonical, event, at, outputs)
+        for handle, rule in self._routes.get(canonical, ()):
+            handle(rule, canonical, event, at, outputs)
         return outputs
 
     def _time(self, event: dict[str, Any], received_at: float) -> float:
@@ -138,13 +147,23 @@ class RouterState:
             return None
         return key
 
+    def _count(
+        self, rule: CounterRule, event_type: str, event: dict[str, Any], at: float,
+        outputs: list[Output],
+    ) -> None:  # fmt: skip
+        labels = tuple(self._field(event, field_name) for _, field_name in rule.labels)
+        self._bounded_count(self.counters[rule.name], (self.mapping.names[event_type], *labels))
+
     def _bounded_count(self, counter: Counter[tuple[str, ...]], labels: tuple[str, ...]) -> None:
         if labels in counter or len(counter) < self.limits.max_series:
             counter[labels] += 1
         else:
             self.dropped["router_series"] += 1
 
-    def _gauge(self, rule: GaugeRule, event_type: str, event: dict[str, Any]) -> None:
+    def _gauge(
+        self, rule: GaugeRule, event_type: str, event: dict[str, Any], at: float,
+        outputs: list[Output],
+    ) -> None:  # fmt: skip
         key = self._key(event, rule.key)
         if key is None:
             return
@@ -172,8 +191,6 @@ class RouterState:
         outputs: list[Output],
     ) -> None:  # fmt: skip
         is_start = event_type == rule.start
-        if not (is_start or event_type in rule.end or event_type in rule.fail):
-            return
         key = self._key(event, rule.key)
         if key is None:
             return
@@ -208,8 +225,6 @@ class RouterState:
         self, rule: FlowRule, event_type: str, event: dict[str, Any], at: float,
         outputs: list[Output],
     ) -> None:  # fmt: skip
-        if event_type not in rule.steps:
-            return
         key = self._key(event, rule.key)
         if key is None:
             return
@@ -240,17 +255,19 @@ class RouterState:
 
 def _lookup(event: dict[str, Any], name: str, payload_field: str | None) -> Any:
     """``name`` (dotted for nested objects) in the event, else in its payload object."""
-    value = _path(event, name)
+    value = event.get(name)
+    if value is None and "." in name:
+        value = _dotted(event, name)
     if value is None and payload_field is not None:
         payload = event.get(payload_field)
         if isinstance(payload, dict):
-            value = _path(payload, name)
+            value = payload.get(name)
+            if value is None and "." in name:
+                value = _dotted(payload, name)
     return value
 
 
-def _path(obj: dict[str, Any], name: str) -> Any:
-    if name in obj:
-        return obj[name]
+def _dotted(obj: dict[str, Any], name: str) -> Any:
     value: Any = obj
     for part in name.split("."):
         if not isinstance(value, dict):
