@@ -11,6 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.demo import synthetic_router_cycle
+
 from .conftest import ROOT, RUNWATCH, free_port, jsonl, wait_for
 from .process_tree import start_tree
 from .test_otlp import RUN
@@ -62,16 +64,21 @@ def series_labels(url: str, selector: str) -> list[dict[str, str]]:
 def test_pushed_metric_names_equal_the_scraped_ones(victoria_metrics: str, tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(jsonl(*RUN))
+    router = tmp_path / "router.jsonl"  # a pipeline pass of the built-in router mapping
+    router.write_bytes(jsonl(*synthetic_router_cycle(0, 1_700_000_000.0, 30.0),
+                             *synthetic_router_cycle(1, 1_700_001_000.0, 30.0)))  # fmt: skip
+    replay = [*RUNWATCH, "replay", str(path), "--router-events", str(router)]
     scraped = subprocess.run(
-        [*RUNWATCH, "replay", str(path), "--otlp-endpoint", victoria_metrics + "/opentelemetry"],
+        [*replay, "--otlp-endpoint", victoria_metrics + "/opentelemetry"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=60,
         check=True,
     ).stdout
-    prefixes = ("training_", "runwatch_")
+    prefixes = ("training_", "runwatch_", "router_")
     expected = names_in(scraped, prefixes)
+    assert {"router_host_up", "router_flow_step_seconds_bucket"} <= expected
     wait_for(lambda: pushed_names(victoria_metrics, prefixes) >= expected, timeout=30,
              what="pushed names")  # fmt: skip
     assert pushed_names(victoria_metrics, prefixes) == expected
