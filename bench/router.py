@@ -26,7 +26,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.results import write_section
-from bench.run import Measure, cpu_model, measure
+from bench.run import Measure, alternate, cpu_model
 from exporter.demo import synthetic_router_cycle
 
 HERE = Path(__file__).resolve().parent
@@ -54,11 +54,7 @@ def run(trace: Path, rounds: int, mtail: Path) -> dict[str, list[Measure]]:
                              "--progs", str(HERE / "mtail-router"), "--logs", str(trace),
                              "--logtostderr"],
     }  # fmt: skip
-    results: dict[str, list[Measure]] = {name: [] for name in commands}
-    for _ in range(rounds):
-        for name, command in commands.items():
-            results[name].append(measure(command))
-    return results
+    return alternate(commands, rounds)
 
 
 def report(count: int, size: int, results: dict[str, list[Measure]]) -> str:

@@ -81,6 +81,12 @@ def ingest(events_file: Path, count: int, rounds: int, mtail: Path) -> dict[str,
                              "--progs", str(HERE / "mtail"), "--logs", str(events_file),
                              "--logtostderr"],
     }  # fmt: skip
+    return alternate(commands, rounds)
+
+
+def alternate(commands: dict[str, list[str]], rounds: int) -> dict[str, list[Measure]]:
+    """Each command run to completion in turn, ``rounds`` times: side by side, so a noisy
+    machine slows both alike."""
     results: dict[str, list[Measure]] = {name: [] for name in commands}
     for _ in range(rounds):
         for name, command in commands.items():
