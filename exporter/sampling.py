@@ -9,11 +9,11 @@ than through the cache.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Protocol
 
 from exporter.readings import ReadingsCache
+from exporter.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class SampledSource(Protocol):
     def close(self) -> None: ...
 
 
-class PeriodicSampler:
+class PeriodicSampler(Worker):
     """Samples one source every ``interval`` seconds (fixed rate) into the cache."""
 
     def __init__(
@@ -46,26 +46,14 @@ class PeriodicSampler:
         interval: float,
         retry_open: float = RETRY_OPEN_SECONDS,
     ) -> None:
+        # A hung NVML call cannot be interrupted: stop leaves its thread behind after this.
+        super().__init__(f"runwatch-{source.name}", join_timeout=2 * interval + 1)
         self.source = source
         self._cache = cache
         self._interval = interval
         self._retry_open = retry_open
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._logged: set[str] = set()
         cache.register(source.name, interval)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"runwatch-{self.source.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        # A hung NVML call cannot be interrupted; the daemon thread is left behind then.
-        if self._thread is not None:
-            self._thread.join(timeout=2 * self._interval + 1)
 
     def _run(self) -> None:
         if not self._open_until_stopped():

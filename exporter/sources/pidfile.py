@@ -10,7 +10,6 @@ seen. Garbage is counted once per distinct content as ``pid_file_invalid``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import psutil
 
 from exporter.events import Ident, Rejected, Timestamp, epoch_seconds
 from exporter.state import ProcessObservation
+from exporter.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def process_alive(record: PidRecord) -> bool:
         return False
 
 
-class PidFileWatcher:
+class PidFileWatcher(Worker):
     """Reports the liveness of each PID file's process every ``interval`` seconds."""
 
     def __init__(
@@ -76,23 +76,13 @@ class PidFileWatcher:
         reject: Callable[[Rejected], None],
         interval: float = 1.0,
     ) -> None:
+        super().__init__("runwatch-pid", join_timeout=10)
         self._paths = [Path(p) for p in paths]
         self._observe = observe
         self._reject = reject
         self._interval = interval
         self._content: dict[Path, bytes | None] = {}
         self._records: dict[Path, PidRecord] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="runwatch-pid", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:

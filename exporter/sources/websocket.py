@@ -7,7 +7,6 @@ count reconnects in ``trading_bridge_websocket_reconnects_total{channel}`` and p
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,13 +14,14 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
 from exporter.stats import Stats
+from exporter.worker import Worker
 
 log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = (1, 2, 4, 8, 16, 30)
 
 
-class WebSocketFollower:
+class WebSocketFollower(Worker):
     """Keeps one WebSocket channel open in a thread, with capped exponential backoff,
     handing every message to ``handle``."""
 
@@ -33,27 +33,15 @@ class WebSocketFollower:
         handle: Callable[[str | bytes], None],
         open_timeout: float = 5.0,
     ) -> None:
+        super().__init__(f"runwatch-ws-{channel}", join_timeout=5)
         self._url = url
         self.channel = channel
         self._stats = stats
         self._handle = handle
         self._open_timeout = open_timeout
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._logged = False
         stats.declare(stats.websocket_reconnects, [channel])
         stats.set(stats.websocket_connected, channel, 0)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"runwatch-ws-{self.channel}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         attempt = 0
