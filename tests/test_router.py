@@ -378,3 +378,24 @@ def test_a_missing_table_keeps_the_source_down_and_says_why(serve, tmp_path: Pat
     wait_for(lambda: server.sample('runwatch_source_up{source="router"}') == 0)
     wait_for(lambda: "no such table: events" in server.log.read_text(), what="the reason")
     assert server.log.read_text().count("no such table") == 1
+
+
+def test_a_wal_queue_is_read_while_a_writer_holds_its_transaction(serve, tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    db = _queue(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    _publish(db, "HOST_ONLINE", 100, host="n1")
+    server = serve("--router-sqlite", str(path), "--router-interval", "0.2", "--no-nvml",
+                   "--no-system")  # fmt: skip
+    up = 'router_host_up{host="n1"}'
+    wait_for(lambda: server.sample(up) == 1, what="the committed row")
+    db.execute("BEGIN IMMEDIATE")  # readers of a WAL database see the last commit meanwhile
+    _publish(db, "HOST_OFFLINE", 110, host="n1")
+    reads = 'runwatch_source_last_success_timestamp_seconds{source="router"}'
+    before = server.sample(reads)
+    wait_for(lambda: server.sample(reads) > before, what="a poll during the transaction")
+    assert server.sample(up) == 1
+    db.execute("COMMIT")
+    wait_for(lambda: server.sample(up) == 0, what="the row once committed")
+    locked = 'runwatch_source_errors_total{reason="database_locked",source="router"}'
+    assert server.sample(locked) == 0
