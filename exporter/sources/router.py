@@ -111,7 +111,7 @@ class RouterTable:
             raise SourceUnavailable(f"{self._path}: {exc}") from None
         try:
             return self._read(connection)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:  # locked, no such table, not a database, corrupt
             if "locked" in str(exc) or "busy" in str(exc):
                 self._count_error("database_locked")
                 return TableRead(0, self._last_rowid)
