@@ -30,8 +30,10 @@ REPLAY = LIMITS + OTLP + ["router_events", "router_mapping", "log_level"]
 DEMO = [n for n in SERVE if n not in ("events", "state_file")]
 
 DESCRIPTION = """\
-runwatch turns the events of ML training runs (JSONL files, HTTP POST, PID files)
-into Prometheus metrics on /metrics and, optionally, OTLP metrics and spans.
+runwatch turns the events of ML training runs (JSONL files, HTTP POST, PID files),
+GPU and host readings, a trading bridge, a training backend and an event router's
+events (through a YAML mapping) into Prometheus metrics on /metrics and, optionally,
+OTLP metrics and spans.
 
 commands:
   serve    follow event files and serve /metrics (the long-running exporter)
