@@ -13,6 +13,7 @@ import pytest
 from exporter.events import Rejected
 from exporter.router.mapping import MappingError, load_mapping, parse_mapping
 from exporter.router.reducer import RouterLimits, RouterState
+from exporter.sources.router import line_sink
 from exporter.state import FinishedSpan, Observed
 from tests.conftest import ROOT, RUNWATCH, wait_for
 
@@ -277,6 +278,16 @@ def test_times_come_from_the_event_in_either_form_or_from_the_reader() -> None:
                  "payload": {"config": "c"}}, 0)  # no offset: UTC  # fmt: skip
     starts = {key: span.start for key, span in state.open_spans["training"].items()}
     assert starts == {"a": 1767225600.0, "b": 42.0, "c": 1767225601.0}
+
+
+def test_trace_lines_decode_to_events_or_their_rejections() -> None:
+    delivered = []
+    sink = line_sink(lambda values, at, spans_from: delivered.append((values, spans_from)))
+    sink([b"", b'{"event_type": "HOST_ONLINE"}', b"   ", b"\xff\xfe", b"{trunc"], 2)
+    ((values, spans_from),) = delivered
+    assert values[0] == {"event_type": "HOST_ONLINE"}
+    assert [v.reason for v in values[1:]] == ["invalid_json", "invalid_utf8", "invalid_json"]
+    assert spans_from == 1  # the empty line before it is not an item
 
 
 # -- the sources, end to end --
