@@ -11,10 +11,11 @@ import orjson
 import pytest
 
 from exporter.events import Rejected
-from exporter.router.mapping import MappingError, load_mapping, parse_mapping
+from exporter.router.mapping import FIXED_FAMILIES, MappingError, load_mapping, parse_mapping
 from exporter.router.reducer import RouterLimits, RouterState
 from exporter.sources.router import line_sink
 from exporter.state import FinishedSpan, Observed
+from exporter.telemetry.router_metrics import ROUTER_METRICS
 from tests.conftest import ROOT, RUNWATCH, wait_for
 
 # The event types of seed 004's catalogue tables (training, evaluation, model, data sync,
@@ -94,8 +95,14 @@ BAD_MAPPINGS = [
     ("type_field: t\nevents: {a: [X, Y]}\nflows:\n  - name: f\n    key: k\n    steps: [X]\n",
      6, "two or more different steps"),
     ("type_field: t\nevents: {a: [X]}\ntype_field: u\n", 3, "'type_field' given twice"),
+    ("type_field: t\nevents: {a: [X]}\ngauges:\n  - name: latency_bucket\n    key: {h: h}\n"
+     "    set: {X: 1}\n", 4, "ends like a series of another kind"),
     ("type_field: t\nevents: {a: [X]\n", 3, "not valid YAML"),
 ]  # fmt: skip
+
+
+def test_the_names_a_mapping_may_not_take_are_the_fixed_router_families() -> None:
+    assert {metric.name for metric in ROUTER_METRICS} == FIXED_FAMILIES
 
 
 @pytest.mark.parametrize(("text", "line", "reason"), BAD_MAPPINGS)

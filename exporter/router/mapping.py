@@ -21,6 +21,7 @@ import yaml
 
 NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+SERIES_SUFFIXES = r"_(total|bucket|count|sum|created|info)$"  # what a family name may not end in
 # Families every mapping has (exporter.telemetry.router_metrics); a rule may not reuse them.
 FIXED_FAMILIES = frozenset({
     "router_events_total", "router_spans_open", "router_span_duration_seconds",
@@ -296,6 +297,9 @@ class _Checker:
             raise self.fail(line, f"{section}: {name} is defined twice")
         self.rule_names.add((section, name))
         if family is not None:
+            if re.search(SERIES_SUFFIXES, name):
+                raise self.fail(line, f"name {name!r} ends like a series of another kind "
+                                      f"({SERIES_SUFFIXES})")  # fmt: skip
             if family in self.families:
                 raise self.fail(line, f"{family} is already a metric of this mapping")
             self.families.add(family)
