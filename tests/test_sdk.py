@@ -216,3 +216,18 @@ def test_the_three_transports_give_the_same_trace_and_series(
         return bool(otel) and file == http == otel
 
     wait_for(same_series, timeout=20, what="the same series from the three transports")
+
+
+def test_framework_callbacks_report_nothing_on_ranks_other_than_zero(tmp_path: Path) -> None:
+    from exporter.sdk.reporter import RunReporter
+
+    events = tmp_path / "events.jsonl"
+    for monitor in (None, TrainingMonitor("given", transport=FileTransport(events))):
+        reporter = RunReporter(FileTransport(events), None, monitor)
+        reporter.start("fit", {"lr": 0.1}, rank_zero=False)
+        reporter.stage("training")
+        reporter.metrics({"loss": 1.0}, step=1)
+        reporter.checkpoint(tmp_path / "ckpt", {}, step=1)
+        reporter.finish(RuntimeError("rank 1 died"))
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [line["event_type"] for line in lines] == ["run_start"]  # the user's own monitor

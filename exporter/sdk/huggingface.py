@@ -29,23 +29,20 @@ class RunwatchTrainerCallback(ReportingCallback, TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        if state.is_world_process_zero:
-            name = args.run_name or os.path.basename(os.path.normpath(args.output_dir or "run"))
-            self.reporter.start(name, args.to_sanitized_dict())
-            self.reporter.stage("training")
+        name = args.run_name or os.path.basename(os.path.normpath(args.output_dir or "run"))
+        self.reporter.start(name, args.to_sanitized_dict(), state.is_world_process_zero)
+        self.reporter.stage("training")
 
     def on_log(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
         logs: dict[str, Any] | None = None, **kw: Any,
     ) -> None:  # fmt: skip
-        if state.is_world_process_zero and logs:
+        if logs:
             self.reporter.metrics(logs, state.global_step)
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        if not state.is_world_process_zero:
-            return
         path = os.path.join(args.output_dir or "", f"checkpoint-{state.global_step}")
         metrics = {}
         if args.metric_for_best_model and state.log_history:
@@ -59,5 +56,4 @@ class RunwatchTrainerCallback(ReportingCallback, TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        if state.is_world_process_zero:
-            self.reporter.finish()
+        self.reporter.finish()

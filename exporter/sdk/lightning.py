@@ -29,7 +29,9 @@ from exporter.sdk.reporter import ReportingCallback
 
 class RunwatchCallback(ReportingCallback, Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.reporter.start(type(pl_module).__name__, dict(pl_module.hparams))
+        self.reporter.start(
+            type(pl_module).__name__, dict(pl_module.hparams), trainer.is_global_zero
+        )
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._checkpoints(trainer)

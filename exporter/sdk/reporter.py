@@ -48,7 +48,11 @@ class RunReporter:
         self._checkpoints: dict[str, str] = {}  # path -> checkpoint id
         self._best: str | None = None
 
-    def start(self, default_name: str, config: Mapping[str, Any]) -> None:
+    def start(self, default_name: str, config: Mapping[str, Any], rank_zero: bool = True) -> None:
+        """Begin the run; on other ranks of a distributed job, report nothing at all."""
+        if not rank_zero:
+            self.monitor, self._owned = None, False
+            return
         if self.monitor is None:
             assert self._transport is not None
             self.monitor = TrainingMonitor(
