@@ -219,6 +219,12 @@ def test_flows_measure_each_step_and_ignore_steps_out_of_order() -> None:
     assert state.flow_steps[("promotion", "EVALUATION_COMPLETED")].total == 100
     assert state.flow_steps[("promotion", "MODEL_PROMOTED")].total == 30
     assert Observed("router_flow_duration_seconds", 130, ("promotion",)) in out
+    (flow,) = [o for o in out if isinstance(o, FinishedSpan)]
+    assert (flow.span.kind, flow.span.name, flow.span.start, flow.end) == (
+        "router flow", "promotion", 1000, 1130)  # fmt: skip
+    assert [(at, name) for at, name, _ in flow.span.events] == [
+        (1000, "TRAINING_COMPLETED"), (1100, "EVALUATION_COMPLETED"), (1130, "MODEL_PROMOTED"),
+    ]  # fmt: skip
     assert state.flows_completed["promotion"] == 1
     assert len(state.flows["promotion"]) == 0
 

@@ -38,8 +38,8 @@ class RouterLimits:
 @dataclass(slots=True)
 class _FlowProgress:
     step: int  # index of the last step reached
-    first_at: float
     last_at: float
+    span: OpenSpan  # from the first step; each step a span event
 
 
 @dataclass(slots=True)
@@ -232,7 +232,10 @@ class RouterState:
         progress = self.flows[rule.name]
         if step == 0:  # a flow starts (again) for this key
             progress.pop(key, None)
-            progress[key] = _FlowProgress(0, at, at)
+            attributes = {KEY_ATTRIBUTE: key, "router.flow": rule.name}
+            span = OpenSpan("router flow", rule.name, at, None, attributes)
+            span.events.append((at, self.mapping.names[event_type], {}))
+            progress[key] = _FlowProgress(0, at, span)
             if len(progress) > self.limits.max_open:
                 progress.popitem(last=False)
                 self.dropped["router_open"] += 1
@@ -245,12 +248,16 @@ class RouterState:
         _observe(self.flow_steps, (rule.name, step_name), seconds)
         outputs.append(Observed(FLOW_STEP_METRIC, seconds, (rule.name, step_name)))
         current.step, current.last_at = step, at
-        if step == len(rule.steps) - 1:
+        current.span.events.append((at, step_name, {}))
+        if step == len(rule.steps) - 1:  # complete: its duration, and a span of it
             del progress[key]
             self.flows_completed[rule.name] += 1
-            total = max(0.0, at - current.first_at)
+            span = current.span
+            total = max(0.0, at - span.start)
             _observe(self.flow_durations, rule.name, total)
             outputs.append(Observed(FLOW_DURATION_METRIC, total, (rule.name,)))
+            trace_key = f"router flow {rule.name} {key} {span.start!r}"
+            outputs.append(FinishedSpan(trace_key, span, max(at, span.start), None, KEY_ATTRIBUTE))
 
 
 def _lookup(event: dict[str, Any], name: str, payload_field: str | None) -> Any:
