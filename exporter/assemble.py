@@ -114,10 +114,14 @@ def _line_sink(pipeline: Pipeline) -> LineSink:
 def _router_line_sink(pipeline: Pipeline) -> LineSink:
     from exporter.sources.router import line_sink
 
-    def deliver(values: list[Any], received_at: float, spans_from: int) -> None:
-        pipeline.ingest_router(values, ROUTER_SOURCE, received_at, spans_from)
+    return line_sink(_router_deliver(pipeline))
 
-    return line_sink(deliver)
+
+def _router_deliver(pipeline: Pipeline) -> Callable[[list[Any], float, int], None]:
+    """Where both router readers (trace lines, table rows) hand their decoded events."""
+    return lambda values, received_at, spans_from: pipeline.ingest_router(
+        values, ROUTER_SOURCE, received_at, spans_from
+    )
 
 
 def _too_long_counter(pipeline: Pipeline, source: str = SOURCE) -> Callable[[], None]:
@@ -247,9 +251,7 @@ def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
             settings["router_sqlite"],
             settings["router_sqlite_table"],
             pipeline.router.mapping.payload_field,
-            lambda values, received_at, spans_from: pipeline.ingest_router(
-                values, ROUTER_SOURCE, received_at, spans_from
-            ),
+            _router_deliver(pipeline),
             lambda reason: stats.count(stats.source_errors, (ROUTER_SOURCE, reason)),
         )
         background.append(PeriodicSampler(table, pipeline.readings, settings["router_interval"]))

@@ -113,9 +113,10 @@ class Pipeline:
         accepted = 0
         with self._lock:
             for index, value in enumerate(values):
+                if isinstance(value, Rejected):  # refused by the reader already
+                    self.reject(source, value)
+                    continue
                 try:
-                    if isinstance(value, Rejected):
-                        raise value
                     outputs = router.apply(value, received_at)
                 except Rejected as rejected:
                     self.reject(source, rejected)

@@ -12,6 +12,7 @@ in ``builtin.yaml`` (the mapping for seed 004's router catalogue) and the README
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,16 @@ FIXED_FAMILIES = frozenset({
     "router_span_unmatched_ends_total", "router_flows_open", "router_flows_completed_total",
     "router_flow_step_seconds", "router_flow_duration_seconds",
 })  # fmt: skip
+
+
+def counter_family(name: str) -> str:
+    """The /metrics name of the counter rule ``name``."""
+    return f"router_{name}_total"
+
+
+def gauge_family(name: str) -> str:
+    """The /metrics name of the gauge rule ``name``."""
+    return f"router_{name}"
 
 
 class MappingError(Exception):
@@ -219,7 +230,7 @@ class _Checker:
 
     def counter(self, rule: _Lines) -> CounterRule:
         self.keys(rule, required={"name", "events"}, optional={"help", "labels"})
-        name = self.rule_name(rule, "counters", f"router_{rule.get('name')}_total")
+        name = self.rule_name(rule, "counters", counter_family)
         labels = self.labels(rule, "labels", reserved={"event_type"}, optional=True)
         return CounterRule(name, self.text(rule, "help", optional=True) or f"{name} events.",
                            self.types(rule, "events"), labels)  # fmt: skip
@@ -239,7 +250,7 @@ class _Checker:
 
     def gauge(self, rule: _Lines) -> GaugeRule:
         self.keys(rule, required={"name", "key"}, optional={"help", "set", "events", "state"})
-        name = self.rule_name(rule, "gauges", f"router_{rule.get('name')}")
+        name = self.rule_name(rule, "gauges", gauge_family)
         ((label, key),) = self.labels(rule, "key", reserved=set(), exactly_one=True)
         state = self.text(rule, "state", optional=True)
         if state is not None:
@@ -288,7 +299,8 @@ class _Checker:
             raise self.fail(line, f"{key} must be a non-empty string")
         return value
 
-    def rule_name(self, rule: _Lines, section: str, family: str | None) -> str:
+    def rule_name(self, rule: _Lines, section: str, family_of: Callable[[str], str] | None) -> str:
+        """The rule's name, checked; ``family_of`` gives the metric it declares, if any."""
         name = rule["name"]
         line = rule.key_lines["name"]
         if not isinstance(name, str) or not NAME.match(name):
@@ -296,7 +308,8 @@ class _Checker:
         if (section, name) in self.rule_names:
             raise self.fail(line, f"{section}: {name} is defined twice")
         self.rule_names.add((section, name))
-        if family is not None:
+        if family_of is not None:
+            family = family_of(name)
             if re.search(SERIES_SUFFIXES, name):
                 raise self.fail(line, f"name {name!r} ends like a series of another kind "
                                       f"({SERIES_SUFFIXES})")  # fmt: skip

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from exporter.pipeline import View
-from exporter.router.mapping import CounterRule, GaugeRule, Mapping
+from exporter.router.mapping import CounterRule, GaugeRule, Mapping, counter_family, gauge_family
 from exporter.router.reducer import (
     DURATION_BUCKETS,
     FLOW_DURATION_METRIC,
@@ -72,7 +72,7 @@ def rule_metrics(mapping: Mapping) -> tuple[Metric, ...]:
 
 def _counter(rule: CounterRule) -> Metric:
     labels = ("event_type", *(label for label, _ in rule.labels))
-    return Metric(f"router_{rule.name}_total", f"router.{rule.name}", "", Type.COUNTER, labels,
+    return Metric(counter_family(rule.name), f"router.{rule.name}", "", Type.COUNTER, labels,
                   rule.help, _router(lambda r: r.counters[rule.name].items()))  # fmt: skip
 
 
@@ -85,5 +85,5 @@ def _gauge(rule: GaugeRule) -> Metric:
         sample = _router(lambda r: (((key, state), value)
                                     for key, states in r.gauges[rule.name].items()
                                     for state, value in states.items()))  # fmt: skip
-    return Metric(f"router_{rule.name}", f"router.{rule.name}", "", Type.GAUGE, labels,
+    return Metric(gauge_family(rule.name), f"router.{rule.name}", "", Type.GAUGE, labels,
                   rule.help, sample)  # fmt: skip
