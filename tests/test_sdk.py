@@ -231,3 +231,19 @@ def test_framework_callbacks_report_nothing_on_ranks_other_than_zero(tmp_path: P
         reporter.finish(RuntimeError("rank 1 died"))
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assert [line["event_type"] for line in lines] == ["run_start"]  # the user's own monitor
+
+
+def test_framework_metrics_keep_only_single_numbers() -> None:
+    from exporter.sdk.reporter import scalars
+
+    class OneElement:  # the shape of a 0-d tensor or numpy scalar
+        def item(self) -> float:
+            return 0.5
+
+    class ManyElements:  # torch raises RuntimeError, numpy ValueError
+        def item(self) -> float:
+            raise ValueError("can only convert an array of size 1")
+
+    values = {"loss": OneElement(), "hist": ManyElements(), "step": 3, "flag": True,
+              "name": "x", "lr": 1e-3}  # fmt: skip
+    assert scalars(values) == {"loss": 0.5, "step": 3.0, "lr": 1e-3}

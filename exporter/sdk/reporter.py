@@ -18,12 +18,16 @@ from exporter.sdk.transports import Transport
 
 
 def scalars(values: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers among a framework's metrics: ints, floats and one-element tensors
-    (anything with ``.item()``); strings, lists and bigger tensors are left out."""
+    """The numbers among a framework's metrics: ints, floats and one-element tensors or
+    arrays (anything whose ``.item()`` answers); strings, lists and bigger tensors are left
+    out, never raised about (telemetry must not fail the training)."""
     out: dict[str, float] = {}
     for key, value in values.items():
-        if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
-            value = value.item()
+        if hasattr(value, "item"):
+            try:
+                value = value.item()
+            except (ValueError, RuntimeError, TypeError):  # more than one element
+                continue
         if isinstance(value, int | float) and not isinstance(value, bool):
             out[str(key)] = float(value)
     return out
