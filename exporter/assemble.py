@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from exporter.config import ConfigError
 from exporter.events import Rejected
@@ -17,6 +17,7 @@ from exporter.state import Limits
 from exporter.stats import BACKEND_SOURCE, BRIDGE_SOURCE, ROUTER_SOURCE, Stats
 from exporter.stats import JSONL_SOURCE as SOURCE
 from exporter.telemetry.otlp_settings import otlp_settings_from
+from exporter.worker import Worker
 
 if TYPE_CHECKING:
     from exporter.telemetry.otel import OtlpOutput
@@ -103,8 +104,12 @@ def file_tailer(
         max_line_bytes=pipeline.max_line_bytes,
         on_too_long=_too_long_counter(pipeline, source),
         on_rotation=lambda kind: stats.count(stats.file_rotations, kind),
+        on_refused=lambda path: pipeline.reject(source, NOT_REGULAR),
         **options,
     )
+
+
+NOT_REGULAR = Rejected("not_a_regular_file", "an event path that is a FIFO, device or directory")
 
 
 def _line_sink(pipeline: Pipeline) -> LineSink:
@@ -129,17 +134,12 @@ def _too_long_counter(pipeline: Pipeline, source: str = SOURCE) -> Callable[[], 
     return lambda: pipeline.reject(source, reject)
 
 
-class Background(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-
-
 def build_background(
     settings: dict[str, Any],
     pipeline: Pipeline,
     run_roots: RunRoots,
     fake_gpu_pids: Sequence[int] = (),
-) -> list[Background]:
+) -> list[Worker]:
     """Every source with a thread of its own: the sampled ones (nvml, system, bridge REST,
     backend REST), each on its own clock, and the WebSocket followers."""
     return [
@@ -152,10 +152,10 @@ def build_background(
 
 def _hardware(
     settings: dict[str, Any], pipeline: Pipeline, run_roots: RunRoots, fake_gpu_pids: Sequence[int]
-) -> list[Background]:
+) -> list[Worker]:
     """With ``fake_gpus`` the NVML source talks to a simulated NVML; ``fake_gpu_pids`` are
     processes it shows running on every fake GPU (the demo's own, to show attribution)."""
-    samplers: list[Background] = []
+    samplers: list[Worker] = []
     if settings["nvml"] or settings["fake_gpus"]:
         from exporter.sources.nvml import NVML_SOURCE, NvmlSource
 
@@ -182,7 +182,7 @@ def _hardware(
     return samplers
 
 
-def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
+def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
     """The trading bridge: REST poller, /ws/events and /ws/training followers."""
     url = settings.get("bridge_url")
     if not url:
@@ -193,7 +193,8 @@ def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
     stats = pipeline.stats
     _declare(stats, BRIDGE_SOURCE)
     stats.declare(stats.series_dropped, ["max_positions"])
-    poller = BridgePoller(url, settings["bridge_timeout"], stats, settings["max_positions"])
+    poller = BridgePoller(url, settings["bridge_timeout"], stats, settings["max_positions"],
+                          settings["max_response_bytes"])  # fmt: skip
     bus = BusEvents(stats, lambda stage, at: pipeline.observe_engine_stage(url, stage, at))
 
     def training(message: str | bytes) -> None:  # core-format events, one per frame
@@ -201,14 +202,15 @@ def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
         pipeline.ingest_lines([line], BRIDGE_SOURCE)
 
     base, timeout = _ws_base(url), settings["bridge_timeout"]
+    failed = _failure_counter(pipeline, BRIDGE_SOURCE)
     return [
         PeriodicSampler(poller, pipeline.readings, settings["bridge_interval"]),
-        WebSocketFollower(base + "/ws/events", "events", stats, bus, timeout),
-        WebSocketFollower(base + "/ws/training", "training", stats, training, timeout),
+        WebSocketFollower(base + "/ws/events", "events", stats, bus, failed, timeout),
+        WebSocketFollower(base + "/ws/training", "training", stats, training, failed, timeout),
     ]
 
 
-def _backend(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
+def _backend(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
     """The training backend: /ws follower and REST poller sharing one translator."""
     url = settings.get("backend_url")
     if not url:
@@ -221,21 +223,25 @@ def _backend(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
     pipeline.handshakes.timeout = settings["backend_ack_timeout"]
     events = BackendEvents(pipeline)
     timeout = settings["backend_timeout"]
-    follower = WebSocketFollower(_ws_base(url) + "/ws", "backend", stats, events, timeout)
+    follower = WebSocketFollower(
+        _ws_base(url) + "/ws", "backend", stats, events,
+        _failure_counter(pipeline, BACKEND_SOURCE), timeout,
+    )  # fmt: skip
     poller = BackendPoller(
-        url, timeout, events, lambda: stats.websocket_connected.get("backend", 0) == 1
-    )
+        url, timeout, settings["max_response_bytes"], events,
+        lambda: stats.websocket_connected.get("backend", 0) == 1,
+    )  # fmt: skip
     return [follower, PeriodicSampler(poller, pipeline.readings, settings["backend_interval"])]
 
 
-def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
+def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
     """Router events: the JSONL trace followed, the SQLite queue polled (build_pipeline has
     attached the mapping's state)."""
     if pipeline.router is None:
         return []
     from exporter.sources.router import RouterTable
 
-    background: list[Background] = []
+    background: list[Worker] = []
     if settings.get("router_events"):
         state_file = settings.get("state_file")
         store = CursorStore(Path(state_file + ".router")) if state_file else None
@@ -256,6 +262,10 @@ def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Background]:
         )
         background.append(PeriodicSampler(table, pipeline.readings, settings["router_interval"]))
     return background
+
+
+def _failure_counter(pipeline: Pipeline, source: str) -> Callable[[Exception], object]:
+    return lambda exc: pipeline.input_failed(source, exc)
 
 
 def _declare(stats: Stats, source: str) -> None:

@@ -7,13 +7,17 @@ environment variable names, the YAML keys and ``--help`` all come from it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
+
+from exporter.sources.regular_files import read_regular
+
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(Exception):
@@ -36,8 +40,15 @@ def _non_negative_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
-        raise ValueError(f"{value} is not positive")
+    if not 0 < value < math.inf:  # NaN fails this too
+        raise ValueError(f"{value} is not a positive number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{value} is not a number of seconds")
     return value
 
 
@@ -113,6 +124,12 @@ OPTIONS: tuple[Option, ...] = (
            "counted as line_too_long.", _positive_int, group="inputs"),
     Option("max_body_bytes", 16 << 20, "Largest POST /v1/events body; larger ones get 413.",
            _positive_int, group="inputs"),
+    Option("body_timeout", 30.0, "Seconds a POST /v1/events body may take to arrive; a "
+           "client that stalls longer gets 408 and its body is counted as body_incomplete.",
+           _positive_float, group="inputs"),
+    Option("max_response_bytes", 8 << 20, "Largest REST response read from the trading "
+           "bridge or the training backend; a larger one is cut off, left out of that poll "
+           "and counted as response_too_large.", _positive_int, group="inputs"),
     Option("listen", ("127.0.0.1", 9464), "HOST:PORT to serve /metrics, /healthz, /readyz, "
            "/api/runs and POST /v1/events on.", _listen, group="server"),
     Option("tls_cert_file", None, "PEM certificate: serve HTTPS (with --tls-key-file).",
@@ -155,8 +172,9 @@ OPTIONS: tuple[Option, ...] = (
            group="trading bridge", metavar="URL"),
     Option("bridge_interval", 5.0, "Seconds between polls of the bridge's REST endpoints.",
            _positive_float, group="trading bridge"),
-    Option("bridge_timeout", 2.0, "Seconds one bridge request may take; a slower one is "
-           "counted as a timeout.", _positive_float, group="trading bridge"),
+    Option("bridge_timeout", 2.0, "Seconds one bridge request may take, from connecting to "
+           "its last byte; a slower one is cut off and counted as a timeout.", _positive_float,
+           group="trading bridge"),
     Option("backend_url", None, "Base URL of a training backend (seed 003), e.g. "
            "http://127.0.0.1:8000: its /ws messages become runs (job_id as run_id), GET / is "
            "its health, GET /jobs starts the start-handshake clock.", group="training backend",
@@ -164,8 +182,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("backend_interval", 10.0, "Seconds between REST checks of the backend (health, "
            "job listing, job status while the WebSocket is down).", _positive_float,
            group="training backend"),
-    Option("backend_timeout", 2.0, "Seconds one backend request may take.", _positive_float,
-           group="training backend"),
+    Option("backend_timeout", 2.0, "Seconds one backend request may take, from connecting to "
+           "its last byte.", _positive_float, group="training backend"),
     Option("backend_ack_timeout", 30.0, "Seconds a job may wait between accepted and "
            "training.started before it counts in training_job_ack_timeouts_total.",
            _positive_float, group="training backend"),
@@ -198,8 +216,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_error_types_per_run", 32, "Error types per run; more fold into 'other'.",
            _positive_int, group="limits"),
     Option("max_clock_skew", 5.0, "Seconds an event may be older than its run's latest (or "
-           "start) before it is rejected as out_of_order (before_run_start).", float,
-           group="limits"),
+           "start) before it is rejected as out_of_order (before_run_start).",
+           _non_negative_float, group="limits"),
     Option("log_level", "info", "debug, info, warning or error.", _log_level, group="general"),
 )  # fmt: skip
 
@@ -256,8 +274,10 @@ def _parse(option: Option, value: Any, origin: str) -> Any:
         if option.many:
             items = value if isinstance(value, list) else [value]
             return [option.parse(str(item)) for item in items]
-        if option.parse is _listen and isinstance(value, list | tuple):
-            return tuple(value)
+        if option.parse is _listen and isinstance(value, list | tuple):  # [host, port]
+            if len(value) != 2:
+                raise ValueError(f"{value!r} is not [HOST, PORT]")
+            value = f"{value[0]}:{value[1]}"
         return option.parse(value if isinstance(value, bool) else str(value))
     except ValueError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
@@ -267,14 +287,23 @@ def _load_yaml(path: str | None, names: list[str]) -> dict[str, Any]:
     if not path:
         return {}
     try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        content = read_regular(path, MAX_CONFIG_BYTES + 1)
+        if len(content) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path}: over {MAX_CONFIG_BYTES} bytes")
+        loaded = yaml.safe_load(content.decode()) or {}
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
+        message = " ".join(str(exc).split())  # one line
+        raise ConfigError(f"config file {path}: not valid YAML: {message}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: nested too deep") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path}: expected a mapping of option: value")
-    unknown = sorted(set(loaded) - set(names))
+    unknown = sorted(k if isinstance(k, str) and k.isidentifier() else repr(k)
+                     for k in set(loaded) - set(names))  # fmt: skip
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(names)}"

@@ -29,7 +29,9 @@ REJECT_REASONS: tuple[str, ...] = (
     "invalid_json",
     "not_an_object",
     "line_too_long",
+    "not_a_regular_file",
     "body_too_large",
+    "body_incomplete",
     "missing_field",
     "wrong_type",
     "invalid_value",
@@ -40,6 +42,9 @@ REJECT_REASONS: tuple[str, ...] = (
     "before_run_start",
     "out_of_order",
     "pid_file_invalid",
+    "too_deeply_nested",
+    "number_too_large",
+    "processing_failed",
 )
 
 STATUSES: tuple[str, ...] = ("running", "completed", "failed", "crashed", "interrupted")
@@ -86,8 +91,14 @@ def _doc(kind: Any, text: str) -> Any:
     return Annotated[kind, Meta(description=text)]
 
 
+MAX_EXACT_INTEGER = 2**53
+"""Largest count accepted: every value becomes a float sample, exact only up to 2**53, and
+an integer past a float's range would break every scrape of the run."""
+MAX_CONFIG_DEPTH = 32
+"""Deepest nesting of objects and arrays kept in a run's config (served by /api/runs)."""
+
 Ident = Annotated[str, Meta(min_length=1, max_length=MAX_IDENTIFIER_CHARS)]
-Count = Annotated[int, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0, le=MAX_EXACT_INTEGER)]
 Seconds = Annotated[float, Meta(ge=0)]
 MAX_EPOCH_SECONDS = 1e10
 """Latest timestamp accepted (year 2286): OTLP carries times as 64-bit nanoseconds."""
@@ -229,6 +240,9 @@ def parse_lines(lines: list[bytes], max_line_bytes: int) -> list[Parsed]:
         except Rejected as rejected:
             append(rejected.as_refused())
             continue
+        except Exception as exc:  # whatever one line does stays with that line
+            append(_failure(exc).as_refused())
+            continue
         append(event)
     return parsed
 
@@ -249,6 +263,8 @@ def validate(value: Any) -> Event:
         event = msgspec.convert(value, AnyEvent)
     except msgspec.ValidationError as exc:
         raise _rejection(exc, b"") from None
+    except Exception as exc:  # recursion, memory: a rejection of this value
+        raise _failure(exc) from None
     return _complete(event)
 
 
@@ -272,7 +288,32 @@ def _complete(event: Event) -> Event:
             raise Rejected("invalid_timestamp", f"{timestamp.isoformat()} is out of range")
     if event.__class__ in _NEEDS_NORMALISING:
         _normalise(event)
+    elif event.__class__ is RunStart and event.config and _deeper_than(event.config):
+        raise Rejected("too_deeply_nested", f"config nested over {MAX_CONFIG_DEPTH} levels")
     return event
+
+
+def _deeper_than(value: Any, limit: int = MAX_CONFIG_DEPTH) -> bool:
+    """Whether objects and arrays nest in ``value`` more than ``limit`` levels (no recursion:
+    the value may be as deep as the decoder allowed)."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def _failure(exc: Exception) -> Rejected:
+    """An input whose parsing raised something other than a decode error."""
+    if isinstance(exc, RecursionError):
+        return Rejected("too_deeply_nested", "JSON nested deeper than the parser allows")
+    return Rejected("processing_failed", f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 def _normalise(event: Event) -> None:
@@ -294,6 +335,7 @@ _MESSAGE_REASONS: tuple[tuple[str, str], ...] = (
     ("at `$.timestamp`", "invalid_timestamp"),
     ("of length <=", "value_too_long"),
     ("of length >=", "invalid_value"),
+    (f"<= {MAX_EXACT_INTEGER}", "number_too_large"),
     ("` >=", "invalid_value"),
     ("` <=", "invalid_value"),
     ("Expected `object`, got", "not_an_object"),

@@ -10,6 +10,7 @@ Pure: the times are the backend's, and the caller's clock for the timeout check.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 from exporter.state import Histogram
@@ -27,6 +28,15 @@ class Handshakes:
         self.started: OrderedDict[str, None] = OrderedDict()
         self.latency = Histogram.empty(ACK_BUCKETS)
         self.timeouts = 0
+
+    def snapshot(self) -> Handshakes:
+        """A copy that later handshakes will not change, for rendering outside the lock."""
+        handshakes = copy.copy(self)
+        handshakes.pending = self.pending.copy()
+        handshakes.late = self.late.copy()
+        handshakes.started = self.started.copy()
+        handshakes.latency = self.latency.copy()
+        return handshakes
 
     def accepted(self, job: str, at: float) -> None:
         if job not in self.pending and job not in self.late and job not in self.started:

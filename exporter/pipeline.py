@@ -1,16 +1,19 @@
 """The one place where sources meet the state: parse, reduce, hand outputs on.
 
-Sources (file tailer, HTTP ingest, PID files) call in from their own threads or
-the event loop; one lock serialises them with scrapes and OTel collections, so
-the reducer itself stays single-threaded and free of locking.
+Sources (file tailer, HTTP ingest, PID files, followers) call in from their own
+threads; one lock serialises them, so the reducer itself stays single-threaded
+and free of locking. The lock is never held for long: a batch is applied in
+slices of :data:`APPLY_SLICE` items, and the outputs render from a
+:meth:`Pipeline.snapshot`, copied under the lock and read outside it, so a big
+POST and a scrape of a hundred runs never wait on each other for more than a
+slice or a copy.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,10 +27,14 @@ from exporter.stats import Stats
 
 log = logging.getLogger(__name__)
 
+APPLY_SLICE = 500
+"""Items applied per hold of the pipeline lock (about a millisecond of reduction)."""
+
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """What the outputs may read of the pipeline: taken under its lock (``Pipeline.view``)."""
+    """What the outputs may read of the pipeline: copies taken under its lock
+    (:meth:`Pipeline.snapshot`) that nothing changes afterwards."""
 
     state: State
     stats: Stats
@@ -52,7 +59,9 @@ class Pipeline:
         self.max_line_bytes = max_line_bytes
         self._sinks: list[OutputSink] = []
         self._failed_sinks: set[OutputSink] = set()  # logged once each
+        self._failed_inputs: set[str] = set()  # sources whose input raised, logged once each
         self._lock = threading.Lock()
+        self._snapshot: tuple[float, View] | None = None  # (monotonic time taken, view)
 
     def add_sink(self, sink: OutputSink) -> None:
         """Send spans and durations to ``sink``; the reducer builds them from now on."""
@@ -83,22 +92,28 @@ class Pipeline:
         refused, by the parser or the reducer; all are counted."""
         rejections: list[tuple[int, Refused]] = []
         apply = self.state.apply
-        with self._lock:
-            for index, item in enumerate(items):
-                if item is None:
-                    continue
-                if item.__class__ is Refused:
-                    self.reject(source, item)
-                    rejections.append((index, item))
-                    continue
-                try:
-                    outputs = apply(item)
-                except Rejected as rejected:
-                    self.reject(source, rejected)
-                    rejections.append((index, rejected.as_refused()))
-                    continue
-                if outputs:
-                    self._hand_on(outputs, index >= spans_from)
+        for first in range(0, len(items), APPLY_SLICE):
+            with self._lock:
+                for index in range(first, min(first + APPLY_SLICE, len(items))):
+                    item = items[index]
+                    if item is None:
+                        continue
+                    if item.__class__ is Refused:
+                        self.reject(source, item)
+                        rejections.append((index, item))
+                        continue
+                    try:
+                        outputs = apply(item)
+                    except Rejected as rejected:
+                        self.reject(source, rejected)
+                        rejections.append((index, rejected.as_refused()))
+                        continue
+                    except Exception as exc:  # a reducer bug costs one event
+                        refused = self.input_failed(source, exc)
+                        rejections.append((index, refused))
+                        continue
+                    if outputs:
+                        self._hand_on(outputs, index >= spans_from)
         accepted = len(items) - items.count(None) - len(rejections)
         self.stats.count(self.stats.ingested, source, accepted)
         return rejections
@@ -111,19 +126,24 @@ class Pipeline:
         router = self.router
         assert router is not None, "ingest_router needs pipeline.router"
         accepted = 0
-        with self._lock:
-            for index, value in enumerate(values):
-                if isinstance(value, Rejected):  # refused by the reader already
-                    self.reject(source, value)
-                    continue
-                try:
-                    outputs = router.apply(value, received_at)
-                except Rejected as rejected:
-                    self.reject(source, rejected)
-                    continue
-                accepted += 1
-                if outputs:
-                    self._hand_on(outputs, index >= spans_from)
+        for first in range(0, len(values), APPLY_SLICE):
+            with self._lock:
+                for index in range(first, min(first + APPLY_SLICE, len(values))):
+                    value = values[index]
+                    if isinstance(value, Rejected):  # refused by the reader already
+                        self.reject(source, value)
+                        continue
+                    try:
+                        outputs = router.apply(value, received_at)
+                    except Rejected as rejected:
+                        self.reject(source, rejected)
+                        continue
+                    except Exception as exc:  # a reducer bug costs one event
+                        self.input_failed(source, exc)
+                        continue
+                    accepted += 1
+                    if outputs:
+                        self._hand_on(outputs, index >= spans_from)
         self.stats.count(self.stats.ingested, source, accepted)
 
     def observe_process(self, observation: ProcessObservation) -> None:
@@ -154,12 +174,32 @@ class Pipeline:
     def reject(self, source: str, rejected: Rejected | Refused) -> None:
         self.stats.count(self.stats.rejected, (source, rejected.reason))
 
-    @contextmanager
-    def view(self) -> Iterator[View]:
+    def input_failed(self, source: str, exc: Exception) -> Refused:
+        """Count an input whose handling raised (a bug, not bad input): one rejection as
+        ``processing_failed``, and the traceback logged once per source."""
+        refused = Refused("processing_failed", f"{type(exc).__name__}: {str(exc)[:200]}")
+        self.reject(source, refused)
+        if source not in self._failed_inputs:
+            self._failed_inputs.add(source)
+            log.error("%s input could not be processed; it is counted as processing_failed "
+                      "and skipped", source, exc_info=exc)  # fmt: skip
+        return refused
+
+    def snapshot(self, max_age: float = 0.0) -> View:
+        """What the outputs render: the state copied under the lock (a few milliseconds for
+        a hundred runs), read outside it. A snapshot younger than ``max_age`` seconds is
+        reused, so the instruments of one OTel collection share one copy."""
+        taken = self._snapshot
+        if taken is not None and time.monotonic() - taken[0] < max_age:
+            return taken[1]
+        readings = self.readings.snapshot()  # immutable samples, behind a lock of their own
         with self._lock:
-            yield View(
-                self.state, self.stats, self.readings.snapshot(), self.handshakes, self.router
+            router = self.router.snapshot() if self.router is not None else None
+            view = View(
+                self.state.snapshot(), self.stats, readings, self.handshakes.snapshot(), router
             )
+        self._snapshot = (time.monotonic(), view)
+        return view
 
     def _hand_on(self, outputs: list[Output], emit_spans: bool) -> None:
         for sink in self._sinks:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,13 @@ from exporter.sources.attribution import no_runs
 from exporter.sources.jsonl import CursorStore, Tailer
 from exporter.sources.pidfile import PidFileWatcher
 from exporter.stats import PID_FILE_SOURCE
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_SECONDS = 5.0
+"""Longest a shutdown waits for threads and the last OTLP export, after the cursors."""
+GRACEFUL_SHUTDOWN_SECONDS = 3.0
+"""Longest the server waits for open connections (a stalled client) before stopping."""
 
 
 def _check_tls(cert: str | None, key: str | None) -> None:
@@ -86,6 +97,7 @@ class Runtime:
             self.pipeline,
             ready=lambda: self.tailer is None or self.tailer.ready.is_set(),
             max_body_bytes=settings["max_body_bytes"],
+            body_timeout=settings["body_timeout"],
             basic_auth=basic_auth,
             lifespan=self._lifespan,
         )
@@ -107,15 +119,21 @@ class Runtime:
             background.start()
 
     def stop(self) -> None:
-        if self.tailer is not None:
-            self.tailer.stop()
-        if self.pid_watcher is not None:
-            self.pid_watcher.stop()
-        for background in self.background:
-            background.stop()
-        if self.otlp is not None:
-            self.otlp.flush()
-            self.otlp.shutdown()
+        """Stop within about SHUTDOWN_SECONDS: the file cursors are saved first, every
+        thread is asked to end at once, and the last OTLP export gets what time is left.
+        A second SIGINT or SIGTERM meanwhile exits at once."""
+        with _second_signal_exits():
+            log.info("stopping within %g s (a second SIGINT or SIGTERM exits at once)",
+                     SHUTDOWN_SECONDS)  # fmt: skip
+            deadline = time.monotonic() + SHUTDOWN_SECONDS
+            workers = [w for w in (self.tailer, self.pid_watcher) if w is not None]
+            workers += self.background
+            for worker in workers:
+                worker.request_stop()
+            for worker in workers:  # the tailer first: it saves the cursors
+                worker.join(deadline - time.monotonic())
+            if self.otlp is not None:
+                self.otlp.close(max(1.0, deadline - time.monotonic()))
 
     def serve(self) -> None:
         host, port = self.settings["listen"]
@@ -127,4 +145,25 @@ class Runtime:
             access_log=False,
             ssl_certfile=self.settings.get("tls_cert_file"),
             ssl_keyfile=self.settings.get("tls_key_file"),
+            # stalled clients do not hold up an exit
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
+
+
+@contextmanager
+def _second_signal_exits() -> Iterator[None]:
+    """While shutting down, a second SIGINT or SIGTERM ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_now(signum: int, frame: object) -> None:
+        log.warning("second %s while shutting down: exiting now", signal.Signals(signum).name)
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, exit_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

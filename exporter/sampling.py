@@ -71,6 +71,9 @@ class PeriodicSampler(Worker):
         finally:
             self.source.close()
 
+    def _crashed(self) -> None:
+        self._cache.mark_down(self.source.name)
+
     def _open_until_stopped(self) -> bool:
         while not self._stop.is_set():
             try:

@@ -8,6 +8,7 @@ from prometheus-client's own encoders, content negotiation included.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client.exposition import choose_encoder
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from exporter import __version__
 from exporter.events import Rejected
@@ -75,6 +78,7 @@ def create_app(
     *,
     ready: Callable[[], bool] = lambda: True,
     max_body_bytes: int = 16 << 20,
+    body_timeout: float = 30.0,
     basic_auth: tuple[str, str] | None = None,
     lifespan: Any = None,
 ) -> FastAPI:
@@ -112,8 +116,7 @@ def create_app(
 
     @app.get("/api/runs")
     def runs() -> list[dict[str, Any]]:
-        with pipeline.view() as view:
-            return [run_json(run) for run in view.state.runs.values()]
+        return [run_json(run) for run in pipeline.snapshot().state.runs.values()]
 
     @app.post("/v1/events", status_code=202)
     async def post_events(request: Request) -> JSONResponse:
@@ -121,13 +124,20 @@ def create_app(
         if declared.isdigit() and int(declared) > max_body_bytes:
             return _too_large(pipeline, max_body_bytes)
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                return _too_large(pipeline, max_body_bytes)
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > max_body_bytes:
+                        return _too_large(pipeline, max_body_bytes)
+        except (TimeoutError, ClientDisconnect):
+            pipeline.reject(SOURCE, Rejected("body_incomplete", "body not received whole"))
+            return _error(408, f"the body did not arrive whole within {body_timeout:g} s")
         if not body.strip():
             return _error(400, "empty body: send one event, a JSON array, or NDJSON")
-        result = ingest_body(bytes(body), pipeline)
+        # Parsed and applied off the event loop (in slices of the pipeline lock), so a big
+        # body never holds up /metrics or other clients.
+        result = await run_in_threadpool(ingest_body, bytes(body), pipeline)
         payload = {"accepted": result.accepted, "rejected": result.rejected}
         if result.rejected:
             return _error(

@@ -10,6 +10,7 @@ checkpoints, error types) is enforced here and what it cuts is counted in
 from __future__ import annotations
 
 import bisect
+import copy
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +126,9 @@ class Histogram:
         self.total += value
         self.count += 1
 
+    def copy(self) -> Histogram:
+        return Histogram(self.bounds, self.counts.copy(), self.total, self.count)
+
 
 @dataclass(slots=True)
 class Run:
@@ -168,6 +172,28 @@ class Run:
     def best_checkpoint(self) -> str | None:
         return next((cid for cid, c in self.checkpoints.items() if c.is_best), None)
 
+    def snapshot(self) -> Run:
+        """A copy the reducer will not change, for rendering outside the pipeline lock:
+        every container the reducer mutates is copied (values are immutable or replaced
+        whole, like ``config``); open spans are left out, outputs never read them."""
+        run = copy.copy(self)
+        run.stages = {
+            name: Stage(stage.progress_ratio, stage.seconds, stage.entered_at)
+            for name, stage in self.stages.items()
+        }
+        run.target_best_auc = self.target_best_auc.copy()
+        run.target_completions = self.target_completions.copy()
+        run.target_durations = self.target_durations.copy()
+        run.errors = self.errors.copy()
+        run.metrics = self.metrics.copy()
+        run.checkpoints = {  # a checkpoint's metrics are replaced whole, never changed
+            cid: Checkpoint(c.step, c.metrics, c.is_best, c.timestamp, c.filepath)
+            for cid, c in self.checkpoints.items()
+        }
+        run.root_span = run.stage_span = None
+        run.target_spans = {}
+        return run
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessObservation:
@@ -202,6 +228,14 @@ class State:
         self.runs: dict[str, Run] = {}
         self.events_by_type: Counter[str] = Counter(dict.fromkeys(EVENT_TYPE_NAMES, 0))
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
+
+    def snapshot(self) -> State:
+        """The state as it is now, in copies the reducer will not change (see Run.snapshot)."""
+        state = copy.copy(self)
+        state.runs = {run_id: run.snapshot() for run_id, run in self.runs.items()}
+        state.events_by_type = self.events_by_type.copy()
+        state.dropped = self.dropped.copy()
+        return state
 
     # -- entry points -----------------------------------------------------------------------
 

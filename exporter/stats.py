@@ -40,6 +40,7 @@ class Stats:
         self.trading_events: Counter[str] = Counter()  # bridge event-bus messages by type
         self.websocket_reconnects: Counter[str] = Counter()  # by channel
         self.websocket_connected: Counter[str] = Counter()  # by channel: 1 or 0, a gauge
+        self.render_errors: Counter[str] = Counter()  # samples left out of a collection
 
     def declare(self, counter: Counter, keys: list[object]) -> None:
         """Start these series at 0 (a source that is configured declares its own)."""

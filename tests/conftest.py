@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import HealthCheck, settings
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -24,6 +25,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNWATCH = [sys.executable, "-m", "exporter"]
+
+# Property-based tests: a bounded number of examples in CI; scripts/fuzz runs the "long"
+# profile (and atheris) for a long session. No deadline: these machines are noisy.
+_SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=_SLOW)
+settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=_SLOW)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

@@ -73,7 +73,7 @@ def test_the_rest_fallback_finishes_jobs_while_the_websocket_is_down(bridge) -> 
     pipeline = Pipeline()
     events = BackendEvents(pipeline)
     events(orjson.dumps({"type": "training.started", "job_id": job["job_id"]}))
-    poller = BackendPoller(reference.url, 2.0, events, websocket_up=lambda: False)
+    poller = BackendPoller(reference.url, 2.0, 1 << 20, events, websocket_up=lambda: False)
     poller.open()
     try:
         wait_for(lambda: reference.get(f"/jobs/{job['job_id']}")["status"] == "completed",

@@ -128,7 +128,7 @@ def test_the_contract_accepts_the_shapes_the_seed_allows() -> None:
 
 def test_positions_beyond_the_bound_are_cut_largest_kept_and_counted() -> None:
     stats = Stats()
-    poller = BridgePoller("http://unused", 1.0, stats, max_positions=2)
+    poller = BridgePoller("http://unused", 1.0, stats, max_positions=2, max_bytes=1 << 20)
     values = {"A": 10.0, "B": -500.0, "C": 30.0, "D": 1.0}
     body = [{"symbol": s, "quantity": 1, "market_value": v} for s, v in values.items()]
     sample = poller._assemble({"/api/positions": positions_from(body)})
@@ -215,7 +215,7 @@ def test_a_websocket_broken_mid_frame_is_reconnected_never_fatal() -> None:
     threading.Thread(target=half_frames, daemon=True).start()
     stats, received = Stats(), []
     url = f"ws://127.0.0.1:{port}/ws/events"
-    follower = WebSocketFollower(url, "events", stats, received.append, open_timeout=2.0)
+    follower = WebSocketFollower(url, "events", stats, received.append, print, open_timeout=2.0)
     follower.start()
     try:
         wait_for(lambda: len(accepted) >= 2, what="a reconnect after the broken frame")

@@ -105,6 +105,21 @@ CASES = [
     (orjson.dumps({**event("run_start"), "timestamp": None}), "invalid_timestamp"),
     (orjson.dumps(event("launch_rockets")), "unknown_event_type"),
     (orjson.dumps({**event("run_start"), "event_type": 7}), "unknown_event_type"),
+    # a count past what a float sample carries exactly (2**53): once broke every scrape
+    (orjson.dumps(event("metric_update", metrics={}, step=2**53 + 1)), "number_too_large"),
+    (orjson.dumps(event("metric_update", metrics={})).replace(b"{}", b'{}, "step": ' +
+     b"9" * 400), "number_too_large"),
+    (json.dumps(event("progress", stage="s", progress_pct=5, targets_total=10**30)).encode(),
+     "number_too_large"),
+    (json.dumps(event("checkpoint_saved", checkpoint_id="c", step=2**64)).encode(),
+     "number_too_large"),
+    # nesting: past the parser's recursion limit, and a config deeper than 32 levels
+    (orjson.dumps(event("run_start")).replace(b"}", b', "config": {"a": ' + b"[" * 2000 +
+     b"]" * 2000 + b"}}"), "too_deeply_nested"),
+    (orjson.dumps(event("run_start")).replace(b"}", b', "unknown": ' + b"[" * 5000 +
+     b"]" * 5000 + b"}"), "too_deeply_nested"),
+    (orjson.dumps(event("run_start")).replace(b"}", b', "config": {"a": ' + b"[" * 33 +
+     b"]" * 33 + b"}}"), "too_deeply_nested"),
 ]  # fmt: skip
 
 
@@ -117,8 +132,18 @@ def test_bad_lines_are_rejected_with_their_reason(line: bytes, reason: str) -> N
 
 
 def test_huge_but_finite_numbers_are_accepted() -> None:
-    parsed = parse_line(orjson.dumps(event("metric_update", metrics={"x": 1e308}, step=2**62)))
-    assert parsed.metrics["x"] == 1e308 and parsed.step == 2**62
+    parsed = parse_line(orjson.dumps(event("metric_update", metrics={"x": 1e308}, step=2**53)))
+    assert parsed.metrics["x"] == 1e308 and parsed.step == 2**53
+
+
+def test_a_config_nested_32_levels_is_kept() -> None:
+    config: dict = {}
+    inner = config
+    for _ in range(31):
+        inner["a"] = {}
+        inner = inner["a"]
+    parsed = parse_line(orjson.dumps(event("run_start", config=config)))
+    assert parsed.config == config
 
 
 def test_shipped_schema_is_the_generated_one() -> None:

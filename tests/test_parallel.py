@@ -36,5 +36,5 @@ def test_parallel_and_serial_replays_are_identical(tmp_path: Path) -> None:
 
 
 def test_a_file_the_worker_cannot_read_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(OSError, match="Is a directory"):
+    with pytest.raises(OSError, match="not a regular file"):
         ParallelReader([str(tmp_path)], 1000).feed(Pipeline(), "jsonl")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -174,3 +175,75 @@ def test_an_unreadable_state_file_is_ignored(tmp_path: Path, tail) -> None:
     state.write_bytes(b"{garbage")
     _, got = tail(path, store=CursorStore(state))
     assert got.lines == [(b"l1", True)]
+
+
+def test_a_truncation_and_a_longer_rewrite_between_two_looks_is_read_from_the_start(
+    tmp_path: Path,
+) -> None:
+    """copytruncate, then a fast writer past the old offset before the next scan: the bytes
+    already read have changed, so the file is read again from its start."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"a1\na2\n")
+    got = Collected(1 << 20)
+    tailer = Tailer([str(path)], got.sink, on_rotation=got.rotations.append)
+    tailer.scan()
+    with path.open("r+b") as handle:
+        handle.truncate(0)
+    append(path, b"b1\nb2\nb3\n")  # longer than what was read, before the tailer looks again
+    tailer.scan()
+    tailer.stop()
+    assert got.texts() == [b"a1", b"a2", b"b1", b"b2", b"b3"]
+    assert got.rotations == ["truncated"]
+
+
+def test_a_rewrite_that_keeps_the_bytes_read_is_an_append(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"a1\na2\n")
+    got = Collected(1 << 20)
+    tailer = Tailer([str(path)], got.sink, on_rotation=got.rotations.append)
+    tailer.scan()
+    path.write_bytes(b"a1\na2\na3\n")  # a writer that rewrites the whole file each time
+    tailer.scan()
+    tailer.stop()
+    assert got.texts() == [b"a1", b"a2", b"a3"] and got.rotations == []
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "version None"),
+        (b"{garbage", "unexpected"),
+        (b'{"version": 7, "files": []}', "version 7"),
+        (b'{"version": 1, "files": [{"device": "x"}]}', "Expected `int`"),
+        (b"[1, 2]", "object has no attribute"),
+    ],
+)
+def test_a_state_file_that_is_empty_corrupt_or_of_another_version_is_set_aside(
+    tmp_path: Path, content: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state.json"
+    state.write_bytes(content)
+    assert CursorStore(state).load() == {}
+    (record,) = caplog.records
+    assert why in record.getMessage() and "starting without cursors" in record.getMessage()
+
+
+def test_a_state_file_that_cannot_be_written_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"l1\n")
+    blocker = tmp_path / "state"  # a file where the state file's folder should be
+    blocker.write_bytes(b"")
+    store = CursorStore(blocker / "cursor.json")
+    tailer = Tailer([str(path)], Collected(100).sink, cursor_store=store)
+    tailer.scan()
+    for _ in range(3):
+        tailer.save_cursors()
+    blocker.unlink()  # writable again
+    tailer.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot write state file" in m for m in messages) == 1
+    assert any("written again" in m for m in messages)
+    assert store.load() != {}

@@ -15,11 +15,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from exporter.sources.regular_files import read_regular
+
+MAX_MAPPING_BYTES = 1 << 20
 NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 SERIES_SUFFIXES = r"_(total|bucket|count|sum|created|info)$"  # what a family name may not end in
@@ -108,7 +110,10 @@ def load_mapping(path: str | None) -> Mapping:
         text = resources.files(__package__).joinpath("builtin.yaml").read_text()
         return parse_mapping(text, "built-in mapping")
     try:
-        text = Path(path).read_text()
+        content = read_regular(path, MAX_MAPPING_BYTES + 1)
+        if len(content) > MAX_MAPPING_BYTES:
+            raise MappingError(f"{path}: over {MAX_MAPPING_BYTES} bytes")
+        text = content.decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise MappingError(
             f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
@@ -126,6 +131,8 @@ def parse_mapping(text: str, origin: str) -> Mapping:
         raise MappingError(f"{origin}: not valid YAML: {exc}") from None
     except _KeyProblem as problem:
         raise MappingError(f"{origin}:{problem.line}: {problem.reason}") from None
+    except RecursionError:
+        raise MappingError(f"{origin}: nested too deep") from None
     return _Checker(origin).mapping(document)
 
 

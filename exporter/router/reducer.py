@@ -10,6 +10,7 @@ its key field), is counted in ``dropped``.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter, OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -86,6 +87,28 @@ class RouterState:
                 for event_type in types(rule):
                     routes.setdefault(event_type, []).append((handle, rule))
         self._routes = routes
+
+    def snapshot(self) -> RouterState:
+        """A copy the reducer will not change, for rendering outside the pipeline lock."""
+        state = copy.copy(self)
+        state.events = self.events.copy()
+        state.counters = {name: counter.copy() for name, counter in self.counters.items()}
+        state.gauges = {
+            name: OrderedDict(
+                (key, value.copy() if isinstance(value, dict) else value)
+                for key, value in values.items()
+            )
+            for name, values in self.gauges.items()
+        }
+        state.open_spans = {name: spans.copy() for name, spans in self.open_spans.items()}
+        state.span_durations = {key: h.copy() for key, h in self.span_durations.items()}
+        state.unmatched_ends = self.unmatched_ends.copy()
+        state.flows = {name: flows.copy() for name, flows in self.flows.items()}
+        state.flows_completed = self.flows_completed.copy()
+        state.flow_steps = {key: h.copy() for key, h in self.flow_steps.items()}
+        state.flow_durations = {key: h.copy() for key, h in self.flow_durations.items()}
+        state.dropped = self.dropped.copy()
+        return state
 
     def apply(self, event: Any, received_at: float) -> list[Output]:
         """Reduce one decoded event; raises Rejected (counted by the caller) for an event

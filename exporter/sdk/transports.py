@@ -10,6 +10,7 @@ backing off 1, 2, 4 … 30 s while runwatch is unreachable.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
@@ -169,11 +170,15 @@ class OtelTransport:
         self._pipeline = Pipeline()
         self._otlp = OtlpOutput(self._pipeline, settings)
         self._pipeline.add_sink(self._otlp)
+        self._closed = False
+        atexit.register(self.close)  # a script that never closes still sends its last spans
 
     def send(self, event: dict[str, Any]) -> None:
         self._pipeline.ingest_value(json.loads(encode(event)), "sdk")
 
-    def close(self) -> None:
-        """Export what is left (spans, a last metric collection) and stop."""
-        self._otlp.flush()
-        self._otlp.shutdown()
+    def close(self, timeout: float = 10.0) -> None:
+        """Export what is left (spans, a last metric collection) and stop; a collector that
+        does not answer within ``timeout`` seconds does not hold up the script's exit."""
+        if not self._closed:
+            self._closed = True
+            self._otlp.close(timeout)

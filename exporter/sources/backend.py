@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import httpx
 import orjson
 from pydantic import AliasChoices, Field, ValidationError
 
 from exporter.pipeline import Pipeline
 from exporter.sampling import SourceUnavailable
-from exporter.sources.contract import Count, Name, Number, Tolerant, Unreachable, get_json
+from exporter.sources.contract import Count, Name, Number, Tolerant
+from exporter.sources.rest import Failed, JsonClient, Unreachable
 from exporter.stats import BACKEND_SOURCE
 
 MAX_JOBS = 1000
@@ -195,28 +195,30 @@ class BackendPoller:
 
     name = BACKEND_SOURCE
 
-    def __init__(self, url: str, timeout: float, events: BackendEvents,
+    def __init__(self, url: str, timeout: float, max_bytes: int, events: BackendEvents,
                  websocket_up: Callable[[], bool]) -> None:  # fmt: skip
         self._url = url.rstrip("/")
         self._timeout = timeout
+        self._max_bytes = max_bytes
         self._events = events
         self._websocket_up = websocket_up
-        self._client: httpx.Client | None = None
+        self._client: JsonClient | None = None
 
     def open(self) -> None:
-        self._client = httpx.Client(base_url=self._url, timeout=self._timeout)
+        self._client = JsonClient(self._url, self._timeout, self._max_bytes, self._events.reject)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
 
     def sample(self) -> BackendHealth:
+        assert self._client is not None
         try:
-            healthy = get_json(self._client, "/", self._events.reject) is not None
+            health = self._client.get("/")
         except Unreachable as exc:
             raise SourceUnavailable(f"training backend {exc}") from None
-        if not healthy:
-            raise SourceUnavailable(f"training backend {self._url}: GET / failed")
+        if isinstance(health, Failed):
+            raise SourceUnavailable(f"training backend {self._url}: GET / {health.reason}")
         listed = self._listing()
         if not self._websocket_up():
             self._fall_back()
@@ -254,6 +256,7 @@ class BackendPoller:
         """An optional endpoint's JSON, or None (failures counted, 404 not)."""
         assert self._client is not None
         try:
-            return get_json(self._client, path, self._events.reject, optional=True)
+            body = self._client.get(path, optional=True)
         except Unreachable:
             return None
+        return None if isinstance(body, Failed) else body

@@ -2,11 +2,13 @@
 its event bus (``/ws/events``) followed over a WebSocket.
 
 REST: each poll reads the six endpoints of :mod:`exporter.sources.bridge_contract`
-into one :class:`~exporter.readings.TradingSample`. An endpoint that fails (timeout,
-non-2xx, not JSON, off contract) is counted by reason in
+at once (:class:`~exporter.sources.rest.JsonClient`: each request bounded in time and
+size as a whole) into one :class:`~exporter.readings.TradingSample`. An endpoint that
+fails (timeout, non-2xx, too large, not JSON, off contract) is counted by reason in
 ``runwatch_events_rejected_total{source="bridge"}`` and left out of that sample, so
-its series vanish instead of freezing; a bridge that cannot be reached at all fails
-the sample, and the sampler reports the source down until it answers again.
+its series vanish instead of freezing; a bridge that cannot be reached at all, or
+whose every endpoint failed, fails the sample, and the sampler reports the source
+down until it answers again.
 
 WebSocket (:class:`~exporter.sources.websocket.WebSocketFollower`, a thread per
 channel, with backoff): ``/ws/events`` messages are counted by event type and each
@@ -23,7 +25,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import orjson
 from pydantic import ValidationError
 
@@ -39,7 +40,7 @@ from exporter.sources.bridge_contract import (
     arms_from,
     positions_from,
 )
-from exporter.sources.contract import Unreachable, get_json
+from exporter.sources.rest import Failed, JsonClient, Unreachable
 from exporter.stats import BRIDGE_SOURCE, Stats
 
 log = logging.getLogger(__name__)
@@ -67,41 +68,49 @@ class BridgePoller:
 
     name = BRIDGE_SOURCE
 
-    def __init__(self, url: str, timeout: float, stats: Stats, max_positions: int) -> None:
+    def __init__(
+        self, url: str, timeout: float, stats: Stats, max_positions: int, max_bytes: int
+    ) -> None:
         self._url = url.rstrip("/")
         self._timeout = timeout
+        self._max_bytes = max_bytes
         self._stats = stats
         self._max_positions = max_positions
-        self._client: httpx.Client | None = None
+        self._client: JsonClient | None = None
         self._stages: dict[str, None] = {}  # insertion-ordered sets, bounded
         self._statuses: dict[str, None] = {}
 
     def open(self) -> None:
-        self._client = httpx.Client(base_url=self._url, timeout=self._timeout)
+        self._client = JsonClient(self._url, self._timeout, self._max_bytes, self._reject)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
 
     def sample(self) -> TradingSample:
-        bodies: dict[str, Any] = {}
-        for path, parse in ENDPOINTS.items():
-            body = self._get(path)
-            if body is None:
-                continue
-            try:
-                bodies[path] = parse(body)
-            except ValidationError:
-                self._reject("contract_violation")
-        return self._assemble(bodies)
-
-    def _get(self, path: str) -> Any:
-        """The endpoint's JSON, or None (counted) when it fails; raises when unreachable."""
+        """One poll; raises SourceUnavailable when the bridge is unreachable or every
+        endpoint failed (a bridge answering 500 everywhere is down, not up and empty)."""
         assert self._client is not None
         try:
-            return get_json(self._client, path, self._reject)
+            answers = self._client.get_many(list(ENDPOINTS))
         except Unreachable as exc:
             raise SourceUnavailable(f"bridge {exc}") from None
+        bodies: dict[str, Any] = {}
+        failures: set[str] = set()
+        for path, body in answers.items():
+            if isinstance(body, Failed):
+                failures.add(body.reason)
+                continue
+            try:
+                bodies[path] = ENDPOINTS[path](body)
+            except ValidationError:
+                self._reject("contract_violation")
+                failures.add("contract_violation")
+        if not bodies:
+            raise SourceUnavailable(
+                f"bridge {self._url}: every endpoint failed ({', '.join(sorted(failures))})"
+            )
+        return self._assemble(bodies)
 
     def _assemble(self, bodies: dict[str, Any]) -> TradingSample:
         state = bodies.get("/api/state")

@@ -1,21 +1,29 @@
 """HTTP ingest: ``POST /v1/events`` with one event, a JSON array of events, or NDJSON.
 
-The same validation as the file path applies to each event; the valid ones of a
-batch are applied even when others are rejected, and the answer lists which
-were rejected and why.
+A body is cut into one JSON text per event (:func:`split_body`) and each goes
+through the same parser as a line of an event file, so an item that cannot be
+parsed, however it fails, is a counted rejection of that item alone: the valid
+ones of a batch are applied even when others are refused, and the answer lists
+which were refused and why.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-import orjson
+import msgspec
 
 from exporter.events import Refused
 from exporter.pipeline import Pipeline
 from exporter.stats import HTTP_SOURCE as SOURCE
 
 MAX_LISTED_REJECTIONS = 100
+
+_split_array_fast = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_one_value = msgspec.json.Decoder(msgspec.Raw).decode
+# A JSON string (to its end, even unterminated) or a structural character.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{},]', re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -35,18 +43,52 @@ class IngestResult:
             )
 
 
+def split_body(body: bytes) -> list[bytes]:
+    """The JSON text of each event in a body: the elements of a JSON array, the body itself
+    when it is one JSON value (a pretty-printed object too), else its non-blank lines."""
+    text = body.strip()
+    if text.startswith(b"["):
+        try:
+            return [bytes(raw) for raw in _split_array_fast(text)]
+        except RecursionError:  # an element nested past the decoder's limit
+            return _split_array_slowly(text)
+        except msgspec.DecodeError:
+            pass  # not one array: NDJSON, whose first line then says what is wrong
+    lines = [line.rstrip(b"\r") for line in text.split(b"\n") if line.strip()]
+    if len(lines) > 1:
+        try:
+            _one_value(text)
+            return [text]
+        except (msgspec.DecodeError, RecursionError):
+            pass
+    return lines
+
+
+def _split_array_slowly(text: bytes) -> list[bytes]:
+    """The elements of a JSON array, found without recursion (for arrays holding something
+    nested too deep for the decoder, whose neighbours must still be applied)."""
+    items: list[bytes] = []
+    depth, start = 0, 1
+    for token in _TOKENS.finditer(text):
+        char = text[token.start()]
+        if char in b"[{":
+            depth += 1
+        elif char in b"]}":
+            depth -= 1
+            if depth == 0:
+                items.append(text[start : token.start()])
+                break
+        elif char == ord(",") and depth == 1:
+            items.append(text[start : token.start()])
+            start = token.end()
+    return [item.strip() for item in items if item.strip()]
+
+
 def ingest_body(body: bytes, pipeline: Pipeline) -> IngestResult:
     """Apply every event of a request body; rejections are counted by the pipeline."""
+    items = split_body(body)
+    refused = dict(pipeline.ingest_lines(items, SOURCE))
     result = IngestResult()
-    try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        lines = [line.rstrip(b"\r") for line in body.split(b"\n") if line.strip()]
-        refused = dict(pipeline.ingest_lines(lines, SOURCE))
-        for index in range(len(lines)):
-            result.add(index, refused.get(index))
-        return result
-    values = decoded if isinstance(decoded, list) else [decoded]
-    for index, value in enumerate(values):
-        result.add(index, pipeline.ingest_value(value, SOURCE))
+    for index in range(len(items)):
+        result.add(index, refused.get(index))
     return result

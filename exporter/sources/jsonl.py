@@ -8,9 +8,19 @@ A file is read from its start (state recovery, seed 000), then followed:
 * rotation (the path now names another file): the old file is drained to its
   end and kept open while writers still append to it, then the new one is read
   from its start;
-* truncation (copytruncate: same file, now shorter than what was read): read
-  again from the start;
-* a path or glob with no file yet is waited for.
+* rewriting in place (copytruncate, or ``open("w")`` by a restarted writer: the
+  same file, now shorter than what was read, or whose bytes already read have
+  changed, even when it has grown past the read offset by the next look): read
+  again from the start. The bytes already read are fingerprinted by the first
+  :data:`HEAD_BYTES` of the file and the :data:`TAIL_BYTES` before the read offset,
+  the way Vector's file source fingerprints a file's head;
+* a path or glob with no file yet is waited for;
+* each file is followed once, by identity (device, inode): a glob matching a
+  file and a symlink to it (``latest.jsonl -> run-7.jsonl``) reads it once;
+* a path that is not a regular file (a FIFO, a device, a directory) is refused,
+  counted once and logged once, never opened: a FIFO would block the tailer;
+* a file with much to read is read :data:`READ_BUDGET` bytes at a time, in turn
+  with the others, so one big file does not hold up the rest.
 
 With a cursor file, each file's identity (device, inode, hash of its first
 bytes) and the offset read so far are saved, so a restart rebuilds the state
@@ -24,19 +34,27 @@ import glob
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import orjson
 import watchfiles
+
+from exporter.sources.regular_files import NotRegularFile, open_regular, read_regular
+from exporter.worker import Worker
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
+READ_BUDGET = 16 << 20  # bytes read from one file before the others get their turn
 HEAD_BYTES = 4096  # bytes hashed into a file's identity, against inode reuse
+TAIL_BYTES = 256  # bytes before the read offset compared, to see a file rewritten in place
+CURSOR_VERSION = 1
 ROTATED_IDLE_SECONDS = 5.0  # how long a rotated-away file is kept open after its last write
 GLOB_CHARS = frozenset("*?[")
 
@@ -54,6 +72,14 @@ class Cursor:
     offset: int
 
 
+class _StateFile(msgspec.Struct):
+    version: int
+    files: list[Cursor]
+
+
+MAX_STATE_FILE_BYTES = 16 << 20
+
+
 class CursorStore:
     """The state file: a JSON list of cursors, replaced atomically."""
 
@@ -61,20 +87,27 @@ class CursorStore:
         self.path = path
 
     def load(self) -> dict[tuple[int, int], Cursor]:
+        """The saved cursors; none (and one warning saying why and what follows) when the
+        file is missing, empty, corrupt, not a regular file or of another version."""
         try:
-            entries = orjson.loads(self.path.read_bytes())["files"]
-            cursors = [Cursor(**entry) for entry in entries]
+            content = read_regular(str(self.path), MAX_STATE_FILE_BYTES)
+            version = orjson.loads(content).get("version") if content.strip() else None
+            if version != CURSOR_VERSION:
+                raise ValueError(f"version {version!r}, this runwatch writes {CURSOR_VERSION}")
+            cursors = msgspec.json.decode(content, type=_StateFile).files
         except FileNotFoundError:
             return {}
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            log.warning("state file %s unreadable (%s); starting without cursors", self.path, exc)
+        except (OSError, ValueError, AttributeError, msgspec.DecodeError) as exc:
+            log.warning("state file %s is not usable (%s); starting without cursors: existing "
+                        "event files are read again and their finished spans sent again",
+                        self.path, exc)  # fmt: skip
             return {}
         return {(c.device, c.inode): c for c in cursors}
 
     def save(self, cursors: list[Cursor]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        payload = {"version": 1, "files": [dataclasses.asdict(c) for c in cursors]}
+        payload = {"version": CURSOR_VERSION, "files": [dataclasses.asdict(c) for c in cursors]}
         tmp.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
         os.replace(tmp, self.path)
 
@@ -105,11 +138,13 @@ class FileReader:
         on_too_long: Callable[[], None] = lambda: None,
     ) -> None:
         self.path = path
-        self._fh = open(path, "rb")  # noqa: SIM115 - kept open across reads on purpose
-        stat = os.fstat(self._fh.fileno())
-        self.identity = (stat.st_dev, stat.st_ino)
+        self._fh = os.fdopen(open_regular(path), "rb")
+        info = os.fstat(self._fh.fileno())
+        self.identity = (info.st_dev, info.st_ino)
         self.offset = 0  # end of the last complete line handed on
         self._read_pos = 0  # end of what has been read from the file
+        self._head = bytearray()  # the file's first bytes read (up to HEAD_BYTES)
+        self._tail = b""  # the bytes read just before _read_pos (up to TAIL_BYTES)
         self._partial = bytearray()
         self._skipping = False  # inside a line that is over the limit
         self._sink = sink
@@ -133,22 +168,32 @@ class FileReader:
         if same:
             self.spans_from = cursor.offset
 
-    def size(self) -> int:
-        return os.fstat(self._fh.fileno()).st_size
+    def rewritten(self) -> bool:
+        """Whether the bytes already read are no longer the file's: it was truncated, or
+        rewritten in place (perhaps already past the read offset)."""
+        fd = self._fh.fileno()
+        if os.fstat(fd).st_size < self._read_pos:
+            return True
+        if os.pread(fd, len(self._head), 0) != self._head:
+            return True
+        return os.pread(fd, len(self._tail), self._read_pos - len(self._tail)) != self._tail
 
     def restart(self) -> None:
-        """The file was truncated: read it again from its start."""
+        """The file was truncated or rewritten: read it again from its start."""
         self._fh.seek(0)
         self.offset = 0
         self._read_pos = 0
+        self._head.clear()
+        self._tail = b""
         self.spans_from = 0
         self._partial.clear()
         self._skipping = False
 
-    def read_available(self) -> int:
-        """Hand on every complete line written since the last call; returns bytes read."""
+    def read_available(self, budget: int | None = None) -> int:
+        """Hand on every complete line written since the last call, or those in the next
+        ``budget`` bytes; returns the bytes read."""
         total = 0
-        while True:
+        while budget is None or total < budget:
             chunk = self._fh.read(READ_CHUNK)
             if not chunk:
                 break
@@ -161,6 +206,9 @@ class FileReader:
     def _feed(self, chunk: bytes) -> None:
         start = self._read_pos
         self._read_pos += len(chunk)
+        if len(self._head) < HEAD_BYTES:
+            self._head += chunk[: HEAD_BYTES - len(self._head)]
+        self._tail = (self._tail + chunk[-TAIL_BYTES:])[-TAIL_BYTES:]
         lines = chunk.split(b"\n")
         tail = lines.pop()
         if lines:
@@ -178,6 +226,8 @@ class FileReader:
                 self._partial.clear()
             if b"\r" in chunk:
                 lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+            elif lines[0].endswith(b"\r"):  # a CRLF whose \r came with the previous read
+                lines[0] = lines[0][:-1]
             self.offset = self._read_pos - len(tail)
             self._sink(lines, spans_from)
         if not tail or self._skipping:
@@ -215,7 +265,7 @@ def read_whole_files(
             reader.close()
 
 
-class Tailer:
+class Tailer(Worker):
     """Follows every file matching the given paths or globs, in a thread of its own."""
 
     def __init__(
@@ -226,41 +276,43 @@ class Tailer:
         max_line_bytes: int = 1 << 20,
         on_too_long: Callable[[], None] = lambda: None,
         on_rotation: Callable[[str], None] = lambda kind: None,
+        on_refused: Callable[[str], None] = lambda path: None,
         cursor_store: CursorStore | None = None,
         poll_interval: float = 1.0,
         force_polling: bool = False,
     ) -> None:
+        super().__init__("runwatch-tail", join_timeout=10)
         self.patterns = [os.path.abspath(p) for p in patterns]
         self._sink = sink
         self._max = max_line_bytes
         self._on_too_long = on_too_long
         self._on_rotation = on_rotation
+        self._on_refused = on_refused
         self._store = cursor_store
         self._saved = cursor_store.load() if cursor_store else {}
         self._poll_ms = max(10, int(poll_interval * 1000))
         self._force_polling = force_polling
         self.files: dict[str, FileReader] = {}
         self._rotated: list[FileReader] = []
-        self._stop = threading.Event()
         self.ready = threading.Event()  # set once the existing content has been read
-        self._thread: threading.Thread | None = None
         self._last_save = 0.0
         self._unreadable: set[str] = set()  # warned about once each
+        self._refused: set[str] = set()  # paths that are not regular files, counted once each
+        self._save_failed = False  # the state file could not be written (warned once)
+        self._closed = False  # stopped, cursors saved and files closed
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="runwatch-tail", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop following, save the cursors and close the files; a second call does nothing."""
-        if self._stop.is_set():
+    def join(self, timeout: float) -> None:
+        """Wait for the thread, then save the cursors and close the files (once; a thread
+        still reading past ``timeout`` keeps its files)."""
+        super().join(timeout)
+        if self._closed:
             return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
         self.save_cursors()
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._closed = True
         for reader in [*self.files.values(), *self._rotated]:
             reader.close()
 
@@ -270,7 +322,14 @@ class Tailer:
         try:
             self._store.save([r.cursor() for r in [*self.files.values(), *self._rotated]])
         except OSError as exc:
-            log.warning("cannot write state file %s: %s", self._store.path, exc)
+            if not self._save_failed:
+                log.warning("cannot write state file %s: %s (retrying; a restart meanwhile "
+                            "sends finished spans again)", self._store.path, exc)  # fmt: skip
+            self._save_failed = True
+            return
+        if self._save_failed:
+            log.info("state file %s written again", self._store.path)
+            self._save_failed = False
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -329,15 +388,22 @@ class Tailer:
 
     def scan(self, paths: set[str] | None = None) -> None:
         """A pass over the given followed files, or over every matching file: open new
-        ones, follow rotations, read what is new."""
+        ones, follow rotations, read what is new, each file a budget at a time in turn."""
+        behind: list[FileReader] = []  # files with more to read than one budget
         for path in self._matching_paths() if paths is None else sorted(paths):
             try:
-                self._scan_path(path)
+                reader = self._scan_path(path)
+                if reader is not None and reader.read_available(READ_BUDGET) >= READ_BUDGET:
+                    behind.append(reader)
                 self._unreadable.discard(path)
+            except NotRegularFile as exc:
+                self._refuse(path, exc)
             except OSError as exc:
                 if path not in self._unreadable:
                     self._unreadable.add(path)
                     log.warning("cannot read %s: %s", path, exc)
+        while behind and not self._stop.is_set():
+            behind = [r for r in behind if r.read_available(READ_BUDGET) >= READ_BUDGET]
         for reader in list(self._rotated):
             reader.read_available()
             if time.monotonic() - reader.last_growth > ROTATED_IDLE_SECONDS:
@@ -348,36 +414,48 @@ class Tailer:
             self._last_save = time.monotonic()
             self.save_cursors()
 
+    def _refuse(self, path: str, exc: NotRegularFile) -> None:
+        if path not in self._refused:
+            self._refused.add(path)
+            self._on_refused(path)
+            log.warning("%s; it is not followed", exc)
+
     def _matching_paths(self) -> list[str]:
         paths: list[str] = []
         for pattern in self.patterns:
             if GLOB_CHARS & set(pattern):
-                paths.extend(sorted(p for p in glob.glob(pattern) if os.path.isfile(p)))
-            elif os.path.exists(pattern) or pattern in self.files:
+                paths.extend(sorted(p for p in glob.glob(pattern) if not os.path.isdir(p)))
+            elif os.path.lexists(pattern) or pattern in self.files:
                 paths.append(pattern)
         return list(dict.fromkeys(paths))
 
-    def _scan_path(self, path: str) -> None:
+    def _scan_path(self, path: str) -> FileReader | None:
+        """Follow what ``path`` names now; returns the reader that has more to read."""
         reader = self.files.get(path)
         try:
-            stat = os.stat(path)
+            info = os.stat(path)
         except FileNotFoundError:
-            stat = None
-        identity = stat and (stat.st_dev, stat.st_ino)
+            info = None
+        identity = info and (info.st_dev, info.st_ino)
         if reader is not None and reader.identity != identity:
             # moved away (and perhaps replaced): drain it, keep it open for late writers
             reader.read_available()
             self._rotated.append(self.files.pop(path))
             self._on_rotation("rotated")
             reader = None
-        if identity is None:
-            return
+        if info is None:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(path, info.st_mode)
+        self._refused.discard(path)
         if reader is None:
+            if any(r.identity == identity for r in self.files.values()):
+                return None  # the same file under another path (a symlink): followed there
             reader = self._adopt_or_open(path, identity)
-        elif reader.size() < reader.offset:
+        elif reader.rewritten():
             reader.restart()
             self._on_rotation("truncated")
-        reader.read_available()
+        return reader
 
     def _adopt_or_open(self, path: str, identity: tuple[int, int]) -> FileReader:
         """A rotated file we still hold, now matched under a followed path, goes on where it

@@ -4,7 +4,10 @@ Polled on their own clock. A process counts as alive while its pid exists, is
 not a zombie and was created no later than ``started_at`` (a later creation
 time means the pid was reused by another process). The last valid content is
 remembered, so a PID file removed by a crashing process still lets the crash be
-seen. Garbage is counted once per distinct content as ``pid_file_invalid``.
+seen. Garbage is counted once per distinct content as ``pid_file_invalid``: so are
+a path that is not a regular file (a FIFO would block the watcher), a file over
+64 KiB (never read whole), and pid 1 (the init process: every process on the host
+would be attributed to the run, and it never exits).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import msgspec
 import psutil
 
 from exporter.events import Ident, Rejected, Timestamp, epoch_seconds
+from exporter.sources.regular_files import NotRegularFile, read_regular
 from exporter.state import ProcessObservation
 from exporter.worker import Worker
 
@@ -27,10 +31,11 @@ log = logging.getLogger(__name__)
 
 CREATE_TIME_TOLERANCE_SECONDS = 1.0
 MAX_PID_FILE_BYTES = 64 << 10  # a PID file is a few dozen bytes; never read a huge one whole
+PID_MAX = 1 << 22  # Linux's PID_MAX_LIMIT: no pid is larger
 
 
 class PidFile(msgspec.Struct):
-    pid: Annotated[int, msgspec.Meta(gt=0)]
+    pid: Annotated[int, msgspec.Meta(gt=0, le=PID_MAX)]
     run_id: Ident
     started_at: Timestamp
 
@@ -53,6 +58,10 @@ def parse_pid_file(content: bytes) -> PidRecord:
         parsed = _decoder.decode(content)
     except msgspec.DecodeError as exc:
         raise Rejected("pid_file_invalid", str(exc)) from None
+    except RecursionError:
+        raise Rejected("pid_file_invalid", "JSON nested too deep") from None
+    if parsed.pid == 1:
+        raise Rejected("pid_file_invalid", "pid 1 is the init process, not a training process")
     return PidRecord(parsed.pid, parsed.run_id, epoch_seconds(parsed.started_at))
 
 
@@ -62,7 +71,7 @@ def process_alive(record: PidRecord) -> bool:
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
         return process.create_time() <= record.started_at + CREATE_TIME_TOLERANCE_SECONDS
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ValueError):
         return False
 
 
@@ -83,6 +92,7 @@ class PidFileWatcher(Worker):
         self._interval = interval
         self._content: dict[Path, bytes | None] = {}
         self._records: dict[Path, PidRecord] = {}
+        self._refused: set[Path] = set()  # paths that are not regular files, counted once
 
     def _run(self) -> None:
         while True:
@@ -107,9 +117,15 @@ class PidFileWatcher(Worker):
 
     def _read(self, path: Path) -> None:
         try:
-            with path.open("rb") as handle:
-                content = handle.read(MAX_PID_FILE_BYTES + 1)
+            content: bytes | None = read_regular(str(path), MAX_PID_FILE_BYTES + 1)
+            self._refused.discard(path)
         except FileNotFoundError:
+            content = None
+        except NotRegularFile as exc:
+            if path not in self._refused:
+                self._refused.add(path)
+                self._reject(Rejected("pid_file_invalid", str(exc)))
+                log.warning("PID file %s", exc)
             content = None
         except OSError as exc:
             if self._content.get(path, b"") is not None:

@@ -26,8 +26,8 @@ from exporter.sampling import SourceUnavailable
 from exporter.stats import ROUTER_SOURCE
 
 REJECT_REASONS: tuple[str, ...] = (
-    "invalid_utf8", "invalid_json", "not_an_object", "line_too_long", "missing_field",
-    "invalid_timestamp", "unknown_event_type",
+    "invalid_utf8", "invalid_json", "not_an_object", "line_too_long", "not_a_regular_file",
+    "missing_field", "invalid_timestamp", "unknown_event_type", "processing_failed",
 )  # fmt: skip
 # (decoded events or their rejections, time read, index of the first that may emit spans)
 RouterSink = Callable[[list[Any], float, int], None]
@@ -44,13 +44,15 @@ def decode_lines(lines: list[bytes]) -> list[Any]:
             continue
         try:
             values.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError:  # orjson refuses nesting past 1024 levels here too
             try:
                 line.decode()
             except UnicodeDecodeError:
                 values.append(Rejected("invalid_utf8", "a line that is not UTF-8"))
                 continue
             values.append(Rejected("invalid_json", "a line that is not JSON"))
+        except Exception as exc:  # whatever one line does stays with it
+            values.append(Rejected("processing_failed", f"{type(exc).__name__}: {exc}"))
     return values
 
 

@@ -2,6 +2,10 @@
 reconnect after 1, 2, 4, 8, 16, 30, 30 … s (back to 1 s once a connection succeeds),
 count reconnects in ``trading_bridge_websocket_reconnects_total{channel}`` and publish
 ``trading_bridge_websocket_connected{channel}``; log the first failure of a streak once.
+
+A message whose handling raises is reported to ``failed`` (counted as
+``processing_failed``) and the follower goes on with the next; the connected gauge is
+0 whenever the follower is not receiving, whatever ended it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class WebSocketFollower(Worker):
         channel: str,
         stats: Stats,
         handle: Callable[[str | bytes], None],
+        failed: Callable[[Exception], object],
         open_timeout: float = 5.0,
     ) -> None:
         super().__init__(f"runwatch-ws-{channel}", join_timeout=5)
@@ -38,6 +43,7 @@ class WebSocketFollower(Worker):
         self.channel = channel
         self._stats = stats
         self._handle = handle
+        self._failed = failed
         self._open_timeout = open_timeout
         self._logged = False
         stats.declare(stats.websocket_reconnects, [channel])
@@ -58,7 +64,8 @@ class WebSocketFollower(Worker):
                     self._logged = True
                     log.warning("WebSocket %s: %s (reconnecting with backoff)",
                                 self._url, exc or type(exc).__name__)  # fmt: skip
-            self._stats.set(self._stats.websocket_connected, self.channel, 0)
+            finally:
+                self._stats.set(self._stats.websocket_connected, self.channel, 0)
             if self._stop.wait(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]):
                 return
             attempt += 1
@@ -70,4 +77,7 @@ class WebSocketFollower(Worker):
                 message = ws.recv(timeout=0.5)
             except TimeoutError:
                 continue
-            self._handle(message)
+            try:
+                self._handle(message)
+            except Exception as exc:  # one bad message must not end the channel
+                self._failed(exc)

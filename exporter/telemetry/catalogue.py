@@ -180,6 +180,10 @@ METRICS: tuple[Metric, ...] = (
            lambda v: [*(((r,), n) for r, n in v.state.dropped.items()),
                       *(((r,), n) for r, n in v.stats.snapshot(v.stats.series_dropped)),
                       *(((r,), n) for r, n in (v.router.dropped.items() if v.router else ()))]),
+    Metric("runwatch_render_errors_total", "runwatch.render.errors", "", C, ("family",),
+           "Samples left out of a scrape or an OTLP collection because they could not be "
+           "rendered (logged once per family); the rest of the collection is unaffected.",
+           stats_counter(lambda s: s.render_errors)),
     Metric("runwatch_file_rotations_total", "runwatch.file.rotations", "", C, ("kind",),
            "Event files seen rotated (renamed and replaced) or truncated.",
            stats_counter(lambda s: s.file_rotations)),

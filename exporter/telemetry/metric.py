@@ -17,6 +17,7 @@ Metrics that have no semantic-convention name (all ``training_*``, most of
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +26,10 @@ from enum import Enum
 from typing import Any
 
 from exporter.pipeline import View
+from exporter.state import Histogram
 from exporter.stats import Stats
+
+log = logging.getLogger(__name__)
 
 NAMINGS = ("semconv", "prometheus")
 
@@ -115,3 +119,55 @@ def prometheus_name(otel_name: str, unit: str, type_: Type) -> str:
 def prometheus_label(key: str) -> str:
     """An attribute key as a Prometheus label: ``cpu.mode`` -> ``cpu_mode``."""
     return re.sub(r"[^a-zA-Z0-9_]", "_", key)
+
+
+class RenderErrors:
+    """What a collection had to leave out: counted by family in
+    ``runwatch_render_errors_total`` and logged once per family, so one value that cannot
+    be rendered costs its sample, never the scrape."""
+
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+        self._logged: set[str] = set()
+
+    def __call__(self, metric: Metric, exc: Exception) -> None:
+        self._stats.count(self._stats.render_errors, metric.name)
+        if metric.name not in self._logged:
+            self._logged.add(metric.name)
+            log.error("%s: a sample could not be rendered and is left out (%s: %s)",
+                      metric.name, type(exc).__name__, exc)  # fmt: skip
+
+
+def rendered_samples(metric: Metric, view: View, failed: RenderErrors) -> list[Sample]:
+    """The metric's samples in a form every output can encode: label values as strings,
+    values as floats (a Histogram for histograms). A sample that cannot be converted is left
+    out; a sampler that raises loses its whole family for this collection; both are
+    reported to ``failed``."""
+    width = len(metric.labels)
+    histogram = metric.type is Type.HISTOGRAM
+    samples: list[Sample] = []
+    try:
+        for labels, value in metric.sample(view):
+            try:
+                samples.append((_label_values(labels, width), _checked(value, histogram)))
+            except (TypeError, ValueError, OverflowError) as exc:
+                failed(metric, exc)
+    except Exception as exc:  # a sampler bug costs its family, not the scrape
+        failed(metric, exc)
+        return []
+    return samples
+
+
+def _label_values(labels: tuple[Any, ...], width: int) -> tuple[str, ...]:
+    if len(labels) != width or not all(type(value) is str for value in labels):
+        raise TypeError(f"label values {labels!r:.200} are not {width} strings")
+    return labels
+
+
+def _checked(value: Any, histogram: bool) -> Any:
+    if not histogram:
+        return float(value)  # OverflowError for an integer past a float's range
+    if not isinstance(value, Histogram):
+        raise TypeError(f"{type(value).__name__} is not a Histogram")
+    float(value.total)
+    return value

@@ -11,6 +11,8 @@ names that translate to exactly those on ``/metrics``: see
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
@@ -29,9 +31,13 @@ from exporter.pipeline import Pipeline
 from exporter.state import FinishedSpan, Observed, Output
 from exporter.stats import Stats
 from exporter.telemetry.catalogue import metrics_for
-from exporter.telemetry.metric import Metric, Type
+from exporter.telemetry.metric import Metric, RenderErrors, Type, rendered_samples
 from exporter.telemetry.otlp_settings import OtlpSettings
 from exporter.telemetry.spans import SpanShipper, SpanWriter
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_REUSE_SECONDS = 0.5
 
 
 def _exporters(settings: OtlpSettings) -> tuple[SpanExporter, MetricExporter]:
@@ -99,13 +105,17 @@ class OtlpOutput:
         if settings.service_name or unnamed:
             resource = resource.merge(Resource({SERVICE_NAME: settings.service_name or "runwatch"}))
         self._pipeline = pipeline
+        self._failed = RenderErrors(pipeline.stats)
         readers = []
         if settings.metrics:  # off when Prometheus scrapes /metrics and OTLP carries traces
             readers.append(PeriodicExportingMetricReader(
                 _CountingMetricExporter(metric_exporter, pipeline.stats),
                 export_interval_millis=settings.export_interval_seconds * 1000,
             ))  # fmt: skip
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        # shut down by close() within a bound, not by an atexit hook that waits on a collector
+        self.meter_provider = MeterProvider(
+            resource=resource, metric_readers=readers, shutdown_on_exit=False
+        )
         meter = self.meter_provider.get_meter("runwatch", __version__)
         self._naming = settings.naming
         self._histograms: dict[str, tuple[Metric, Histogram]] = {}  # by /metrics name
@@ -152,17 +162,32 @@ class OtlpOutput:
         self._spans.provider.shutdown()
         self.meter_provider.shutdown()
 
+    def close(self, within: float) -> bool:
+        """Flush and shut down, giving up after ``within`` seconds (an endpoint that hangs
+        or refuses must not hold up an exit); whether it finished."""
+        closing = threading.Thread(target=lambda: (self.flush(), self.shutdown()),
+                                   name="runwatch-otlp-close", daemon=True)  # fmt: skip
+        closing.start()
+        closing.join(within)
+        if closing.is_alive():
+            log.warning("the OTLP endpoint did not take the last export within %g s; "
+                        "%d spans queued or being sent are lost", within,
+                        self._shipper.unsent)  # fmt: skip
+            return False
+        return True
+
     def _callback(
         self, metrics: list[Metric]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         naming = self._naming
 
         def observe(options: CallbackOptions) -> Sequence[Observation]:
-            with self._pipeline.view() as view:
-                return [
-                    Observation(value, metric.otel_attributes(label_values, naming))
-                    for metric in metrics
-                    for label_values, value in metric.sample(view)
-                ]
+            # One snapshot serves every instrument of a collection (they run back to back).
+            view = self._pipeline.snapshot(max_age=SNAPSHOT_REUSE_SECONDS)
+            return [
+                Observation(value, metric.otel_attributes(label_values, naming))
+                for metric in metrics
+                for label_values, value in rendered_samples(metric, view, self._failed)
+            ]
 
         return observe

@@ -1,9 +1,9 @@
-"""A prometheus-client Collector that builds every family fresh from state at scrape time."""
+"""A prometheus-client Collector that builds every family fresh from a snapshot at scrape
+time (the dcgm-exporter shape: the pipeline lock is held only to copy the state)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -18,7 +18,7 @@ from exporter.pipeline import Pipeline, View
 from exporter.state import Histogram
 from exporter.telemetry.catalogue import metrics_for
 from exporter.telemetry.metric import Metric as CatalogueEntry
-from exporter.telemetry.metric import Type
+from exporter.telemetry.metric import RenderErrors, Type, rendered_samples
 
 
 def _buckets(hist: Histogram) -> list[tuple[str, float]]:
@@ -30,34 +30,35 @@ def _buckets(hist: Histogram) -> list[tuple[str, float]]:
 
 
 class CatalogueCollector(Collector):
-    """Renders catalogue entries from a locked view of the state."""
+    """Renders catalogue entries from a snapshot of the pipeline; a sample that cannot be
+    rendered is left out and counted (:class:`~exporter.telemetry.metric.RenderErrors`)."""
 
     def __init__(
         self,
-        view: Callable[[], AbstractContextManager[View]],
+        snapshot: Callable[[], View],
         metrics: tuple[CatalogueEntry, ...],
+        failed: RenderErrors,
     ) -> None:
-        self._view = view
+        self._snapshot = snapshot
         self._metrics = metrics
+        self._failed = failed
 
     def collect(self) -> Iterator[Metric]:
-        with self._view() as view:  # built under the lock, yielded after it is released
-            families = [self._family(metric, view) for metric in self._metrics]
-        yield from families
+        view = self._snapshot()
+        for metric in self._metrics:
+            yield self._family(metric, view)
 
-    @staticmethod
-    def _family(metric: CatalogueEntry, view: View) -> Metric:
+    def _family(self, metric: CatalogueEntry, view: View) -> Metric:
         labels = metric.prometheus_labels
-        if metric.type is Type.COUNTER:
-            family = CounterMetricFamily(metric.name, metric.help, labels=labels)
-        elif metric.type is Type.GAUGE:
-            family = GaugeMetricFamily(metric.name, metric.help, labels=labels)
-        else:
+        samples = rendered_samples(metric, view, self._failed)
+        if metric.type is Type.HISTOGRAM:
             family = HistogramMetricFamily(metric.name, metric.help, labels=labels)
-            for label_values, hist in metric.sample(view):
+            for label_values, hist in samples:
                 family.add_metric(list(label_values), _buckets(hist), hist.total)
             return family
-        for label_values, value in metric.sample(view):
+        kind = CounterMetricFamily if metric.type is Type.COUNTER else GaugeMetricFamily
+        family = kind(metric.name, metric.help, labels=labels)
+        for label_values, value in samples:
             family.add_metric(list(label_values), value)
         return family
 
@@ -65,5 +66,8 @@ class CatalogueCollector(Collector):
 def catalogue_registry(pipeline: Pipeline) -> CollectorRegistry:
     """A registry holding only the pipeline's catalogue (no process or platform collectors)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CatalogueCollector(pipeline.view, metrics_for(pipeline)))
+    collector = CatalogueCollector(
+        pipeline.snapshot, metrics_for(pipeline), RenderErrors(pipeline.stats)
+    )
+    registry.register(collector)
     return registry

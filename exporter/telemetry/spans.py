@@ -60,7 +60,9 @@ class SpanWriter:
 
     def __init__(self, resource: Resource, processor: SpanProcessor) -> None:
         self._ids = _PresetIds()
-        self.provider = TracerProvider(resource=resource, id_generator=self._ids)
+        self.provider = TracerProvider(
+            resource=resource, id_generator=self._ids, shutdown_on_exit=False
+        )
         self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer(SCOPE)
 
@@ -110,6 +112,7 @@ class SpanShipper(SpanProcessor):
         self._wake = threading.Event()
         self._stopping = False
         self._export_lock = threading.Lock()
+        self._in_flight = 0  # spans in the export under way
         self._thread = threading.Thread(target=self._run, name="runwatch-spans", daemon=True)
         self._thread.start()
 
@@ -123,6 +126,11 @@ class SpanShipper(SpanProcessor):
         self._queue.append(span)
         if len(self._queue) >= self._batch_size:
             self._wake.set()
+
+    @property
+    def unsent(self) -> int:
+        """Spans queued or in an export that has not returned yet."""
+        return len(self._queue) + self._in_flight
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         self._drain()
@@ -147,10 +155,12 @@ class SpanShipper(SpanProcessor):
                 batch = []
                 while self._queue and len(batch) < self._batch_size:
                     batch.append(self._queue.popleft())
+                self._in_flight = len(batch)
                 try:
                     result = self._exporter.export(batch)
                 except Exception:  # an exporter bug must not kill the shipping thread
                     result = SpanExportResult.FAILURE
+                self._in_flight = 0
                 if result is SpanExportResult.SUCCESS:
                     self._stats.count(self._stats.otlp_exported, "spans", len(batch))
                 else:
