@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 APPLY_SLICE = 500
 """Items applied per hold of the pipeline lock (about a millisecond of reduction)."""
+RENDER_PRIORITY_SECONDS = 0.05
+"""Longest ingestion waits, between two slices, for a scrape that is rendering."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,8 @@ class Pipeline:
         self._failed_inputs: set[str] = set()  # sources whose input raised, logged once each
         self._lock = threading.Lock()
         self._snapshot: tuple[float, View] | None = None  # (monotonic time taken, view)
+        self._rendering = 0  # scrapes rendering now (see _slices)
+        self._rendering_lock = threading.Lock()
 
     def add_sink(self, sink: OutputSink) -> None:
         """Send spans and durations to ``sink``; the reducer builds them from now on."""
@@ -92,9 +98,9 @@ class Pipeline:
         refused, by the parser or the reducer; all are counted."""
         rejections: list[tuple[int, Refused]] = []
         apply = self.state.apply
-        for first in range(0, len(items), APPLY_SLICE):
+        for indices in self._slices(len(items)):
             with self._lock:
-                for index in range(first, min(first + APPLY_SLICE, len(items))):
+                for index in indices:
                     item = items[index]
                     if item is None:
                         continue
@@ -126,9 +132,9 @@ class Pipeline:
         router = self.router
         assert router is not None, "ingest_router needs pipeline.router"
         accepted = 0
-        for first in range(0, len(values), APPLY_SLICE):
+        for indices in self._slices(len(values)):
             with self._lock:
-                for index in range(first, min(first + APPLY_SLICE, len(values))):
+                for index in indices:
                     value = values[index]
                     if isinstance(value, Rejected):  # refused by the reader already
                         self.reject(source, value)
@@ -184,6 +190,29 @@ class Pipeline:
             log.error("%s input could not be processed; it is counted as processing_failed "
                       "and skipped", source, exc_info=exc)  # fmt: skip
         return refused
+
+    def _slices(self, count: int) -> Iterator[range]:
+        """The indices of a batch, a slice per hold of the lock. Between slices, while a
+        scrape renders, ingestion steps aside (up to RENDER_PRIORITY_SECONDS a slice): the
+        two share one interpreter, and a scrape has a timeout where a batch has none."""
+        for first in range(0, count, APPLY_SLICE):
+            if first and self._rendering:
+                waited = 0.0
+                while self._rendering and waited < RENDER_PRIORITY_SECONDS:
+                    time.sleep(0.001)
+                    waited += 0.001
+            yield range(first, min(first + APPLY_SLICE, count))
+
+    @contextmanager
+    def rendering(self) -> Iterator[None]:
+        """Mark a scrape in progress, from its snapshot to its last byte (see _slices)."""
+        with self._rendering_lock:
+            self._rendering += 1
+        try:
+            yield
+        finally:
+            with self._rendering_lock:
+                self._rendering -= 1
 
     def snapshot(self, max_age: float = 0.0) -> View:
         """What the outputs render: the state copied under the lock (a few milliseconds for

@@ -30,7 +30,7 @@ RUNWATCH = [sys.executable, "-m", "exporter"]
 # profile (and atheris) for a long session. No deadline: these machines are noisy.
 _SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=_SLOW)
-settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=_SLOW)
+settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=_SLOW)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

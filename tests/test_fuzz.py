@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import runpy
 import sqlite3
 import subprocess
 import tempfile
@@ -29,11 +30,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from exporter.events import REJECT_REASONS, STATUS_ALIASES, Rejected, parse_lines
+from exporter.events import REJECT_REASONS, STATUS_ALIASES, parse_lines
 from exporter.pipeline import Pipeline
 from exporter.telemetry.prometheus import catalogue_registry
 
 from .conftest import Server
+
+FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
+TARGETS = runpy.run_path(str(FUZZ / "targets.py"))["TARGETS"]  # the atheris harnesses
 
 # -- strategies -----------------------------------------------------------------------------------
 
@@ -293,15 +297,7 @@ def test_after_the_fuzzed_posts_metrics_are_whole_and_lint_clean(live_server, bi
 @example(b'{"pid": 1, "run_id": "r", "started_at": 1}')
 @example(b'{"pid": ' + b"9" * 400 + b', "run_id": "r", "started_at": 1}')
 def test_a_pid_file_is_a_record_or_refused(content: bytes) -> None:
-    from exporter.sources.pidfile import PidRecord, parse_pid_file, process_alive
-
-    try:
-        record = parse_pid_file(content)
-    except Rejected as rejected:
-        assert rejected.reason == "pid_file_invalid"
-        return
-    assert isinstance(record, PidRecord) and record.pid > 1
-    process_alive(record)  # whatever pid it names
+    TARGETS["pid_file"](content)
 
 
 @given(
@@ -526,3 +522,14 @@ def test_any_sqlite_rows_are_reduced_or_refused(rows: list[tuple]) -> None:
     assert pipeline.stats.ingested["router"] + sum(refused.values()) == len(rows)
     assert "processing_failed" not in refused
     rendered(pipeline)
+
+
+# -- what the long sessions found -----------------------------------------------------------------
+
+FINDINGS = sorted((FUZZ / "findings").glob("*/*"))
+SEEDS = sorted((FUZZ / "seeds").glob("*/*"))
+
+
+@pytest.mark.parametrize("path", FINDINGS + SEEDS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_atheris_finding_and_seed_passes_its_target(path: Path) -> None:
+    TARGETS[path.parent.name](path.read_bytes())

@@ -344,6 +344,26 @@ def test_the_bridge_timeout_bounds_a_whole_dripping_request(serve) -> None:
         peer.stop()
 
 
+def test_a_backend_answering_50_mb_or_dripping_is_cut_off_and_counted(serve) -> None:
+    taken = [0]
+    peer = HttpPeer({"/": answer(200, b'{"status": "ok"}'),
+                     "/jobs": endless(b"[", 50 << 20, taken)})  # fmt: skip
+    try:
+        server = serve(*QUIET, "--backend-url", peer.url, "--backend-interval", "0.5",
+                       "--max-response-bytes", str(1 << 20))  # fmt: skip
+        too_large = 'runwatch_events_rejected_total{reason="response_too_large",source="backend"}'
+        wait_for(lambda: (server.sample(too_large) or 0) >= 1, what="the listing cut off")
+        assert server.sample('runwatch_source_up{source="backend"}') == 1  # healthy, GET / ok
+        peer.paths["/"] = drip(b'{"status": "ok"}', 0.5)  # now its health check drips
+        timeouts = 'runwatch_events_rejected_total{reason="timeout",source="backend"}'
+        wait_for(lambda: (server.sample(timeouts) or 0) >= 1, what="the health check cut off")
+        wait_for(lambda: server.sample('runwatch_source_up{source="backend"}') == 0,
+                 what="the backend reported down")  # fmt: skip
+    finally:
+        peer.stop()
+    assert taken[0] < 20 << 20
+
+
 # -- 9, 10. event paths that are not plain files --------------------------------------------------
 
 
@@ -594,3 +614,13 @@ def test_sigterm_while_ingesting_then_a_restart_sends_no_span_twice(
     assert len(ids) == len(set(ids)), "a span was sent twice"
     runs = {s["attributes"]["training.run_id"] for s in otlp_receiver.spans if s["name"] == "run"}
     assert {f"r{i}" for i in range(400, 410)} <= runs
+
+
+def test_ingestion_steps_aside_for_a_scrape_but_is_never_starved() -> None:
+    from exporter.pipeline import APPLY_SLICE, Pipeline
+
+    pipeline = Pipeline()
+    lines = [orjson.dumps(event("progress", stage="s", progress_pct=1))] * (3 * APPLY_SLICE)
+    with pipeline.rendering():  # a scrape that never ends
+        pipeline.ingest_lines(lines, "jsonl")
+    assert pipeline.state.events_by_type["progress"] == 3 * APPLY_SLICE

@@ -144,12 +144,16 @@ def rendered_samples(metric: Metric, view: View, failed: RenderErrors) -> list[S
     out; a sampler that raises loses its whole family for this collection; both are
     reported to ``failed``."""
     width = len(metric.labels)
-    histogram = metric.type is Type.HISTOGRAM
+    convert = _histogram if metric.type is Type.HISTOGRAM else float
     samples: list[Sample] = []
+    append = samples.append
     try:
         for labels, value in metric.sample(view):
             try:
-                samples.append((_label_values(labels, width), _checked(value, histogram)))
+                if len(labels) != width:
+                    raise TypeError(f"{len(labels)} label values for {width} labels")
+                "".join(labels)  # TypeError unless every label value is a string
+                append((labels, convert(value)))  # float(): OverflowError past a float
             except (TypeError, ValueError, OverflowError) as exc:
                 failed(metric, exc)
     except Exception as exc:  # a sampler bug costs its family, not the scrape
@@ -158,15 +162,7 @@ def rendered_samples(metric: Metric, view: View, failed: RenderErrors) -> list[S
     return samples
 
 
-def _label_values(labels: tuple[Any, ...], width: int) -> tuple[str, ...]:
-    if len(labels) != width or not all(type(value) is str for value in labels):
-        raise TypeError(f"label values {labels!r:.200} are not {width} strings")
-    return labels
-
-
-def _checked(value: Any, histogram: bool) -> Any:
-    if not histogram:
-        return float(value)  # OverflowError for an integer past a float's range
+def _histogram(value: Any) -> Histogram:
     if not isinstance(value, Histogram):
         raise TypeError(f"{type(value).__name__} is not a Histogram")
     float(value.total)

@@ -4,6 +4,7 @@ time (the dcgm-exporter shape: the pipeline lock is held only to copy the state)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -38,15 +39,18 @@ class CatalogueCollector(Collector):
         snapshot: Callable[[], View],
         metrics: tuple[CatalogueEntry, ...],
         failed: RenderErrors,
+        rendering: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self._snapshot = snapshot
         self._metrics = metrics
         self._failed = failed
+        self._rendering = rendering  # tells ingestion a scrape is under way
 
     def collect(self) -> Iterator[Metric]:
-        view = self._snapshot()
-        for metric in self._metrics:
-            yield self._family(metric, view)
+        with self._rendering():  # the encoder consumes the families as they are yielded
+            view = self._snapshot()
+            for metric in self._metrics:
+                yield self._family(metric, view)
 
     def _family(self, metric: CatalogueEntry, view: View) -> Metric:
         labels = metric.prometheus_labels
@@ -67,7 +71,7 @@ def catalogue_registry(pipeline: Pipeline) -> CollectorRegistry:
     """A registry holding only the pipeline's catalogue (no process or platform collectors)."""
     registry = CollectorRegistry(auto_describe=False)
     collector = CatalogueCollector(
-        pipeline.snapshot, metrics_for(pipeline), RenderErrors(pipeline.stats)
+        pipeline.snapshot, metrics_for(pipeline), RenderErrors(pipeline.stats), pipeline.rendering
     )
     registry.register(collector)
     return registry
