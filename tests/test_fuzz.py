@@ -197,6 +197,7 @@ def assert_promtool_clean(bin_dir: Path, text: str) -> None:
 @given(st.lists(st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"").rstrip(b"\r")),
                 max_size=30),
        st.lists(st.integers(1, 64), min_size=1, max_size=8), st.booleans())  # fmt: skip
+@example([b""], [1], True)  # found: a CRLF cut between its \r and \n kept the \r
 def test_a_file_reader_delivers_each_line_once_however_writes_are_cut(
     lines: list[bytes], cuts: list[int], crlf: bool
 ) -> None:
@@ -335,9 +336,10 @@ def test_a_state_file_is_cursors_or_none(content: bytes) -> None:
     | json_values
     | st.text(max_size=200)
 )
-@example({"gpu_interval": "nan"})
+@example({"gpu_interval": "nan"})  # found: NaN and infinite intervals were accepted
 @example({"max_clock_skew": "inf"})
-@example({1: 2, "listen": 3})
+@example({1: 2, "listen": 3})  # found: a key that is not a string broke the error message
+@example("a: " + "[" * 2000 + "]" * 2000)  # found: deep YAML raised RecursionError
 def test_a_config_file_is_settings_or_a_one_line_error(document: Any) -> None:
     from exporter.cli import SERVE, _parser
     from exporter.config import ConfigError, resolve
@@ -360,7 +362,7 @@ BUILTIN = (Path(__file__).resolve().parent.parent / "exporter/router/builtin.yam
 
 
 @given(st.data())
-@example(None)
+@example(None)  # found: a mapping nested 2,000 deep raised RecursionError
 def test_a_mapping_is_loaded_or_refused_with_its_line(data: st.DataObject | None) -> None:
     from exporter.router.mapping import MappingError, parse_mapping
 
