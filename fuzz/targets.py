@@ -30,7 +30,7 @@ def _rendered_whole(pipeline: Pipeline) -> None:
     from exporter.telemetry.prometheus import catalogue_registry
 
     generate_latest(catalogue_registry(pipeline))
-    assert not pipeline.stats.render_errors, dict(pipeline.stats.render_errors)
+    assert not +pipeline.stats.render_errors, dict(+pipeline.stats.render_errors)
 
 
 def event_lines(data: bytes) -> None:

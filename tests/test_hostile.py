@@ -280,7 +280,7 @@ def test_a_scrape_renders_outside_the_pipeline_lock() -> None:
         return [((run_id,), 1.0) for run_id in view.state.runs]
 
     probe = Metric("probe", "probe", "", Type.GAUGE, ("run_id",), "probe", sample)
-    collector = CatalogueCollector(pipeline.snapshot, (probe,), RenderErrors(pipeline.stats))
+    collector = CatalogueCollector(pipeline.snapshot, (probe,), RenderErrors(pipeline.stats, ()))
     (family,) = list(collector.collect())
     assert free_while_rendering == [True]
     assert [s.labels for s in family.samples] == [{"run_id": "run_1"}]

@@ -126,9 +126,11 @@ class RenderErrors:
     ``runwatch_render_errors_total`` and logged once per family, so one value that cannot
     be rendered costs its sample, never the scrape."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, metrics: Iterable[Metric]) -> None:
         self._stats = stats
         self._logged: set[str] = set()
+        # every family's series starts at 0, so increase() sees the first error
+        stats.declare(stats.render_errors, [metric.name for metric in metrics])
 
     def __call__(self, metric: Metric, exc: Exception) -> None:
         self._stats.count(self._stats.render_errors, metric.name)

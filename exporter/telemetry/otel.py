@@ -105,7 +105,7 @@ class OtlpOutput:
         if settings.service_name or unnamed:
             resource = resource.merge(Resource({SERVICE_NAME: settings.service_name or "runwatch"}))
         self._pipeline = pipeline
-        self._failed = RenderErrors(pipeline.stats)
+        self._failed = RenderErrors(pipeline.stats, metrics_for(pipeline))
         readers = []
         if settings.metrics:  # off when Prometheus scrapes /metrics and OTLP carries traces
             readers.append(PeriodicExportingMetricReader(

@@ -70,8 +70,9 @@ class CatalogueCollector(Collector):
 def catalogue_registry(pipeline: Pipeline) -> CollectorRegistry:
     """A registry holding only the pipeline's catalogue (no process or platform collectors)."""
     registry = CollectorRegistry(auto_describe=False)
+    metrics = metrics_for(pipeline)
     collector = CatalogueCollector(
-        pipeline.snapshot, metrics_for(pipeline), RenderErrors(pipeline.stats), pipeline.rendering
+        pipeline.snapshot, metrics, RenderErrors(pipeline.stats, metrics), pipeline.rendering
     )
     registry.register(collector)
     return registry
