@@ -287,10 +287,7 @@ def _load_yaml(path: str | None, names: list[str]) -> dict[str, Any]:
     if not path:
         return {}
     try:
-        content = read_regular(path, MAX_CONFIG_BYTES + 1)
-        if len(content) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {path}: over {MAX_CONFIG_BYTES} bytes")
-        loaded = yaml.safe_load(content.decode()) or {}
+        loaded = yaml.safe_load(read_regular(path, MAX_CONFIG_BYTES).decode()) or {}
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

@@ -241,7 +241,7 @@ def parse_lines(lines: list[bytes], max_line_bytes: int) -> list[Parsed]:
             append(rejected.as_refused())
             continue
         except Exception as exc:  # whatever one line does stays with that line
-            append(_failure(exc).as_refused())
+            append(failure(exc).as_refused())
             continue
         append(event)
     return parsed
@@ -264,7 +264,7 @@ def validate(value: Any) -> Event:
     except msgspec.ValidationError as exc:
         raise _rejection(exc, b"") from None
     except Exception as exc:  # recursion, memory: a rejection of this value
-        raise _failure(exc) from None
+        raise failure(exc) from None
     return _complete(event)
 
 
@@ -309,8 +309,9 @@ def _deeper_than(value: Any, limit: int = MAX_CONFIG_DEPTH) -> bool:
     return True
 
 
-def _failure(exc: Exception) -> Rejected:
-    """An input whose parsing raised something other than a decode error."""
+def failure(exc: Exception) -> Rejected:
+    """The rejection of an input whose handling raised something other than a refusal:
+    nesting past the recursion limit, or ``processing_failed`` (a bug)."""
     if isinstance(exc, RecursionError):
         return Rejected("too_deeply_nested", "JSON nested deeper than the parser allows")
     return Rejected("processing_failed", f"{type(exc).__name__}: {str(exc)[:200]}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from exporter.engine_cycles import EngineCycles
-from exporter.events import Parsed, Refused, Rejected, parse_lines, validate
+from exporter.events import Parsed, Refused, Rejected, failure, parse_lines, validate
 from exporter.handshake import ACK_METRIC, Handshakes
 from exporter.readings import Readings, ReadingsCache
 from exporter.router.reducer import RouterState
@@ -181,14 +181,14 @@ class Pipeline:
         self.stats.count(self.stats.rejected, (source, rejected.reason))
 
     def input_failed(self, source: str, exc: Exception) -> Refused:
-        """Count an input whose handling raised (a bug, not bad input): one rejection as
-        ``processing_failed``, and the traceback logged once per source."""
-        refused = Refused("processing_failed", f"{type(exc).__name__}: {str(exc)[:200]}")
+        """Count an input whose handling raised (see :func:`~exporter.events.failure`): one
+        rejection, and the traceback logged once per source."""
+        refused = failure(exc).as_refused()
         self.reject(source, refused)
         if source not in self._failed_inputs:
             self._failed_inputs.add(source)
-            log.error("%s input could not be processed; it is counted as processing_failed "
-                      "and skipped", source, exc_info=exc)  # fmt: skip
+            log.error("%s input could not be processed; it is counted as %s and skipped",
+                      source, refused.reason, exc_info=exc)  # fmt: skip
         return refused
 
     def _slices(self, count: int) -> Iterator[range]:

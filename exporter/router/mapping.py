@@ -110,10 +110,7 @@ def load_mapping(path: str | None) -> Mapping:
         text = resources.files(__package__).joinpath("builtin.yaml").read_text()
         return parse_mapping(text, "built-in mapping")
     try:
-        content = read_regular(path, MAX_MAPPING_BYTES + 1)
-        if len(content) > MAX_MAPPING_BYTES:
-            raise MappingError(f"{path}: over {MAX_MAPPING_BYTES} bytes")
-        text = content.decode()
+        text = read_regular(path, MAX_MAPPING_BYTES).decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise MappingError(
             f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"

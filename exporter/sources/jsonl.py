@@ -155,7 +155,8 @@ class FileReader:
 
     def cursor(self) -> Cursor:
         head_len = min(HEAD_BYTES, self.offset)
-        return Cursor(*self.identity, _head_hash(self._fh, head_len), head_len, self.offset)
+        head = hashlib.sha256(self._head[:head_len]).hexdigest()  # the bytes read, kept
+        return Cursor(*self.identity, head, head_len, self.offset)
 
     def resume(self, cursor: Cursor) -> None:
         """Adopt a saved cursor if it describes this very file."""
@@ -430,7 +431,8 @@ class Tailer(Worker):
         return list(dict.fromkeys(paths))
 
     def _scan_path(self, path: str) -> FileReader | None:
-        """Follow what ``path`` names now; returns the reader that has more to read."""
+        """Follow what ``path`` names now (opening, rotating or restarting its reader);
+        returns that reader, or None when the path names no file to read."""
         reader = self.files.get(path)
         try:
             info = os.stat(path)

@@ -23,7 +23,7 @@ import msgspec
 import psutil
 
 from exporter.events import Ident, Rejected, Timestamp, epoch_seconds
-from exporter.sources.regular_files import NotRegularFile, read_regular
+from exporter.sources.regular_files import FileTooLarge, NotRegularFile, read_regular
 from exporter.state import ProcessObservation
 from exporter.worker import Worker
 
@@ -92,7 +92,7 @@ class PidFileWatcher(Worker):
         self._interval = interval
         self._content: dict[Path, bytes | None] = {}
         self._records: dict[Path, PidRecord] = {}
-        self._refused: set[Path] = set()  # paths that are not regular files, counted once
+        self._refused: set[Path] = set()  # not regular files, or too large: counted once
 
     def _run(self) -> None:
         while True:
@@ -117,11 +117,11 @@ class PidFileWatcher(Worker):
 
     def _read(self, path: Path) -> None:
         try:
-            content: bytes | None = read_regular(str(path), MAX_PID_FILE_BYTES + 1)
+            content: bytes | None = read_regular(str(path), MAX_PID_FILE_BYTES)
             self._refused.discard(path)
         except FileNotFoundError:
             content = None
-        except NotRegularFile as exc:
+        except (NotRegularFile, FileTooLarge) as exc:  # refused unread, once per path
             if path not in self._refused:
                 self._refused.add(path)
                 self._reject(Rejected("pid_file_invalid", str(exc)))

@@ -13,6 +13,16 @@ import os
 import stat
 
 
+class FileTooLarge(OSError):
+    """A file over the size its reader accepts: refused unread, never truncated."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        super().__init__(errno.EFBIG, f"over {limit} bytes", path)
+
+    def __str__(self) -> str:
+        return f"{self.filename} is {self.strerror}"
+
+
 class NotRegularFile(OSError):
     """A path that names a FIFO, a device, a socket or a directory: never read as events."""
 
@@ -36,12 +46,16 @@ def open_regular(path: str) -> int:
 
 
 def read_regular(path: str, limit: int) -> bytes:
-    """Up to ``limit`` bytes of a regular file (OSError, NotRegularFile for anything else)."""
+    """A regular file's content: OSError when it cannot be read, NotRegularFile for anything
+    but a regular file, FileTooLarge past ``limit`` bytes (read no further)."""
     fd = open_regular(path)
     try:
-        return os.read(fd, limit)
+        content = os.read(fd, limit + 1)
     finally:
         os.close(fd)
+    if len(content) > limit:
+        raise FileTooLarge(path, limit)
+    return content
 
 
 def describe_mode(mode: int) -> str:

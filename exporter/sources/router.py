@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from exporter.events import Rejected
+from exporter.events import Rejected, failure
 from exporter.sampling import SourceUnavailable
 from exporter.stats import ROUTER_SOURCE
 
@@ -52,7 +52,7 @@ def decode_lines(lines: list[bytes]) -> list[Any]:
                 continue
             values.append(Rejected("invalid_json", "a line that is not JSON"))
         except Exception as exc:  # whatever one line does stays with it
-            values.append(Rejected("processing_failed", f"{type(exc).__name__}: {exc}"))
+            values.append(failure(exc))
     return values
 
 
