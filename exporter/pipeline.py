@@ -197,10 +197,9 @@ class Pipeline:
         two share one interpreter, and a scrape has a timeout where a batch has none."""
         for first in range(0, count, APPLY_SLICE):
             if first and self._rendering:
-                waited = 0.0
-                while self._rendering and waited < RENDER_PRIORITY_SECONDS:
+                deadline = time.monotonic() + RENDER_PRIORITY_SECONDS
+                while self._rendering and time.monotonic() < deadline:
                     time.sleep(0.001)
-                    waited += 0.001
             yield range(first, min(first + APPLY_SLICE, count))
 
     @contextmanager
