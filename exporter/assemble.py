@@ -37,7 +37,9 @@ def limits_from(settings: dict[str, Any]) -> Limits:
 
 def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | None]:
     """The pipeline with its OTLP output attached when OTLP is configured."""
-    pipeline = Pipeline(limits_from(settings), settings["max_line_bytes"])
+    pipeline = Pipeline(
+        limits_from(settings), settings["max_line_bytes"], settings["strict_events"]
+    )
     if any(settings.get(name) for name in ("router_events", "router_sqlite", "router_mapping")):
         _attach_router(pipeline, settings.get("router_mapping"))
     try:

@@ -23,7 +23,7 @@ from exporter.schema import render_schema
 from exporter.sources.parallel import ParallelReader, worth_it
 from exporter.telemetry.prometheus import catalogue_registry
 
-LIMITS = [o.name for o in OPTIONS if o.group == "limits"] + ["max_line_bytes"]
+LIMITS = [o.name for o in OPTIONS if o.group == "limits"] + ["max_line_bytes", "strict_events"]
 OTLP = [o.name for o in OPTIONS if o.group == "otlp"]
 SERVE = [o.name for o in OPTIONS]
 REPLAY = LIMITS + OTLP + ["router_events", "router_mapping", "log_level"]

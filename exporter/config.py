@@ -122,6 +122,10 @@ OPTIONS: tuple[Option, ...] = (
            group="inputs"),
     Option("max_line_bytes", 1 << 20, "Longest event line accepted; longer ones are skipped and "
            "counted as line_too_long.", _positive_int, group="inputs"),
+    Option("strict_events", False, "Refuse events that lack a UTC offset, a timestamp or a "
+           "run_id (counted as invalid_timestamp / missing_field) instead of completing them "
+           "as seed 000's dashboard does (counted in runwatch_events_lenient_total).", _bool,
+           group="inputs"),
     Option("max_body_bytes", 16 << 20, "Largest POST /v1/events body; larger ones get 413.",
            _positive_int, group="inputs"),
     Option("body_timeout", 30.0, "Seconds a POST /v1/events body may take to arrive; a "
@@ -177,7 +181,9 @@ OPTIONS: tuple[Option, ...] = (
            group="trading bridge"),
     Option("backend_url", None, "Base URL of a training backend (seed 003), e.g. "
            "http://127.0.0.1:8000: its /ws messages become runs (job_id as run_id), GET / is "
-           "its health, GET /jobs starts the start-handshake clock.", group="training backend",
+           "its health; runwatch's own POST /start_training passes starts through to it (the "
+           "202 and its job_id start the handshake clock; so does GET /jobs where the backend "
+           "has one).", group="training backend",
            metavar="URL"),
     Option("backend_interval", 10.0, "Seconds between REST checks of the backend (health, "
            "job listing, job status while the WebSocket is down).", _positive_float,

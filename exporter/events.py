@@ -2,18 +2,23 @@
 
 The Structs are the single source of truth: msgspec validates each line
 against them in one C pass (types, bounds, required fields, RFC 3339
-timestamps with an offset), and ``runwatch schema`` renders them as the JSON
-Schema shipped in ``exporter/schema/events.schema.json``. Unknown extra
-fields are ignored; null counts as absent. Whatever is wrong raises
-:class:`Rejected` with a reason from :data:`REJECT_REASONS`, which callers
-count in ``runwatch_events_rejected_total``.
+timestamps), and ``runwatch schema`` renders them as the JSON Schema shipped in
+``exporter/schema/events.schema.json``. Unknown extra fields are ignored; null
+counts as absent; an event type runwatch does not know becomes a
+:class:`CustomEvent` with its fields. Whatever is wrong raises :class:`Rejected`
+with a reason from :data:`REJECT_REASONS`, which callers count in
+``runwatch_events_rejected_total``.
+
+What the seed's own dashboard accepts is accepted too, and left for the pipeline
+to complete (see :data:`LENIENCIES`): a timestamp without a UTC offset stays a
+naive ``datetime``, a missing timestamp or run id stays None.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Annotated, Any, Union
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta
@@ -47,7 +52,11 @@ REJECT_REASONS: tuple[str, ...] = (
     "processing_failed",
 )
 
-STATUSES: tuple[str, ...] = ("running", "completed", "failed", "crashed", "interrupted")
+STATUSES: tuple[str, ...] = (
+    "running", "completed", "failed", "crashed", "interrupted", "ended",
+)  # fmt: skip
+"""``ended``: the run closed cleanly without saying how it went (seed 000's
+``close_training_events`` with no ``run_complete``); no alert fires on it."""
 STATUS_ALIASES: dict[str, str] = {
     **{status: status for status in STATUSES},
     "started": "running",
@@ -63,6 +72,8 @@ STATUS_ALIASES: dict[str, str] = {
     "canceled": "interrupted",
     "aborted": "interrupted",
     "killed": "interrupted",
+    "closed": "ended",
+    "finished": "ended",
 }
 """Run status spellings accepted (case-insensitive) and the status each one means."""
 
@@ -97,6 +108,15 @@ an integer past a float's range would break every scrape of the run."""
 MAX_CONFIG_DEPTH = 32
 """Deepest nesting of objects and arrays kept in a run's config (served by /api/runs)."""
 
+LENIENCIES: tuple[str, ...] = ("naive_timestamp", "missing_timestamp", "missing_run_id")
+"""What an event may lack and still be applied (unless ``--strict-events``), each counted
+in ``runwatch_events_lenient_total``: a timestamp without offset is UTC, a missing one the
+time of reading, a missing run id the run named by the PID file or the source's latest."""
+
+NON_FINITE: dict[str, float] = {"NaN": float("nan"), "Infinity": float("inf"),
+                                "-Infinity": float("-inf")}  # fmt: skip
+"""Metric values JSON cannot write as numbers, spelt as the protobuf JSON mapping does."""
+
 Ident = Annotated[str, Meta(min_length=1, max_length=MAX_IDENTIFIER_CHARS)]
 Count = Annotated[int, Meta(ge=0, le=MAX_EXACT_INTEGER)]
 Seconds = Annotated[float, Meta(ge=0)]
@@ -104,20 +124,25 @@ MAX_EPOCH_SECONDS = 1e10
 """Latest timestamp accepted (year 2286): OTLP carries times as 64-bit nanoseconds."""
 
 Timestamp = Annotated[
-    Annotated[datetime, Meta(tz=True)] | Annotated[float, Meta(ge=0, le=MAX_EPOCH_SECONDS)],
-    Meta(description="ISO-8601 / RFC 3339 with a UTC offset (or Z), or epoch seconds."),
+    datetime | Annotated[float, Meta(ge=0, le=MAX_EPOCH_SECONDS)],
+    Meta(description="ISO-8601 / RFC 3339 (without an offset: UTC), or epoch seconds."),
 ]
 Status = Annotated[
     str, Meta(description="Case-insensitive; one of: " + ", ".join(sorted(STATUS_ALIASES)))
 ]
-NumberMap = dict[Ident, float]
+MetricValue = Annotated[
+    float | Literal["NaN", "Infinity", "-Infinity"],
+    Meta(description="A number; NaN and infinities as the strings NaN, Infinity, -Infinity."),
+]
+NumberMap = dict[Ident, MetricValue]
 
 
 class Event(msgspec.Struct, tag_field="event_type", kw_only=True, gc=False):
-    """Fields common to every event. After :func:`parse_line`, ``timestamp`` is epoch seconds."""
+    """Fields common to every event. After :func:`parse_line`, ``timestamp`` is epoch
+    seconds, unless the pipeline has a leniency to apply (see :data:`LENIENCIES`)."""
 
-    run_id: _doc(Ident, "Identifies the run; every event of a run carries it.")
-    timestamp: Timestamp
+    run_id: _doc(Ident | None, "Identifies the run; every event of a run should carry it.") = None
+    timestamp: _doc(Timestamp | None, "When it happened; defaults to when it was read.") = None
 
 
 class RunStart(Event, tag="run_start"):
@@ -184,7 +209,7 @@ class Error(Event, tag="error"):
 class MetricUpdate(Event, tag="metric_update"):
     """Step metrics: loss, learning_rate, accuracy or any other key."""
 
-    metrics: _doc(NumberMap, "Metric key -> finite number.")
+    metrics: _doc(NumberMap, "Metric key -> number (non-finite ones counted per key).")
     step: _doc(Count | None, "Training step.") = None
 
 
@@ -209,11 +234,37 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RunStart, Progress, StageChange, TargetStart, TargetComplete, RunComplete, Error,
     MetricUpdate, CheckpointSaved, StatusChange,
 )  # fmt: skip
-AnyEvent = Union[EVENT_TYPES]  # noqa: UP007 - a Union built from the tuple above
 EVENT_TYPE_NAMES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in EVENT_TYPES)
 
-_decode = msgspec.json.Decoder(AnyEvent).decode
-_NEEDS_NORMALISING = frozenset({RunComplete, StatusChange, StageChange})
+MAX_CUSTOM_FIELDS = 32
+"""Fields of an event of an unknown type kept for the event log (strings, numbers, bools)."""
+
+
+class CustomEvent(Event, tag="__custom__"):
+    """An event of a type runwatch does not know (seed 000: "Adding new event types"):
+    counted by type, its scalar fields kept for the event log."""
+
+    type_name: Ident
+    fields: dict[str, str | float | bool] = {}
+
+
+AnyEvent = Union[(*EVENT_TYPES, CustomEvent)]  # every Struct a parsed line may become
+KnownEvent = Union[EVENT_TYPES]  # noqa: UP007 - the types a line may name in event_type
+
+
+class _Header(msgspec.Struct, kw_only=True):
+    """What every event has, for a line of an unknown type."""
+
+    event_type: Ident
+    run_id: Ident | None = None
+    timestamp: Timestamp | None = None
+
+
+_decode = msgspec.json.Decoder(KnownEvent).decode
+_decode_header = msgspec.json.Decoder(_Header).decode
+_decode_any = msgspec.json.Decoder(dict[str, Any]).decode
+_NEEDS_NORMALISING = frozenset({RunComplete, StatusChange, StageChange, MetricUpdate,
+                                CheckpointSaved})  # fmt: skip
 
 
 Parsed = Event | Refused | None
@@ -235,8 +286,14 @@ def parse_lines(lines: list[bytes], max_line_bytes: int) -> list[Parsed]:
         try:
             event = _complete(decode(line))
         except msgspec.DecodeError as exc:
-            append(_rejection(exc, line).as_refused())
-            continue
+            try:
+                event = _complete(_second_chance(exc, line))
+            except Rejected as rejected:
+                append(rejected.as_refused())
+                continue
+            except Exception as other:
+                append(failure(other).as_refused())
+                continue
         except Rejected as rejected:
             append(rejected.as_refused())
             continue
@@ -260,12 +317,67 @@ def parse_line(line: bytes) -> Event:
 def validate(value: Any) -> Event:
     """Validate an already-decoded JSON value (an element of a POSTed array)."""
     try:
-        event = msgspec.convert(value, AnyEvent)
+        event = msgspec.convert(value, KnownEvent)
     except msgspec.ValidationError as exc:
-        raise _rejection(exc, b"") from None
+        if not _unknown_type(exc) or not isinstance(value, dict):
+            raise _rejection(exc, b"") from None
+        event = _custom(msgspec.convert(value, _Header), value)
     except Exception as exc:  # recursion, memory: a rejection of this value
         raise failure(exc) from None
     return _complete(event)
+
+
+def _unknown_type(exc: msgspec.ValidationError) -> bool:
+    return str(exc).endswith("- at `$.event_type`") and str(exc).startswith("Invalid value")
+
+
+def _second_chance(exc: msgspec.DecodeError, line: bytes) -> Event:
+    """A line the typed decoder refused that is still an event: one of a type runwatch does
+    not know, or one with NaN or Infinity written bare (Python's ``json`` does)."""
+    if isinstance(exc, msgspec.ValidationError):
+        if not _unknown_type(exc):
+            raise _rejection(exc, line)
+        try:
+            return _custom(_decode_header(line), _decode_any(line))
+        except msgspec.ValidationError as invalid:
+            raise _rejection(invalid, line) from None
+    if (b"NaN" in line or b"Infinity" in line) and _valid_utf8(line):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            raise _rejection(exc, line) from None
+        try:
+            return validate(value)
+        except Rejected as rejected:  # NaN where a metric value is not expected
+            if rejected.reason in ("invalid_value", "wrong_type"):
+                raise Rejected("non_finite_number", rejected.detail) from None
+            raise
+    raise _rejection(exc, line)
+
+
+def _valid_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _custom(header: _Header, value: dict[str, Any]) -> CustomEvent:
+    fields: dict[str, str | float | bool] = {}
+    for key, item in value.items():
+        if key in ("event_type", "run_id", "timestamp") or len(fields) >= MAX_CUSTOM_FIELDS:
+            continue
+        if isinstance(item, str):
+            fields[key[:MAX_IDENTIFIER_CHARS]] = item[:1024]
+        elif isinstance(item, bool | float) or (
+            isinstance(item, int) and abs(item) <= MAX_EXACT_INTEGER
+        ):
+            fields[key[:MAX_IDENTIFIER_CHARS]] = item if isinstance(item, bool) else float(item)
+    return CustomEvent(
+        run_id=header.run_id, timestamp=header.timestamp, type_name=header.event_type,
+        fields=fields,
+    )  # fmt: skip
 
 
 def epoch_seconds(value: datetime | float) -> float:
@@ -280,12 +392,15 @@ def normalise_status(value: str) -> str:
 
 
 def _complete(event: Event) -> Event:
-    """What decoding leaves to do: epoch seconds, and the normalisations of a few types."""
+    """What decoding leaves to do: epoch seconds (a naive datetime is left to the pipeline,
+    see LENIENCIES), and the normalisations of a few types."""
     timestamp = event.timestamp
-    if timestamp.__class__ is not float:
-        event.timestamp = timestamp.timestamp()
-        if not 0 <= event.timestamp <= MAX_EPOCH_SECONDS:
+    if timestamp.__class__ is not float and timestamp is not None:
+        seconds = timestamp.replace(tzinfo=timestamp.tzinfo or UTC).timestamp()
+        if not 0 <= seconds <= MAX_EPOCH_SECONDS:
             raise Rejected("invalid_timestamp", f"{timestamp.isoformat()} is out of range")
+        if timestamp.tzinfo is not None:
+            event.timestamp = seconds
     if event.__class__ in _NEEDS_NORMALISING:
         _normalise(event)
     elif event.__class__ is RunStart and event.config and _deeper_than(event.config):
@@ -318,7 +433,12 @@ def failure(exc: Exception) -> Rejected:
 
 
 def _normalise(event: Event) -> None:
-    if type(event) is RunComplete:
+    if type(event) is MetricUpdate:
+        _non_finite(event.metrics)
+    elif type(event) is CheckpointSaved:
+        if event.metrics:
+            _non_finite(event.metrics)
+    elif type(event) is RunComplete:
         event.status = normalise_status(event.status)
     elif type(event) is StatusChange:
         event.new_status = normalise_status(event.new_status)
@@ -326,6 +446,17 @@ def _normalise(event: Event) -> None:
         if event.stage is None:
             raise Rejected("missing_field", "new_stage")
         event.new_stage = event.stage
+
+
+def _non_finite(metrics: dict[str, Any]) -> None:
+    for key, value in metrics.items():
+        if value.__class__ is str:
+            metrics[key] = NON_FINITE[value]
+
+
+def naive_seconds(timestamp: datetime) -> float:
+    """Epoch seconds of a timestamp written without a UTC offset: UTC, as seed 000 means."""
+    return timestamp.replace(tzinfo=UTC).timestamp()
 
 
 # msgspec error messages, first match wins; see tests/test_events.py for each case.
@@ -355,11 +486,4 @@ def _rejection(exc: msgspec.DecodeError, line: bytes) -> Rejected:
         line.decode("utf-8")
     except UnicodeDecodeError as bad:
         return Rejected("invalid_utf8", f"byte {bad.start}")
-    if b"NaN" in line or b"Infinity" in line:
-        # Python's json module writes NaN/Infinity by default; tell them apart from garbage.
-        try:
-            json.loads(line)
-            return Rejected("non_finite_number", "NaN or Infinity in the event")
-        except ValueError:
-            pass
     return Rejected("invalid_json", message)

@@ -20,7 +20,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from exporter.engine_cycles import EngineCycles
-from exporter.events import Parsed, Refused, Rejected, failure, parse_lines, validate
+from exporter.events import (
+    CustomEvent,
+    Event,
+    Parsed,
+    Refused,
+    Rejected,
+    failure,
+    naive_seconds,
+    parse_lines,
+    validate,
+)
 from exporter.handshake import ACK_METRIC, Handshakes
 from exporter.readings import Readings, ReadingsCache
 from exporter.router.reducer import RouterState
@@ -53,8 +63,14 @@ class OutputSink(Protocol):
 
 
 class Pipeline:
-    def __init__(self, limits: Limits | None = None, max_line_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        max_line_bytes: int = 1 << 20,
+        strict_events: bool = False,
+    ) -> None:
         self.state = State(limits, tracing=False)
+        self.strict_events = strict_events  # refuse what LENIENCIES would complete
         self.stats = Stats()
         self.readings = ReadingsCache()  # written by the sampled sources' threads
         self.engine_cycles = EngineCycles()
@@ -68,6 +84,8 @@ class Pipeline:
         self._snapshot: tuple[float, View] | None = None  # (monotonic time taken, view)
         self._rendering = 0  # scrapes rendering now (see _slices)
         self._rendering_lock = threading.Lock()
+        self._latest_run: dict[str, str] = {}  # by source: the run of its latest event
+        self._pid_runs: dict[str, bool] = {}  # run id -> alive, from the PID files
 
     def add_sink(self, sink: OutputSink) -> None:
         """Send spans and durations to ``sink``; the reducer builds them from now on."""
@@ -108,6 +126,13 @@ class Pipeline:
                         self.reject(source, item)
                         rejections.append((index, item))
                         continue
+                    if item.run_id is None or item.timestamp.__class__ is not float:
+                        try:
+                            self._complete(item, source, items, range(indices.start, index))
+                        except Rejected as rejected:
+                            self.reject(source, rejected)
+                            rejections.append((index, rejected.as_refused()))
+                            continue
                     try:
                         outputs = apply(item)
                     except Rejected as rejected:
@@ -120,9 +145,74 @@ class Pipeline:
                         continue
                     if outputs:
                         self._hand_on(outputs, index >= spans_from)
+                    if item.__class__ is CustomEvent and self.router is not None:
+                        self._map_custom(item, index >= spans_from)
+            latest = _latest_run_id(items, indices)
+            if latest is not None:
+                self._latest_run[source] = latest
         accepted = len(items) - items.count(None) - len(rejections)
         self.stats.count(self.stats.ingested, source, accepted)
         return rejections
+
+    def _complete(self, event: Event, source: str, items: list[Parsed], before: range) -> None:
+        """Apply the LENIENCIES an event needs, counting each; raises Rejected when
+        ``strict_events`` is set or no run can be named. ``before``: the items of this slice
+        before the event (earlier slices are in ``_latest_run``)."""
+        if event.run_id is None:
+            if self.strict_events:
+                raise Rejected("missing_field", "run_id (--strict-events)")
+            run_id = self._live_pid_run() or _latest_run_id(items, before)
+            run_id = run_id or self._latest_run.get(source)
+            if run_id is None:
+                raise Rejected(
+                    "missing_field", "run_id, and no PID file or earlier event names one"
+                )
+            event.run_id = run_id
+            self._lenient(source, "missing_run_id")
+        if event.timestamp is None:
+            if self.strict_events:
+                raise Rejected("missing_field", "timestamp (--strict-events)")
+            now = time.time()
+            run = self.state.runs.get(event.run_id)
+            # a file read long after it was written (or a clock far off ours): the time of
+            # the run's latest event keeps it in order with its neighbours
+            skew = self.state.limits.max_clock_skew_seconds
+            far = run is not None and abs(now - run.last_event) > skew
+            event.timestamp = run.last_event if far else now
+            self._lenient(source, "missing_timestamp")
+        elif event.timestamp.__class__ is not float:
+            if self.strict_events:
+                raise Rejected("invalid_timestamp", "no UTC offset (--strict-events)")
+            event.timestamp = naive_seconds(event.timestamp)
+            self._lenient(source, "naive_timestamp")
+
+    def _map_custom(self, event: CustomEvent, emit_spans: bool) -> None:
+        """A core event of a type runwatch does not know that the router mapping lists:
+        the mapping's rules apply to it too (its fields, and ``run_id``, as the event's), so
+        a user declares extra types and the metrics of their numeric fields in one place."""
+        router = self.router
+        assert router is not None
+        mapping = router.mapping
+        if event.type_name.strip().upper() not in mapping.categories:
+            return
+        value: dict[str, Any] = {**event.fields, "run_id": event.run_id,
+                                 mapping.type_field: event.type_name}  # fmt: skip
+        if mapping.time_field is not None:
+            value[mapping.time_field] = event.timestamp
+        try:
+            outputs = router.apply(value, event.timestamp)
+        except Rejected:  # its fields broke a rule's expectations; the core event stands
+            return
+        if outputs:
+            self._hand_on(outputs, emit_spans)
+
+    def _lenient(self, source: str, leniency: str) -> None:
+        self.stats.count(self.stats.lenient, (source, leniency))
+
+    def _live_pid_run(self) -> str | None:
+        """The run of the one live PID-file process, if exactly one is alive."""
+        live = [run_id for run_id, alive in self._pid_runs.items() if alive]
+        return live[0] if len(live) == 1 else None
 
     def ingest_router(
         self, values: list[Any], source: str, received_at: float, spans_from: int = 0
@@ -154,6 +244,9 @@ class Pipeline:
 
     def observe_process(self, observation: ProcessObservation) -> None:
         with self._lock:
+            self._pid_runs[observation.run_id] = observation.alive and not observation.closed
+            if len(self._pid_runs) > self.state.limits.max_runs:  # forget the oldest
+                del self._pid_runs[next(iter(self._pid_runs))]
             outputs = self.state.observe_process(observation)
             self._hand_on(outputs, True)
 
@@ -237,3 +330,12 @@ class Pipeline:
                 if sink not in self._failed_sinks:
                     self._failed_sinks.add(sink)
                     log.exception("output %r failed; ingestion goes on", sink)
+
+
+def _latest_run_id(items: list[Parsed], indices: range) -> str | None:
+    """The run id of the last event among ``items[indices]`` that names one."""
+    for index in reversed(indices):
+        item = items[index]
+        if item is not None and item.__class__ is not Refused and item.run_id is not None:
+            return item.run_id
+    return None

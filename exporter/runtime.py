@@ -22,6 +22,7 @@ from exporter.server import create_app
 from exporter.sources.attribution import no_runs
 from exporter.sources.jsonl import CursorStore, Tailer
 from exporter.sources.pidfile import PidFileWatcher
+from exporter.sources.start_proxy import add_start_proxy
 from exporter.stats import PID_FILE_SOURCE
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class Runtime:
             basic_auth=basic_auth,
             lifespan=self._lifespan,
         )
+        if settings["backend_url"]:
+            add_start_proxy(self.app, self.pipeline, settings["backend_url"])
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:

@@ -12,14 +12,37 @@ from typing import Any
 import msgspec
 import orjson
 
-from exporter.events import AnyEvent
+from exporter.events import EVENT_TYPE_NAMES, MAX_IDENTIFIER_CHARS, KnownEvent
 
 SCHEMA_ID = "urn:runwatch:schema:event:1"
 
 
 def build_schema() -> dict[str, Any]:
     """The JSON Schema of one event line (draft 2020-12)."""
-    schema = msgspec.json.schema(AnyEvent)
+    schema = msgspec.json.schema(KnownEvent)
+    schema.pop("discriminator")  # OpenAPI's, and custom types have no fixed tag
+    common = schema["$defs"]["RunStart"]["properties"]
+    schema["$defs"]["CustomEvent"] = {
+        "title": "CustomEvent",
+        "description": (
+            "An event of a type runwatch does not know: counted by type in "
+            "training_events_total (the first 32 types, then 'other'), its string, number "
+            "and boolean fields kept (32 at most) as an event of the run's current span."
+        ),
+        "type": "object",
+        "properties": {
+            "event_type": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_IDENTIFIER_CHARS,
+                "not": {"enum": list(EVENT_TYPE_NAMES)},
+            },
+            "run_id": common["run_id"],
+            "timestamp": common["timestamp"],
+        },
+        "required": ["event_type"],
+    }
+    schema["anyOf"].append({"$ref": "#/$defs/CustomEvent"})
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,9 +48,24 @@ def run_json(run: Run) -> dict[str, Any]:
         "stage_seconds": {name: stage.seconds for name, stage in run.stages.items()},
         "targets_total": run.targets_total,
         "targets_completed": run.targets_completed,
+        "targets_successful": run.targets_successful,
+        "current_target": run.current_target,
+        "stage_targets": {
+            name: {
+                "total": stage.targets_total,
+                "completed": stage.targets_completed,
+                "message": stage.message,
+            }
+            for name, stage in run.stages.items()
+        },
         "target_completions": dict(run.target_completions),
+        "target_best_auc": [
+            {"stage": stage, "target": target, "best_auc": _number(auc)}
+            for (stage, target), auc in run.target_best_auc.items()
+        ],
         "step": run.step,
-        "metrics": run.metrics,
+        "metrics": {key: _number(value) for key, value in run.metrics.items()},
+        "non_finite_metrics": dict(run.non_finite),
         "errors": [
             {"error_type": error_type, "recoverable": recoverable, "count": count}
             for (error_type, recoverable), count in run.errors.items()
@@ -60,13 +76,20 @@ def run_json(run: Run) -> dict[str, Any]:
                 "checkpoint_id": checkpoint_id,
                 "step": checkpoint.step,
                 "is_best": checkpoint.is_best,
-                "metrics": checkpoint.metrics,
+                "metrics": {key: _number(value) for key, value in checkpoint.metrics.items()},
                 "filepath": checkpoint.filepath,
                 "timestamp": checkpoint.timestamp,
             }
             for checkpoint_id, checkpoint in run.checkpoints.items()
         ],
     }
+
+
+def _number(value: float) -> float | str:
+    """JSON has no NaN or infinities: they are written as the event format spells them."""
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from exporter.events import (
     EVENT_TYPE_NAMES,
     STATUSES,
     CheckpointSaved,
+    CustomEvent,
     Error,
     Event,
     MetricUpdate,
@@ -51,7 +53,12 @@ TARGET_DURATION_BUCKETS: tuple[float, ...] = (
     1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200,
 )  # fmt: skip
 OTHER = "other"
+CUSTOM = CustomEvent.__struct_config__.tag
 TARGET_DURATION_METRIC = "training_target_duration_seconds"
+MAX_CUSTOM_EVENT_TYPES = 32
+"""Event types runwatch does not know counted by name; more are counted as ``other``."""
+MAX_SPAN_EVENTS = 128
+"""Events (errors, progress messages, custom events) kept per span, as the OTel SDK does."""
 DROP_REASONS: tuple[str, ...] = (
     "max_runs", "max_stages_per_run", "max_targets_per_run", "max_metric_keys_per_run",
     "max_checkpoints_per_run", "max_error_types_per_run",
@@ -82,6 +89,10 @@ class OpenSpan:
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
 
+    def add_event(self, ts: float, name: str, attributes: dict[str, Any]) -> None:
+        if len(self.events) < MAX_SPAN_EVENTS:
+            self.events.append((ts, name, attributes))
+
 
 @dataclass(frozen=True, slots=True)
 class FinishedSpan:
@@ -97,6 +108,9 @@ class Stage:
     progress_ratio: float = 0.0
     seconds: float = 0.0  # time spent in the stage, summed over visits
     entered_at: float | None = None  # set while it is the current stage
+    targets_total: int | None = None  # as progress events report them within the stage
+    targets_completed: int | None = None
+    message: str | None = None  # the latest progress message
 
 
 @dataclass(slots=True)
@@ -144,13 +158,16 @@ class Run:
     stages: dict[str, Stage] = field(default_factory=dict)
     targets_total: int = 0
     targets_completed: int = 0
-    target_best_auc: dict[str, float] = field(default_factory=dict)
+    targets_successful: int | None = None  # as run_complete reports it
+    current_target: str | None = None
+    target_best_auc: dict[tuple[str, str], float] = field(default_factory=dict)  # stage, target
     target_completions: Counter[str] = field(default_factory=Counter)
     target_durations: Histogram = field(
         default_factory=lambda: Histogram.empty(TARGET_DURATION_BUCKETS)
     )
     errors: Counter[tuple[str, bool]] = field(default_factory=Counter)
     metrics: dict[str, float] = field(default_factory=dict)
+    non_finite: Counter[str] = field(default_factory=Counter)  # NaN/inf values per metric key
     step: int | None = None
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     process_up: bool | None = None
@@ -177,15 +194,13 @@ class Run:
         every container the reducer mutates is copied (values are immutable or replaced
         whole, like ``config``); open spans are left out, outputs never read them."""
         run = copy.copy(self)
-        run.stages = {
-            name: Stage(stage.progress_ratio, stage.seconds, stage.entered_at)
-            for name, stage in self.stages.items()
-        }
+        run.stages = {name: copy.copy(stage) for name, stage in self.stages.items()}
         run.target_best_auc = self.target_best_auc.copy()
         run.target_completions = self.target_completions.copy()
         run.target_durations = self.target_durations.copy()
         run.errors = self.errors.copy()
         run.metrics = self.metrics.copy()
+        run.non_finite = self.non_finite.copy()
         run.checkpoints = {  # a checkpoint's metrics are replaced whole, never changed
             cid: Checkpoint(c.step, c.metrics, c.is_best, c.timestamp, c.filepath)
             for cid, c in self.checkpoints.items()
@@ -197,12 +212,14 @@ class Run:
 
 @dataclass(frozen=True, slots=True)
 class ProcessObservation:
-    """What the PID-file source saw: is the run's process alive at observed_at."""
+    """What the PID-file source saw: is the run's process alive at observed_at; ``closed``
+    when its PID file was removed while the process lived (a clean end, not a crash)."""
 
     run_id: str
     alive: bool
     started_at: float
     observed_at: float
+    closed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +243,7 @@ class State:
         # without one, the reducer skips that work.
         self.tracing = tracing
         self.runs: dict[str, Run] = {}
+        # the known types, then up to MAX_CUSTOM_EVENT_TYPES others, then "other"
         self.events_by_type: Counter[str] = Counter(dict.fromkeys(EVENT_TYPE_NAMES, 0))
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
 
@@ -255,6 +273,13 @@ class State:
                 raise Rejected("before_run_start", f"{event.run_id}: {ts} < {run.start}")
             raise Rejected("out_of_order", f"{event.run_id}: {ts} < {run.last_event}")
         handler, name = self._handlers[event.__class__]
+        if name == CUSTOM:
+            name = event.type_name
+            if (
+                name not in self.events_by_type
+                and len(self.events_by_type) >= len(EVENT_TYPE_NAMES) + MAX_CUSTOM_EVENT_TYPES
+            ):
+                name = OTHER
         self.events_by_type[name] += 1
         out: list[Output] = []
         handler(self, run, event, ts, out)
@@ -267,9 +292,12 @@ class State:
             if not obs.alive:
                 return []
             run = self._new_run(obs.run_id, obs.started_at)
-        run.process_up = obs.alive
+        run.process_up = obs.alive and not obs.closed
         out: list[Output] = []
-        if not obs.alive and run.status == "running":
+        if obs.closed:
+            if run.status == "running":
+                self._finish(run, _clean_end(run), max(obs.observed_at, run.last_event), out, None)
+        elif not obs.alive and run.status == "running":
             end = max(obs.observed_at, run.last_event)
             self._finish(run, "crashed", end, out, "process exited without run_complete")
         elif obs.alive and run.status == "crashed":  # restarted under the same run id
@@ -295,15 +323,32 @@ class State:
             stage = self._enter_stage(run, event.stage, ts, out)
         if stage is not None:
             stage.progress_ratio = event.progress_pct / 100.0
+            if event.targets_total is not None:
+                stage.targets_total = event.targets_total
+            if event.targets_complete is not None:
+                stage.targets_completed = event.targets_complete
+            if event.message is not None:
+                stage.message = event.message[:1024]
         if event.targets_total is not None:
             run.targets_total = event.targets_total
         if event.targets_complete is not None:
             run.targets_completed = event.targets_complete
+        if event.current_target is not None:
+            run.current_target = event.current_target[:256] or None
+        if event.message is not None and run.stage_span is not None:
+            attributes: dict[str, Any] = {
+                "message": event.message[:1024],
+                "training.progress.ratio": event.progress_pct / 100,
+            }
+            if event.current_target:
+                attributes["training.target"] = event.current_target[:256]
+            run.stage_span.add_event(ts, "progress", attributes)
 
     def _on_stage_change(self, run: Run, event: StageChange, ts: float, out: list[Output]) -> None:
         self._enter_stage(run, event.new_stage, ts, out)
 
     def _on_target_start(self, run: Run, event: TargetStart, ts: float, out: list[Output]) -> None:
+        run.current_target = event.target
         if event.total_targets is not None:
             run.targets_total = event.total_targets
         if self.tracing and not run.finished:
@@ -322,12 +367,15 @@ class State:
         status = _TARGET_STATUS_ALIASES.get((event.status or "success").lower(), OTHER)
         run.target_completions[status] += 1
         run.targets_completed += 1
+        if run.current_target == target:
+            run.current_target = None
         best = run.target_best_auc
+        key = (run.stage or "", target)  # the same target may be ranked, then trained
         if event.best_auc is not None and (
-            target in best
-            or self._admit(best, target, self.limits.max_targets_per_run, "max_targets_per_run")
+            key in best
+            or self._admit(best, key, self.limits.max_targets_per_run, "max_targets_per_run")
         ):
-            best[target] = event.best_auc
+            best[key] = event.best_auc
         span = run.target_spans.pop(target, None)
         duration = event.duration_seconds
         if duration is None and span is not None:
@@ -346,9 +394,15 @@ class State:
     def _on_run_complete(self, run: Run, event: RunComplete, ts: float, out: list[Output]) -> None:
         if event.total_targets is not None:
             run.targets_total = event.total_targets
+        if event.successful_targets is not None:
+            run.targets_successful = event.successful_targets
         if event.duration_seconds is not None:
             run.reported_duration = event.duration_seconds
-        status = event.status if event.status != "running" else "completed"
+        status = event.status
+        if status == "running":
+            status = "completed"
+        elif status == "ended":
+            status = _clean_end(run)
         self._finish(run, status, ts, out, None)
 
     def _on_error(self, run: Run, event: Error, ts: float, out: list[Output]) -> None:
@@ -369,14 +423,19 @@ class State:
                 "exception.message": event.error_message,
                 "training.error.recoverable": recoverable,
             }
-            span.events.append((ts, "exception", attributes))
+            span.add_event(ts, "exception", attributes)
 
     def _on_metric_update(
         self, run: Run, event: MetricUpdate, ts: float, out: list[Output]
     ) -> None:
         if event.step is not None:
             run.step = event.step
-        self._set_metrics(run.metrics, event.metrics)
+        values = event.metrics
+        self._set_metrics(run.metrics, values)
+        if not all(map(math.isfinite, values.values())):
+            for key, value in values.items():
+                if not math.isfinite(value) and key in run.metrics:
+                    run.non_finite[key] += 1
 
     def _on_checkpoint_saved(
         self, run: Run, event: CheckpointSaved, ts: float, out: list[Output]
@@ -404,10 +463,19 @@ class State:
     def _on_status_change(
         self, run: Run, event: StatusChange, ts: float, out: list[Output]
     ) -> None:
-        if event.new_status != "running":
+        if event.new_status == "ended":
+            self._finish(run, _clean_end(run), ts, out, None)
+        elif event.new_status != "running":
             self._finish(run, event.new_status, ts, out, None)
         elif run.finished:
             self._reopen(run, ts)
+
+    def _on_custom(self, run: Run, event: CustomEvent, ts: float, out: list[Output]) -> None:
+        """Kept for the event log: a span event with the event's scalar fields."""
+        span = run.target_spans.get(str(event.fields.get("target", ""))) or run.stage_span
+        span = span or run.root_span
+        if span is not None:
+            span.add_event(ts, event.type_name, dict(event.fields))
 
     _handlers: ClassVar[dict[type[Event], tuple[Callable[..., None], str]]] = {
         event_type: (handler, event_type.__struct_config__.tag)
@@ -422,6 +490,7 @@ class State:
             (MetricUpdate, _on_metric_update),
             (CheckpointSaved, _on_checkpoint_saved),
             (StatusChange, _on_status_change),
+            (CustomEvent, _on_custom),
         )
     }
 
@@ -517,3 +586,9 @@ class State:
             return True
         self.dropped[reason] += 1
         return False
+
+
+def _clean_end(run: Run) -> str:
+    """A run closed without saying how it went: ``completed`` when its last stage was
+    ``completed`` (seed 000's dashboard shows it DONE), else ``ended``."""
+    return "completed" if run.stage == "completed" else "ended"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from exporter.events import REJECT_REASONS
+from exporter.events import LENIENCIES, REJECT_REASONS
 
 JSONL_SOURCE = "jsonl"
 HTTP_SOURCE = "http"
@@ -32,6 +32,9 @@ class Stats:
             {(s, r): 0 for s in EVENT_SOURCES for r in REJECT_REASONS if r != "pid_file_invalid"}
         )
         self.rejected[(PID_FILE_SOURCE, "pid_file_invalid")] = 0
+        self.lenient: Counter[tuple[str, str]] = Counter(
+            {(s, leniency): 0 for s in EVENT_SOURCES for leniency in LENIENCIES}
+        )
         self.file_rotations: Counter[str] = Counter({"rotated": 0, "truncated": 0})
         self.otlp_exported: Counter[str] = Counter()  # signal, once OTLP is on
         self.otlp_dropped: Counter[tuple[str, str]] = Counter()  # (signal, reason)
@@ -41,6 +44,7 @@ class Stats:
         self.websocket_reconnects: Counter[str] = Counter()  # by channel
         self.websocket_connected: Counter[str] = Counter()  # by channel: 1 or 0, a gauge
         self.render_errors: Counter[str] = Counter()  # samples left out of a collection
+        self.backend_log_lines: Counter[tuple[()]] = Counter({(): 0})  # new log-tail lines
 
     def declare(self, counter: Counter, keys: list[object]) -> None:
         """Start these series at 0 (a source that is configured declares its own)."""

@@ -49,6 +49,24 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "c
     raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})")
 
 
+@pytest.fixture(autouse=True)
+def _pid_files_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TrainingMonitor writes a PID file per run: into the test's folder, not /tmp/runwatch."""
+    monkeypatch.setenv("RUNWATCH_PID_DIR", str(tmp_path / "pids"))
+
+
+@pytest.fixture
+def self_signed_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, from the real openssl."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -22,7 +22,9 @@ def test_parallel_and_serial_replays_are_identical(tmp_path: Path) -> None:
     second.write_bytes(
         b"\n".join(events[1000:])
         + b'\n{"event_type": "metric_update", "run_id": "run_p", "timestamp": 1.8e9, '
-        b'"metrics": {"loss": NaN}}\n{"event_type": "progress", "run_id": "run_p", "ti'
+        b'"metrics": {"loss": NaN}}\n{"event_type": "shard_loaded", "run_id": "run_p", "rows": 5}\n'
+        b'{"event_type": "progress", "run_id": "run_p", "timestamp": 1.8e9, "stage": "s", '
+        b'"progress_pct": NaN}\n{"event_type": "progress", "run_id": "run_p", "ti'
     )
     paths = [str(first), str(second)]
     serial, parallel = Pipeline(max_line_bytes=2000), Pipeline(max_line_bytes=2000)
@@ -32,7 +34,9 @@ def test_parallel_and_serial_replays_are_identical(tmp_path: Path) -> None:
     assert text == exposition(serial)
     for reason in ("invalid_json", "invalid_utf8", "line_too_long", "non_finite_number"):
         assert f'reason="{reason}",source="jsonl"}} 0.0' not in text
-    assert 'training_events_total{event_type="metric_update"} 2000.0' in text
+    assert 'training_events_total{event_type="metric_update"} 2001.0' in text  # NaN loss too
+    assert 'training_metric_non_finite_total{key="loss",run_id="run_p"} 1.0' in text
+    assert 'training_events_total{event_type="shard_loaded"} 1.0' in text
 
 
 def test_a_file_the_worker_cannot_read_is_an_error(tmp_path: Path) -> None:

@@ -423,3 +423,75 @@ def test_a_wal_queue_is_read_while_a_writer_holds_its_transaction(serve, tmp_pat
     wait_for(lambda: server.sample(up) == 0, what="the row once committed")
     locked = 'runwatch_source_errors_total{reason="database_locked",source="router"}'
     assert server.sample(locked) == 0
+
+
+def test_value_gauges_take_numbers_from_the_payload() -> None:
+    state = RouterState(load_mapping(None))
+    cycle = [
+        {"event_type": "MODEL_PROMOTED", "timestamp": 1.0,
+         "payload": {"config": "hex8", "elo": 1510}},
+        {"event_type": "EVALUATION_PROGRESS", "timestamp": 2.0,
+         "payload": {"config": "hex8", "games_played": 50}},
+        {"event_type": "HYPERPARAMETER_UPDATED", "timestamp": 3.0,
+         "payload": {"config": "hex8", "learning_rate": 2e-4}},
+        {"event_type": "QUALITY_SCORE_UPDATED", "timestamp": 4.0,
+         "payload": {"config": "hex8", "quality_score": "high"}},  # not a number: counted
+        {"event_type": "ELO_SIGNIFICANT_CHANGE", "timestamp": 5.0, "config": "hex8", "elo": 1490},
+    ]  # fmt: skip
+    for value in cycle:
+        state.apply(value, 0.0)
+    assert state.gauges["model_elo"] == {"hex8": 1490.0}  # the event's own field, latest
+    assert state.gauges["evaluation_games_played"] == {"hex8": 50.0}
+    assert state.gauges["learning_rate"] == {"hex8": 2e-4}
+    assert state.gauges["quality_score"] == {} and state.dropped["router_not_a_number"] == 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "reason"),
+    [
+        (
+            "{name: g, key: {c: config}, events: [HOST_ONLINE], value: x, set: {HOST_ONLINE: 1}}",
+            "set and value exclude each other",
+        ),
+        ("{name: g, key: {c: config}, value: x}", "a non-empty list of event types"),
+    ],
+)
+def test_a_value_gauge_is_checked_with_its_line(rule: str, reason: str) -> None:
+    text = f"type_field: type\nevents:\n  c: [HOST_ONLINE]\ngauges:\n  - {rule}\n"
+    with pytest.raises(MappingError, match=f"m.yaml:5: .*{reason}"):
+        parse_mapping(text, "m.yaml")
+
+
+def test_histograms_take_numbers_from_the_payload_and_reach_both_outputs() -> None:
+    from exporter.pipeline import Pipeline
+
+    from .test_exposition import exposition
+
+    pipeline = Pipeline()
+    pipeline.router = RouterState(load_mapping(None))
+    drops = [35, 120, "much"]  # the last is no number: counted, not observed
+    values = [
+        {
+            "event_type": "REGRESSION_DETECTED",
+            "timestamp": float(i),
+            "payload": {"config": "hex8", "elo_drop": drop},
+        }
+        for i, drop in enumerate(drops)
+    ]
+    pipeline.ingest_router(values, "router", 0.0)
+    text = exposition(pipeline)
+    assert 'router_regression_elo_drop_bucket{config="hex8",le="50.0"} 1.0' in text
+    assert 'router_regression_elo_drop_count{config="hex8"} 2.0' in text
+    assert 'router_regression_elo_drop_sum{config="hex8"} 155.0' in text
+    assert pipeline.router.dropped["router_not_a_number"] == 1
+
+
+@pytest.mark.parametrize(
+    ("buckets", "reason"),
+    [("[]", "buckets must be"), ("[2, 1]", "increasing"), ("[1, x]", "finite numbers")],
+)
+def test_a_histogram_rule_is_checked_with_its_line(buckets: str, reason: str) -> None:
+    text = ("type_field: type\nevents:\n  c: [A]\nhistograms:\n"
+            f"  - name: h\n    events: [A]\n    value: v\n    buckets: {buckets}\n")  # fmt: skip
+    with pytest.raises(MappingError, match=f"m.yaml:8: .*{reason}"):
+        parse_mapping(text, "m.yaml")

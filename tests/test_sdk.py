@@ -66,7 +66,9 @@ def test_a_monitored_run_is_accepted_whole_by_runwatch(tmp_path: Path) -> None:
     assert f'training_metric{{key="loss",run_id="{run}"}} 0.3333333333333333' in text
     assert f'training_checkpoint_best{{checkpoint_id="ckpt_000001",run_id="{run}"}} 1.0' in text
     assert f'training_checkpoint_best{{checkpoint_id="ckpt_000002",run_id="{run}"}} 0.0' in text
-    assert f'training_target_best_auc{{run_id="{run}",target="fold_1"}} 0.8' in text
+    assert (
+        f'training_target_best_auc{{run_id="{run}",stage="training",target="fold_1"}} 0.8' in text
+    )
     assert 'runwatch_events_ingested_total{source="jsonl"} 11.0' in text  # every event
     rejected = [line for line in text.splitlines() if line.startswith("runwatch_events_rejected")]
     assert rejected and all(line.endswith(" 0.0") for line in rejected)
@@ -162,7 +164,7 @@ def test_the_seed_000_functions_are_a_drop_in(tmp_path: Path, monkeypatch) -> No
     assert not pid.exists()
     text = replay(events)
     assert 'training_run_status{run_id="seed_run",status="completed"} 1.0' in text
-    assert 'training_target_best_auc{run_id="seed_run",target="t1"} 0.7' in text
+    assert 'training_target_best_auc{run_id="seed_run",stage="ranking",target="t1"} 0.7' in text
     assert 'runwatch_events_ingested_total{source="jsonl"} 6.0' in text
 
 

@@ -56,7 +56,7 @@ def test_bad_posts_get_json_errors_and_valid_neighbours_are_kept(serve) -> None:
         server.url + "/v1/events",
         content=jsonl(event("progress", stage="s", progress_pct=10))
         + b"{broken\n"
-        + jsonl(event("nope")),
+        + jsonl({**event("nope"), "event_type": 7}),
     )
     assert mixed.status_code == 400
     body = mixed.json()
@@ -85,30 +85,8 @@ def test_bad_posts_get_json_errors_and_valid_neighbours_are_kept(serve) -> None:
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
 
 
-def test_tls_and_basic_auth(serve, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            key,
-            "-out",
-            cert,
-        ],
-        check=True,
-        capture_output=True,
-    )
+def test_tls_and_basic_auth(serve, tmp_path: Path, self_signed_cert) -> None:
+    cert, key = self_signed_cert
     tls = ssl.create_default_context(cafile=str(cert))
     password = tmp_path / "password"
     password.write_text("s3cret\n")

@@ -82,7 +82,7 @@ def test_run_complete_ends_every_open_span_in_order_with_the_trace_structure() -
     run = state.runs["run_1"]
     assert run.status == "failed" and run.end == T0 + 6
     assert run.errors[("ValueError", True)] == 1
-    assert run.target_best_auc == {"t1": 0.8}
+    assert run.target_best_auc == {("training", "t1"): 0.8}
 
 
 def test_checkpoints_keep_one_best() -> None:
@@ -168,7 +168,7 @@ def test_bounds_cut_and_count_metric_keys_targets_checkpoints_and_error_types() 
     )
     run = state.runs["run_1"]
     assert run.metrics == {"a": 5.0, "b": 2.0}
-    assert run.target_best_auc == {"t1": 0.5}
+    assert run.target_best_auc == {("", "t1"): 0.5}
     assert list(run.checkpoints) == ["c1", "c3"]  # the best is kept, the oldest other goes
     assert run.errors == {("E1", False): 1, ("other", False): 1}
     assert list(run.stages) == ["s2", "s3"] and run.stage == "s3"

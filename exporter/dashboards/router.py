@@ -1,6 +1,7 @@
 """The event-router board (seed 004, any mapping): events by type, hosts and daemons, open
 spans and their durations, flows (training -> evaluation -> promotion) and their step
-latencies, regressions, and what the router source refused."""
+latencies, regressions, the models' ELO and win rates (numbers from the events'
+payloads), and what the router source refused."""
 
 from __future__ import annotations
 
@@ -89,6 +90,12 @@ def build() -> dashboard.Dashboard:
         query(f"sum by (config, event_type) (increase(router_regressions_total{{{SEL}}}"
               f"[{RATE}]))", "{{config}} {{event_type}}"),
     ])  # fmt: skip
+    elo = styled(timeseries.Panel(), "MODEL ELO", "none", [
+        query(f"max by (config) (router_model_elo{{{SEL}}})", "{{config}}"),
+    ])  # fmt: skip
+    win_rate = styled(timeseries.Panel(), "EVALUATION WIN RATE", "percentunit", [
+        query(f"max by (config) (router_evaluation_win_rate{{{SEL}}})", "{{config}}"),
+    ])  # fmt: skip
     return board(
         "runwatch-router",
         "runwatch / event router",
@@ -100,5 +107,6 @@ def build() -> dashboard.Dashboard:
             (8, [by_type, by_category, rejected]),
             (8, [span_durations, outcomes, flow_steps, flows]),
             (8, [host_table, daemons, regressions]),
+            (8, [elo, win_rate]),
         ],
     )

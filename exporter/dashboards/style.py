@@ -15,7 +15,7 @@ from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-DASHBOARD_VERSION = (1, 1)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
+DASHBOARD_VERSION = (1, 2)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
 TAG = f"runwatch-v{DASHBOARD_VERSION[0]}.{DASHBOARD_VERSION[1]}"
 PROMETHEUS_UID, TEMPO_UID = "runwatch-prometheus", "runwatch-tempo"
 PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)

@@ -3,7 +3,8 @@
 A mapping says which field names an event's type, which types are known (by
 category), which events are counted with labels taken from their fields,
 which pairs open and close a span (joined by a correlation key), which set a
-gauge, and which ordered steps make a flow. It is loaded from YAML and checked
+gauge, which numbers of an event go into a histogram, and which ordered steps make a
+flow. It is loaded from YAML and checked
 whole before anything runs: a mistake is refused with its file, line and reason
 (:class:`MappingError`), never discovered at run time. The format is documented
 in ``builtin.yaml`` (the mapping for seed 004's router catalogue) and the README.
@@ -11,6 +12,7 @@ in ``builtin.yaml`` (the mapping for seed 004's router catalogue) and the README
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,8 +41,11 @@ def counter_family(name: str) -> str:
 
 
 def gauge_family(name: str) -> str:
-    """The /metrics name of the gauge rule ``name``."""
+    """The /metrics name of the gauge (or histogram) rule ``name``."""
     return f"router_{name}"
+
+
+MAX_BUCKETS = 32
 
 
 class MappingError(Exception):
@@ -70,8 +75,9 @@ class SpanRule:
 
 @dataclass(frozen=True, slots=True)
 class GaugeRule:
-    """``router_<name>{<label>}``: the value ``set`` gives the event's type, or with
-    ``state`` a 1/0 series per state the key has been in (1 for the latest)."""
+    """``router_<name>{<label>}``: the value ``set`` gives the event's type; with ``value``
+    the number in that field of the event (an ELO, a quality score, a learning rate); or
+    with ``state`` a 1/0 series per state the key has been in (1 for the latest)."""
 
     name: str
     help: str
@@ -80,6 +86,20 @@ class GaugeRule:
     set: tuple[tuple[str, float], ...]  # (event type, value); empty with ``state``
     events: frozenset[str]  # the types that set it
     state: str | None  # the field naming the new state
+    value: str | None = None  # the field holding the number
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramRule:
+    """``router_<name>{<labels>}``: a histogram of the number in field ``value`` of the
+    events of ``events`` (a score, a duration, a size the event reports)."""
+
+    name: str
+    help: str
+    events: frozenset[str]
+    value: str
+    labels: tuple[tuple[str, str], ...]  # (label, field)
+    buckets: tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +122,7 @@ class Mapping:
     spans: tuple[SpanRule, ...]
     gauges: tuple[GaugeRule, ...]
     flows: tuple[FlowRule, ...]
+    histograms: tuple[HistogramRule, ...] = ()
 
 
 def load_mapping(path: str | None) -> Mapping:
@@ -193,7 +214,8 @@ class _Checker:
         if not isinstance(document, _Lines):
             raise self.fail(1, "a mapping must be a YAML mapping with at least type_field, events")
         self.keys(document, required={"type_field", "events"}, optional={
-            "time_field", "payload_field", "counters", "spans", "gauges", "flows"})  # fmt: skip
+            "time_field", "payload_field", "counters", "spans", "gauges", "histograms",
+            "flows"})  # fmt: skip
         self.known_types(document)
         return Mapping(
             type_field=self.text(document, "type_field"),
@@ -205,6 +227,7 @@ class _Checker:
             spans=tuple(self.span(rule) for rule in self.rules(document, "spans")),
             gauges=tuple(self.gauge(rule) for rule in self.rules(document, "gauges")),
             flows=tuple(self.flow(rule) for rule in self.rules(document, "flows")),
+            histograms=tuple(self.histogram(rule) for rule in self.rules(document, "histograms")),
         )
 
     def known_types(self, document: _Lines) -> None:
@@ -253,14 +276,21 @@ class _Checker:
         return SpanRule(name, start, end, fail, self.text(rule, "key"))
 
     def gauge(self, rule: _Lines) -> GaugeRule:
-        self.keys(rule, required={"name", "key"}, optional={"help", "set", "events", "state"})
+        self.keys(rule, required={"name", "key"},
+                  optional={"help", "set", "events", "state", "value"})  # fmt: skip
         name = self.rule_name(rule, "gauges", gauge_family)
         ((label, key),) = self.labels(rule, "key", reserved=set(), exactly_one=True)
+        given = [kind for kind in ("set", "state", "value") if kind in rule]
+        if len(given) > 1:
+            raise self.fail(rule.key_lines[given[1]], f"gauge {name}: {' and '.join(given)} "
+                                                      "exclude each other")  # fmt: skip
+        number = self.text(rule, "value", optional=True)
+        if number is not None:
+            events = self.types(rule, "events")
+            return GaugeRule(name, self.text(rule, "help", optional=True) or name, label, key,
+                             (), events, None, number)  # fmt: skip
         state = self.text(rule, "state", optional=True)
         if state is not None:
-            if "set" in rule:
-                raise self.fail(rule.key_lines["set"], f"gauge {name}: set and state exclude "
-                                                       "each other")  # fmt: skip
             if label == "state":
                 raise self.fail(rule.key_lines["key"], "label 'state' is taken by state")
             events = self.types(rule, "events")
@@ -272,6 +302,26 @@ class _Checker:
         values = self.set_values(rule)
         return GaugeRule(name, self.text(rule, "help", optional=True) or name, label, key,
                          values, frozenset(t for t, _ in values), None)  # fmt: skip
+
+    def histogram(self, rule: _Lines) -> HistogramRule:
+        self.keys(rule, required={"name", "events", "value", "buckets"},
+                  optional={"help", "labels"})  # fmt: skip
+        name = self.rule_name(rule, "histograms", gauge_family)
+        labels = self.labels(rule, "labels", reserved={"le"}, optional=True)
+        buckets = rule["buckets"]
+        line = rule.key_lines["buckets"]
+        if (
+            not isinstance(buckets, list)
+            or not 0 < len(buckets) <= MAX_BUCKETS
+            or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in buckets)
+            or not all(abs(b) < 1e300 for b in buckets)
+            or any(a >= b for a, b in itertools.pairwise(buckets))
+        ):
+            raise self.fail(line, f"histogram {name}: buckets must be 1 to {MAX_BUCKETS} "
+                                  "finite numbers in increasing order")  # fmt: skip
+        return HistogramRule(name, self.text(rule, "help", optional=True) or name,
+                             self.types(rule, "events"), self.text(rule, "value"), labels,
+                             tuple(float(b) for b in buckets))  # fmt: skip
 
     def flow(self, rule: _Lines) -> FlowRule:
         self.keys(rule, required={"name", "key", "steps"}, optional=set())

@@ -18,7 +18,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.events import MAX_EPOCH_SECONDS, MAX_IDENTIFIER_CHARS, Rejected
-from exporter.router.mapping import CounterRule, FlowRule, GaugeRule, Mapping, SpanRule
+from exporter.router.mapping import (
+    CounterRule,
+    FlowRule,
+    GaugeRule,
+    HistogramRule,
+    Mapping,
+    SpanRule,
+    gauge_family,
+)
 from exporter.state import FinishedSpan, Histogram, Observed, OpenSpan, Output
 
 SPAN_DURATION_METRIC = "router_span_duration_seconds"
@@ -26,8 +34,9 @@ FLOW_STEP_METRIC = "router_flow_step_seconds"
 FLOW_DURATION_METRIC = "router_flow_duration_seconds"
 DURATION_BUCKETS: tuple[float, ...] = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200,
                                        86400)  # fmt: skip
+MAX_GAUGE_VALUE = 1e300  # a payload number past this (or not finite) is no reading
 KEY_ATTRIBUTE = "router.key"  # the span attribute carrying the correlation key's value
-DROP_REASONS = ("router_series", "router_open", "router_missing_key")
+DROP_REASONS = ("router_series", "router_open", "router_missing_key", "router_not_a_number")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,7 @@ class RouterState:
     events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (type, category)
     counters: dict[str, Counter[tuple[str, ...]]] = field(default_factory=dict)
     gauges: dict[str, OrderedDict[str, Any]] = field(default_factory=dict)  # key -> value
+    histograms: dict[str, dict[tuple[str, ...], Histogram]] = field(default_factory=dict)
     open_spans: dict[str, OrderedDict[str, OpenSpan]] = field(default_factory=dict)
     span_durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     unmatched_ends: Counter[str] = field(default_factory=Counter)
@@ -70,6 +80,7 @@ class RouterState:
         self.events.update({(names[t], category): 0 for t, category in mapping.categories.items()})
         self.counters = {rule.name: Counter() for rule in mapping.counters}
         self.gauges = {rule.name: OrderedDict() for rule in mapping.gauges}
+        self.histograms = {rule.name: {} for rule in mapping.histograms}
         self.open_spans = {rule.name: OrderedDict() for rule in mapping.spans}
         self.unmatched_ends.update(dict.fromkeys((rule.name for rule in mapping.spans), 0))
         self.flows = {rule.name: OrderedDict() for rule in mapping.flows}
@@ -80,6 +91,7 @@ class RouterState:
         for handle, rules, types in (
             (self._count, mapping.counters, lambda r: r.events),
             (self._gauge, mapping.gauges, lambda r: r.events),
+            (self._histogram, mapping.histograms, lambda r: r.events),
             (self._span, mapping.spans, lambda r: {r.start, *r.end, *r.fail}),
             (self._flow, mapping.flows, lambda r: r.steps),
         ):
@@ -99,6 +111,10 @@ class RouterState:
                 for key, value in values.items()
             )
             for name, values in self.gauges.items()
+        }
+        state.histograms = {
+            name: {labels: h.copy() for labels, h in histograms.items()}
+            for name, histograms in self.histograms.items()
         }
         state.open_spans = {name: spans.copy() for name, spans in self.open_spans.items()}
         state.span_durations = {key: h.copy() for key, h in self.span_durations.items()}
@@ -194,6 +210,11 @@ class RouterState:
         if key not in values and len(values) >= self.limits.max_series:
             self.dropped["router_series"] += 1
             return
+        if rule.value is not None:
+            number = self._number(event, rule.value)
+            if number is not None:
+                values[key] = number
+            return
         if rule.state is None:
             values[key] = dict(rule.set)[event_type]
             return
@@ -208,6 +229,36 @@ class RouterState:
         for seen in states:
             states[seen] = 0.0
         states[state] = 1.0
+
+    def _histogram(
+        self, rule: HistogramRule, event_type: str, event: dict[str, Any], at: float,
+        outputs: list[Output],
+    ) -> None:  # fmt: skip
+        number = self._number(event, rule.value)
+        if number is None:
+            return
+        labels = tuple(self._field(event, name) for _, name in rule.labels)
+        histograms = self.histograms[rule.name]
+        histogram = histograms.get(labels)
+        if histogram is None:
+            if len(histograms) >= self.limits.max_series:
+                self.dropped["router_series"] += 1
+                return
+            histogram = histograms[labels] = Histogram.empty(rule.buckets)
+        histogram.observe(number)
+        outputs.append(Observed(gauge_family(rule.name), number, labels))
+
+    def _number(self, event: dict[str, Any], name: str) -> float | None:
+        """A field as a reading, or None (counted) when it is missing, not a number or not
+        finite."""
+        number = _lookup(event, name, self.mapping.payload_field)
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            self.dropped["router_not_a_number"] += 1
+            return None
+        if not -MAX_GAUGE_VALUE <= number <= MAX_GAUGE_VALUE:  # NaN fails this too
+            self.dropped["router_not_a_number"] += 1
+            return None
+        return float(number)
 
     def _span(
         self, rule: SpanRule, event_type: str, event: dict[str, Any], at: float,

@@ -1,24 +1,37 @@
 """``TrainingMonitor``: seed 002's API, emitting runwatch's event format.
 
-    from exporter.sdk import TrainingMonitor, FileTransport
+    from exporter.sdk import TrainingMonitor
 
-    with TrainingMonitor("resnet50", config={"lr": 3e-4},
-                         transport=FileTransport("/tmp/runwatch/events.jsonl")) as monitor:
+    with TrainingMonitor(run_name="resnet50", config={"lr": 3e-4}) as monitor:
         monitor.stage("training")
         for step in range(steps):
             monitor.log_metrics({"loss": loss, "learning_rate": lr}, step=step)
         best = monitor.save_checkpoint("ckpt.pt", metrics={"loss": loss})
         monitor.mark_best_checkpoint(best)
 
-Leaving the ``with`` block ends the run ``completed``, or ``failed`` with the exception
-as an error event (the exception still propagates). Standard library only.
+Where the events go: ``transport=``, else ``dashboard_url=`` (``http(s)://`` runwatch, or
+the seed's ``ws(s)://host:port``, sent to the same host and port over HTTP), else
+``RUNWATCH_URL``, else the file ``RUNWATCH_EVENTS_FILE`` (default
+:data:`DEFAULT_EVENTS_FILE`). Each run writes a PID file (``$RUNWATCH_PID_DIR/<run_id>.pid``,
+default ``/tmp/runwatch/pids``) so runwatch attributes its CPU, memory and GPU use and
+sees a ``kill -9`` as a crash.
+
+The run ends once: ``completed`` on leaving the ``with`` block, ``failed`` with the
+exception as an error event, ``interrupted`` on Ctrl-C; a run left open ends when the
+process exits (``failed`` on an uncaught exception, else ``ended``) or when a monitor of
+the same name replaces it in the same process (``interrupted``: a re-run notebook cell).
+On ranks other than zero of a distributed job (``RANK``) a monitor reports nothing.
+Standard library only.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,14 +40,42 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
-from exporter.sdk.transports import Transport
+from exporter.sdk.pidfile import DEFAULT_PID_DIR, remove_pid_file, write_pid_file
+from exporter.sdk.transports import FileTransport, HttpTransport, Transport
+from exporter.sdk.values import count, scalar, scalars
 
 RUN_MARKER = ".runwatch-run.json"  # in the checkpoint directory: the run to resume
+DEFAULT_EVENTS_FILE = "/tmp/runwatch/events.jsonl"
+MAX_REMEMBERED_CHECKPOINTS = 50  # runwatch's default --max-checkpoints-per-run
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def transport_for(dashboard_url: str | None = None) -> Transport:
+    """The transport a monitor uses when none is given (see the module docstring)."""
+    url = dashboard_url or os.environ.get("RUNWATCH_URL")
+    if not url:
+        return FileTransport(os.environ.get("RUNWATCH_EVENTS_FILE", DEFAULT_EVENTS_FILE))
+    parts = urlsplit(url)
+    if parts.scheme in ("ws", "wss"):  # the seed's dashboard URL: runwatch on that host:port
+        return HttpTransport(f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}")
+    if parts.scheme in ("http", "https"):
+        return HttpTransport(url)
+    raise ValueError(f"dashboard_url {url!r}: give an http(s):// or ws(s):// URL")
+
+
+def distributed_rank() -> int:
+    """This process's rank in a distributed job (``RANK``, set by torchrun, Lightning and
+    accelerate; ``SLURM_PROCID`` under srun), 0 outside one."""
+    for name in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 class TrainingMonitor:
@@ -44,21 +85,36 @@ class TrainingMonitor:
         self,
         run_name: str,
         config: dict[str, Any] | None = None,
+        dashboard_url: str | None = None,
         *,
-        transport: Transport,
+        transport: Transport | None = None,
         run_id: str | None = None,
         resumed: bool = False,
+        pid_file: str | os.PathLike[str] | bool = True,
     ) -> None:
         self.run_name = run_name
         self.config = dict(config or {})
         self.run_id = (
             run_id or f"{run_name}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:8]}"
         )
-        self.transport = transport
+        self.rank = distributed_rank()
+        self.transport = transport if transport is not None else transport_for(dashboard_url)
+        self.is_resumed = resumed
+        self.latest_checkpoint: Path | None = None  # newest file, set by resume_or_create
         self._checkpoints: dict[str, dict[str, Any]] = {}
+        self._checkpoint_dir: Path | None = None
+        self._next_checkpoint = 1
         self._stage: str | None = None
         self._step: int | None = None
-        self.latest_checkpoint: Path | None = None  # set by resume_or_create
+        self._ended = self.rank != 0  # other ranks report nothing, so they never end a run
+        self._pid_file: Path | None = None
+        if self.rank == 0 and pid_file is not False:
+            default = (
+                Path(os.environ.get("RUNWATCH_PID_DIR", DEFAULT_PID_DIR)) / f"{self.run_id}.pid"
+            )
+            path = default if pid_file is True else Path(pid_file)
+            self._pid_file = path if write_pid_file(path, self.run_id) else None
+        _replace_open_monitor(self)
         self._emit("run_start", name=run_name, config=self.config, resumed=resumed or None)
 
     @classmethod
@@ -67,54 +123,67 @@ class TrainingMonitor:
         run_name: str,
         checkpoint_dir: str | os.PathLike[str],
         config: dict[str, Any] | None = None,
+        dashboard_url: str | None = None,
         *,
-        transport: Transport,
+        transport: Transport | None = None,
     ) -> TrainingMonitor:
-        """The run recorded in ``checkpoint_dir`` (after a crash), or a new one recorded there.
-        ``latest_checkpoint`` then names the newest checkpoint file, if any."""
+        """The run recorded in ``checkpoint_dir`` (after a crash: same ``run_id``,
+        ``is_resumed`` true, its checkpoints in :meth:`get_last_checkpoint`), or a new run
+        recorded there. Checkpoints saved afterwards are recorded there too."""
         directory = Path(checkpoint_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        marker = directory / RUN_MARKER
-        try:
-            run_id = json.loads(marker.read_text())["run_id"]
-        except (OSError, ValueError, KeyError, TypeError):
-            run_id = None
-        monitor = cls(
-            run_name, config, transport=transport, run_id=run_id, resumed=run_id is not None
-        )
-        marker.write_text(json.dumps({"run_id": monitor.run_id, "run_name": run_name}))
+        record = _read_marker(directory / RUN_MARKER)
+        run_id = record.get("run_id") if isinstance(record.get("run_id"), str) else None
+        monitor = cls(run_name, config, dashboard_url, transport=transport, run_id=run_id,
+                      resumed=run_id is not None)  # fmt: skip
+        monitor._checkpoint_dir = directory
+        for saved in record.get("checkpoints", []) if run_id else []:
+            if isinstance(saved, dict) and isinstance(saved.get("checkpoint_id"), str):
+                monitor._checkpoints[saved["checkpoint_id"]] = saved
+        monitor._next_checkpoint = int(record.get("next_checkpoint", 1)) if run_id else 1
+        monitor._write_marker()
         files = [p for p in directory.iterdir() if p.is_file() and p.name != RUN_MARKER]
         monitor.latest_checkpoint = max(files, key=lambda p: p.stat().st_mtime, default=None)
         return monitor
 
+    def get_last_checkpoint(self) -> dict[str, Any] | None:
+        """The newest checkpoint this run registered (``checkpoint_id``, ``filepath``,
+        ``step``, ``metrics``, ``metadata``), kept across restarts by
+        :meth:`resume_or_create`; loading the file stays the caller's."""
+        if not self._checkpoints:
+            return None
+        return dict(next(reversed(self._checkpoints.values())))
+
     # --- seed 002 ---------------------------------------------------------------------
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Numbers (numpy and torch scalars included; NaN and infinities sent as such, for
+        runwatch to count) for ``step``; other values are left out."""
+        step = count(step)
         self._step = step if step is not None else self._step
-        numbers = {
-            k: float(v)
-            for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        self._emit("metric_update", step=step, metrics=numbers)
+        self._emit("metric_update", step=step, metrics=scalars(metrics))
 
     def save_checkpoint(
         self,
         filepath: str | os.PathLike[str],
-        metrics: dict[str, float] | None = None,
+        metrics: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         step: int | None = None,
     ) -> str:
         """Record a saved checkpoint; returns its id (for ``mark_best_checkpoint``)."""
-        checkpoint_id = f"ckpt_{len(self._checkpoints) + 1:06d}"
+        checkpoint_id = f"ckpt_{self._next_checkpoint:06d}"
+        self._next_checkpoint += 1
         record = {
             "checkpoint_id": checkpoint_id,
             "filepath": os.fspath(filepath),
-            "step": step if step is not None else self._step,
-            "metrics": dict(metrics or {}),
+            "step": count(step) if step is not None else self._step,
+            "metrics": scalars(metrics or {}),
             "metadata": dict(metadata or {}),
         }
         self._checkpoints[checkpoint_id] = record
+        while len(self._checkpoints) > MAX_REMEMBERED_CHECKPOINTS:
+            del self._checkpoints[next(iter(self._checkpoints))]
+        self._write_marker()
         self._emit("checkpoint_saved", is_best=False, **record)
         return checkpoint_id
 
@@ -124,7 +193,10 @@ class TrainingMonitor:
             self._emit("checkpoint_saved", is_best=True, **record)
 
     def set_status(self, status: str, reason: str | None = None) -> None:
-        self._emit("status_change", status=status, reason=reason)
+        """``running`` again, or an end: ``completed``, ``failed``, ``interrupted``, ..."""
+        self._emit("status_change", new_status=status, reason=reason)
+        if status.lower() not in ("running", "started", "resumed"):
+            self._finished()
 
     # --- stages, targets, progress (seed 000) --------------------------------------------
 
@@ -133,13 +205,8 @@ class TrainingMonitor:
         self._stage = name
 
     def progress(self, progress_pct: float, message: str | None = None, **fields: Any) -> None:
-        self._emit(
-            "progress",
-            stage=self._stage or "",
-            progress_pct=progress_pct,
-            message=message,
-            **fields,
-        )
+        self._emit("progress", stage=self._stage or "", progress_pct=scalar(progress_pct),
+                   message=message, **fields)  # fmt: skip
 
     @contextmanager
     def target(
@@ -147,12 +214,13 @@ class TrainingMonitor:
     ) -> Iterator[dict[str, Any]]:
         """A target: started on entry, completed on exit (``failed`` if the block raises).
         Put ``best_auc`` or ``status`` into the yielded dict to report them."""
-        self._emit("target_start", target=name, target_index=index, total_targets=total)
+        self._emit("target_start", target=name, target_index=count(index),
+                   total_targets=count(total))  # fmt: skip
         result: dict[str, Any] = {}
         started = time.monotonic()
         try:
             yield result
-        except Exception:
+        except BaseException:
             result.setdefault("status", "failed")
             raise
         finally:
@@ -160,7 +228,7 @@ class TrainingMonitor:
                 "target_complete",
                 target=name,
                 status=result.get("status", "success"),
-                best_auc=result.get("best_auc"),
+                best_auc=scalar(result.get("best_auc")),
                 duration_seconds=round(time.monotonic() - started, 3),
             )
 
@@ -169,6 +237,21 @@ class TrainingMonitor:
 
     def complete(self, status: str = "completed") -> None:
         self._emit("run_complete", status=status)
+        self._finished()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the run once: ``completed``; ``interrupted`` on KeyboardInterrupt; else
+        ``failed``, with the exception as an error event. Then close the transport."""
+        if not self._ended:
+            if error is None:
+                self.complete("completed")
+            elif isinstance(error, KeyboardInterrupt):
+                self.complete("interrupted")
+            else:
+                kind = type(error).__name__
+                self.error(str(error) or kind, kind, recoverable=False)
+                self.complete("failed")
+        self.close()
 
     def close(self) -> None:
         self.transport.close()
@@ -182,15 +265,84 @@ class TrainingMonitor:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self.complete("completed")
-        else:
-            self.error(str(exc) or kind.__name__, kind.__name__, recoverable=False)
-            self.complete("failed")
-        self.close()
+        self.end(exc)
+
+    def _finished(self) -> None:
+        self._ended = True
+        with _open_lock:
+            if _open_monitors.get(self.run_name) is self:
+                del _open_monitors[self.run_name]
+        if self._pid_file is not None:  # after the last event: a clean end, not a crash
+            remove_pid_file(self._pid_file)
+            self._pid_file = None
+
+    def _write_marker(self) -> None:
+        if self._checkpoint_dir is None:
+            return
+        record = {"run_id": self.run_id, "run_name": self.run_name,
+                  "next_checkpoint": self._next_checkpoint,
+                  "checkpoints": list(self._checkpoints.values())}  # fmt: skip
+        marker = self._checkpoint_dir / RUN_MARKER
+        staged = marker.with_name(marker.name + ".tmp")
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            staged.write_text(json.dumps(record, default=str))
+            staged.replace(marker)
 
     def _emit(self, event_type: str, **fields: Any) -> None:
+        if self.rank != 0:
+            return
         event = {"event_type": event_type, "run_id": self.run_id, "timestamp": now_iso()}
         event.update({key: value for key, value in fields.items() if value is not None})
         with contextlib.suppress(Exception):  # telemetry never fails the training
             self.transport.send(event)
+
+
+def _read_marker(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+# --- runs left open -----------------------------------------------------------------------
+
+_open_monitors: dict[str, TrainingMonitor] = {}  # by run name, in this process
+_open_lock = threading.Lock()
+_uncaught: list[BaseException] = []  # the exception ending the interpreter, if any
+
+
+def _replace_open_monitor(monitor: TrainingMonitor) -> None:
+    """A monitor of the same name still open in this process was abandoned (a notebook
+    cell run again): it ends ``interrupted`` rather than staying ``running`` forever."""
+    if monitor.rank != 0:
+        return
+    with _open_lock:
+        previous = _open_monitors.get(monitor.run_name)
+        _open_monitors[monitor.run_name] = monitor
+    if previous is not None and previous is not monitor and not previous._ended:
+        previous.complete("interrupted")
+        if previous.transport is not monitor.transport:
+            previous.close()
+
+
+def _end_open_monitors() -> None:
+    error = _uncaught[-1] if _uncaught else None
+    for monitor in list(_open_monitors.values()):
+        if monitor._ended:
+            continue
+        if error is None:
+            monitor.complete("ended")  # the script exited without saying how the run went
+            monitor.close()
+        else:
+            monitor.end(error)
+
+
+def _record_uncaught(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    _uncaught.append(exc)
+    _previous_excepthook(kind, exc, tb)
+
+
+_previous_excepthook = sys.excepthook
+sys.excepthook = _record_uncaught
+atexit.register(_end_open_monitors)  # registered after the transports': runs first

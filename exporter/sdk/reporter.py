@@ -15,22 +15,7 @@ from typing import Any
 
 from exporter.sdk.monitor import TrainingMonitor
 from exporter.sdk.transports import Transport
-
-
-def scalars(values: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers among a framework's metrics: ints, floats and one-element tensors or
-    arrays (anything whose ``.item()`` answers); strings, lists and bigger tensors are left
-    out, never raised about (telemetry must not fail the training)."""
-    out: dict[str, float] = {}
-    for key, value in values.items():
-        if hasattr(value, "item"):
-            try:
-                value = value.item()
-            except (ValueError, RuntimeError, TypeError):  # more than one element
-                continue
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[str(key)] = float(value)
-    return out
+from exporter.sdk.values import scalars
 
 
 class RunReporter:
@@ -42,8 +27,6 @@ class RunReporter:
         run_name: str | None,
         monitor: TrainingMonitor | None,
     ) -> None:
-        if transport is None and monitor is None:
-            raise ValueError("give a transport (FileTransport, HttpTransport, ...) or a monitor")
         self._transport = transport
         self._run_name = run_name
         self.monitor = monitor
@@ -57,8 +40,7 @@ class RunReporter:
         if not rank_zero:
             self.monitor, self._owned = None, False
             return
-        if self.monitor is None:
-            assert self._transport is not None
+        if self.monitor is None:  # no transport: TrainingMonitor's default (RUNWATCH_URL, ...)
             self.monitor = TrainingMonitor(
                 self._run_name or default_name, _plain(config), transport=self._transport
             )
@@ -94,18 +76,9 @@ class RunReporter:
 
     def finish(self, error: BaseException | None = None) -> None:
         """End the run (completed, failed with the error, or interrupted), if it is ours."""
-        if self.monitor is None or not self._owned:
-            return
-        if error is None:
-            self.monitor.complete("completed")
-        elif isinstance(error, KeyboardInterrupt):
-            self.monitor.complete("interrupted")
-        else:
-            kind = type(error).__name__
-            self.monitor.error(str(error) or kind, kind, recoverable=False)
-            self.monitor.complete("failed")
-        self.monitor.close()
-        self._owned = False  # once
+        if self.monitor is not None and self._owned:
+            self._owned = False  # once
+            self.monitor.end(error)
 
 
 def _plain(config: Mapping[str, Any]) -> dict[str, Any]:

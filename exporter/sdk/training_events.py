@@ -2,18 +2,19 @@
 runwatch by changing one import. Events go to ``RUNWATCH_EVENTS_FILE`` (default
 ``/tmp/runwatch/training_events.jsonl``) and the PID file to ``RUNWATCH_PID_FILE``
 (default ``/tmp/runwatch/training.pid``); point ``runwatch serve --events`` and
-``--pid-file`` at the same paths.
+``--pid-file`` at the same paths. ``close_training_events`` without an
+``emit_run_complete`` first (the seed's own pattern) ends the run ``ended``: a clean
+close, never read as a crash.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from exporter.sdk.monitor import now_iso
+from exporter.sdk.pidfile import remove_pid_file, write_pid_file
 from exporter.sdk.transports import FileTransport
 
 _state: dict[str, Any] = {}
@@ -28,12 +29,8 @@ def _paths() -> tuple[Path, Path]:
 def init_training_events(run_id: str) -> None:
     """Start emitting for ``run_id`` and write the PID file."""
     events, pid = _paths()
-    for path in (events, pid):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    staged = pid.with_suffix(".tmp")
-    staged.write_text(json.dumps({"pid": os.getpid(), "run_id": run_id, "started_at": time.time()}))
-    staged.replace(pid)  # never read half-written
-    _state.update(run_id=run_id, transport=FileTransport(events), pid_file=pid)
+    write_pid_file(pid, run_id)
+    _state.update(run_id=run_id, transport=FileTransport(events), pid_file=pid, ended=False)
 
 
 def _emit(event_type: str, **fields: Any) -> None:
@@ -95,6 +92,7 @@ def emit_run_complete(
     successful_targets: int | None = None,
     duration_seconds: float | None = None,
 ) -> None:
+    _state["ended"] = True
     _emit(
         "run_complete",
         status=status,
@@ -120,10 +118,13 @@ def emit_error(
 
 
 def close_training_events() -> None:
-    """Stop emitting and remove the PID file (a clean end, not a crash)."""
+    """Stop emitting and remove the PID file: a clean end, not a crash (``ended`` unless
+    ``emit_run_complete`` said how the run went)."""
+    if _state.get("transport") is not None and not _state.get("ended"):
+        _emit("run_complete", status="ended")
     transport = _state.pop("transport", None)
     if transport is not None:
         transport.close()
     pid_file = _state.pop("pid_file", None)
     if pid_file is not None:
-        pid_file.unlink(missing_ok=True)
+        remove_pid_file(pid_file)

@@ -10,13 +10,20 @@ Messages (``GET /ws``), tolerant like the bridge contract:
 are its config, not labels; each fold is a stage ``fold_<n>`` and each epoch a
 target ``epoch_<n>`` (so the trace has a span per job, fold and epoch); epoch
 metrics are step metrics with the epoch count as the step.
+
+While a job waits for its ``training.started`` or just failed, the backend's
+``GET /status/log_tail?n=200`` ("View Logs") is polled too: lines not seen in the
+previous poll are logged on runwatch's own log (``backend log: ...``, logger
+``exporter.sources.backend``), so a failed start's log sits next to its timeout, and
+counted in ``training_backend_log_lines_total``.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -30,7 +37,11 @@ from exporter.sources.contract import Count, Name, Number, Tolerant
 from exporter.sources.rest import Failed, JsonClient, Unreachable
 from exporter.stats import BACKEND_SOURCE
 
+log = logging.getLogger(__name__)
+
 MAX_JOBS = 1000
+LOG_TAIL_LINES = 200  # as seed 003's "View Logs" asks for them
+MAX_LOG_LINE_CHARS = 2000
 MAX_FALLBACK_JOBS = 50  # job-status requests per poll while the WebSocket is down
 WAITING = frozenset({"accepted", "queued", "pending"})
 FINISHED = {"completed": "completed", "succeeded": "completed", "failed": "failed",
@@ -57,6 +68,21 @@ class Job(Tolerant):
     accepted_at: Number | None = None
 
 
+class LogTail(Tolerant):
+    """``GET /status/log_tail?n=200``: ``{"lines": [...], "count": ..., "requested": ...}``."""
+
+    lines: list[str]
+
+
+def new_lines(previous: deque[str], lines: list[str]) -> list[str]:
+    """The lines of a log tail not in the previous poll's: after the longest overlap of
+    the previous tail's end with this one's start (a tail that shares nothing is new)."""
+    for overlap in range(min(len(previous), len(lines)), 0, -1):
+        if list(previous)[-overlap:] == lines[:overlap]:
+            return lines[overlap:]
+    return lines
+
+
 class JobList(Tolerant):
     """``GET /jobs``: ``{"jobs": [...]}`` or a bare list."""
 
@@ -79,6 +105,7 @@ class BackendEvents:
         self.pipeline = pipeline
         self._lock = threading.Lock()  # the WebSocket thread and the REST fallback both apply
         self.jobs: OrderedDict[str, _JobProgress] = OrderedDict()
+        self.failed_since_poll = False  # a job failed: read the backend's log tail
 
     def __call__(self, frame: str | bytes) -> None:
         try:
@@ -149,6 +176,7 @@ class BackendEvents:
 
     def _failed(self, message: BackendMessage, job: _JobProgress, at: float) -> list[dict]:
         job.finished = True
+        self.failed_since_poll = True
         return [
             {"event_type": "error", "error_message": message.error or "training failed",
              "error_type": "TrainingFailed", "recoverable": False},
@@ -203,6 +231,7 @@ class BackendPoller:
         self._events = events
         self._websocket_up = websocket_up
         self._client: JsonClient | None = None
+        self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
 
     def open(self) -> None:
         self._client = JsonClient(self._url, self._timeout, self._max_bytes, self._events.reject)
@@ -222,6 +251,10 @@ class BackendPoller:
         listed = self._listing()
         if not self._websocket_up():
             self._fall_back()
+        handshakes = self._events.pipeline.handshakes
+        if handshakes.pending or handshakes.late or self._events.failed_since_poll:
+            self._events.failed_since_poll = False
+            self._read_log_tail()
         self._events.pipeline.expire_handshakes(time.time())
         return BackendHealth(listed)
 
@@ -238,6 +271,22 @@ class BackendPoller:
             if job.status.lower() in WAITING:
                 self._events.pipeline.job_accepted(job.job_id, job.accepted_at or time.time())
         return len(jobs)
+
+    def _read_log_tail(self) -> None:
+        body = self._get(f"/status/log_tail?n={LOG_TAIL_LINES}")
+        if body is None:
+            return
+        try:
+            lines = LogTail.model_validate(body).lines[-LOG_TAIL_LINES:]
+        except ValidationError:
+            self._events.reject("contract_violation")
+            return
+        fresh = new_lines(self._log_tail, lines)
+        self._log_tail.extend(fresh)
+        for line in fresh:
+            log.info("backend log: %s", line[:MAX_LOG_LINE_CHARS])
+        stats = self._events.pipeline.stats
+        stats.count(stats.backend_log_lines, (), len(fresh))
 
     def _fall_back(self) -> None:
         for job_id in self._events.unfinished()[-MAX_FALLBACK_JOBS:]:  # the most recent ones

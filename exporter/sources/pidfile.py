@@ -8,10 +8,16 @@ seen. Garbage is counted once per distinct content as ``pid_file_invalid``: so a
 a path that is not a regular file (a FIFO would block the watcher), a file over
 64 KiB (never read whole), and pid 1 (the init process: every process on the host
 would be attributed to the run, and it never exits).
+
+A path may be a glob (``/tmp/runwatch/pids/*.pid``: one file per run, as the SDK's
+``TrainingMonitor`` writes them), expanded at every check. A PID file removed while its
+process still lives is a clean end (the SDK removes it after the run's last event): the
+run ends ``ended`` unless it said otherwise, and the file is no longer watched.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 CREATE_TIME_TOLERANCE_SECONDS = 1.0
 MAX_PID_FILE_BYTES = 64 << 10  # a PID file is a few dozen bytes; never read a huge one whole
 PID_MAX = 1 << 22  # Linux's PID_MAX_LIMIT: no pid is larger
+MAX_PID_FILES = 1024  # files a glob may bring in; more are left out (with a warning)
 
 
 class PidFile(msgspec.Struct):
@@ -86,13 +93,15 @@ class PidFileWatcher(Worker):
         interval: float = 1.0,
     ) -> None:
         super().__init__("runwatch-pid", join_timeout=10)
-        self._paths = [Path(p) for p in paths]
+        self._patterns = list(paths)
         self._observe = observe
         self._reject = reject
         self._interval = interval
         self._content: dict[Path, bytes | None] = {}
         self._records: dict[Path, PidRecord] = {}
         self._refused: set[Path] = set()  # not regular files, or too large: counted once
+        self._gone: set[Path] = set()  # paths whose file does not exist (now)
+        self._too_many = False
 
     def _run(self) -> None:
         while True:
@@ -101,14 +110,32 @@ class PidFileWatcher(Worker):
                 return
 
     def check(self) -> None:
-        for path in self._paths:
+        for path in self._paths():
             self._read(path)
-            record = self._records.get(path)
-            if record is not None:
-                alive = process_alive(record)
-                self._observe(
-                    ProcessObservation(record.run_id, alive, record.started_at, time.time())
-                )
+        for path, record in list(self._records.items()):
+            alive = process_alive(record)
+            closed = alive and path in self._gone
+            self._observe(
+                ProcessObservation(record.run_id, alive, record.started_at, time.time(), closed)
+            )
+            if closed:  # a clean end: this process is the run no more
+                del self._records[path]
+                self._content.pop(path, None)
+
+    def _paths(self) -> list[Path]:
+        """The PID files to read now: the paths given, and what their globs match."""
+        paths: dict[Path, None] = {}
+        for pattern in self._patterns:
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            paths.update(dict.fromkeys(map(Path, matches)))
+        paths.update(dict.fromkeys(self._records))  # files gone since: see if removed cleanly
+        if len(paths) > MAX_PID_FILES:
+            if not self._too_many:
+                self._too_many = True
+                log.warning("PID files: %d match %s; watching the first %d", len(paths),
+                            self._patterns, MAX_PID_FILES)  # fmt: skip
+            return list(paths)[:MAX_PID_FILES]
+        return list(paths)
 
     def live_roots(self) -> dict[int, str]:
         """pid -> run_id of each PID file whose process is alive (for run attribution)."""
@@ -116,10 +143,12 @@ class PidFileWatcher(Worker):
         return {record.pid: record.run_id for record in records if process_alive(record)}
 
     def _read(self, path: Path) -> None:
+        self._gone.discard(path)
         try:
             content: bytes | None = read_regular(str(path), MAX_PID_FILE_BYTES)
             self._refused.discard(path)
         except FileNotFoundError:
+            self._gone.add(path)
             content = None
         except (NotRegularFile, FileTooLarge) as exc:  # refused unread, once per path
             if path not in self._refused:

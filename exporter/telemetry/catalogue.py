@@ -112,6 +112,23 @@ METRICS: tuple[Metric, ...] = (
            "Targets in the run, as last reported.", _per_run(lambda r: r.targets_total)),
     Metric("training_run_targets_completed", "training.run.targets.completed", "", G, RUN,
            "Targets finished so far.", _per_run(lambda r: r.targets_completed)),
+    Metric("training_run_targets_successful", "training.run.targets.successful", "", G, RUN,
+           "Targets that succeeded, as run_complete reports them.",
+           _per_run(lambda r: r.targets_successful)),
+    Metric("training_run_current_target", "training.run.current_target", "", G,
+           ("run_id", "target"), "1 for the target the run is processing now (from "
+           "target_start or progress.current_target); absent between targets.",
+           lambda v: (((r.run_id, r.current_target), 1.0) for r in _runs(v)
+                      if r.current_target is not None and not r.finished)),
+    Metric("training_stage_targets", "training.stage.targets", "", G, ("run_id", "stage"),
+           "Targets of each stage, as its progress events report targets_total.",
+           _per_run_key(lambda r: ((n, s.targets_total) for n, s in r.stages.items()
+                                   if s.targets_total is not None))),
+    Metric("training_stage_targets_completed", "training.stage.targets.completed", "", G,
+           ("run_id", "stage"), "Targets each stage has finished, as its progress events "
+           "report targets_complete.",
+           _per_run_key(lambda r: ((n, s.targets_completed) for n, s in r.stages.items()
+                                   if s.targets_completed is not None))),
     Metric("training_run_start_timestamp_seconds", "training.run.start_timestamp", "s", G, RUN,
            "When the run started (its first event), Unix seconds.", _per_run(lambda r: r.start)),
     Metric("training_run_last_event_timestamp_seconds", "training.run.last_event_timestamp",
@@ -126,8 +143,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("training_target_completions_total", "training.target.completions", "", C,
            ("run_id", "status"), "Targets completed, by status (success, failed, skipped, other).",
            _per_run_key(lambda r: r.target_completions.items())),
-    Metric("training_target_best_auc", "training.target.best_auc", "", G, ("run_id", "target"),
-           "Best AUC reached per target.", _per_run_key(lambda r: r.target_best_auc.items())),
+    Metric("training_target_best_auc", "training.target.best_auc", "", G,
+           ("run_id", "stage", "target"), "Best AUC reached per target, in the stage it was "
+           "reported in (a target ranked, then trained, has one series per stage).",
+           lambda v: (((r.run_id, stage, target), auc) for r in _runs(v)
+                      for (stage, target), auc in r.target_best_auc.items())),
     Metric(TARGET_DURATION_METRIC, "training.target.duration", "s", H, RUN,
            "Time spent per target.", _per_run(lambda r: r.target_durations),
            TARGET_DURATION_BUCKETS),
@@ -135,11 +155,16 @@ METRICS: tuple[Metric, ...] = (
            ("run_id", "error_type", "recoverable"), "Error events, by type and recoverability.",
            _errors),
     Metric("training_events_total", "training.events", "", C, ("event_type",),
-           "Events accepted, by type.", lambda v: (((t,), n) for t, n in
+           "Events accepted, by type; types runwatch does not know by their name (the first "
+           "32, then 'other').", lambda v: (((t,), n) for t, n in
                                                    v.state.events_by_type.items())),
     Metric("training_metric", "training.metric", "", G, ("run_id", "key"),
            "Last value of each step metric (loss, learning_rate, ...).",
            _per_run_key(lambda r: r.metrics.items())),
+    Metric("training_metric_non_finite_total", "training.metric.non_finite", "", C,
+           ("run_id", "key"), "Step-metric values that were NaN or infinite, per key (the "
+           "value is shown as such in training_metric); 0 for every key from its first value.",
+           _per_run_key(lambda r: ((key, r.non_finite[key]) for key in r.metrics))),
     Metric("training_step", "training.step", "", G, RUN, "Last training step reported.",
            _per_run(lambda r: r.step)),
     Metric("training_checkpoint_step", "training.checkpoint.step", "", G,
@@ -167,6 +192,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("training_jobs_awaiting_ack", "training.jobs.awaiting_ack", "", G, (),
            "Jobs accepted by the training backend and not started yet.",
            lambda v: [((), len(v.handshakes.pending))]),
+    Metric("training_backend_log_lines_total", "training.backend.log_lines", "", C, (),
+           "New lines read from the training backend's /status/log_tail while a job awaits "
+           "its start or after one failed (each logged as 'backend log: ...').",
+           stats_counter(lambda s: s.backend_log_lines)),
     Metric("runwatch_build_info", "runwatch.build.info", "", G, ("version",),
            "runwatch's version; always 1.", lambda v: [((__version__,), 1.0)]),
     Metric("runwatch_events_ingested_total", "runwatch.events.ingested", "", C, ("source",),
@@ -174,6 +203,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("runwatch_events_rejected_total", "runwatch.events.rejected", "", C,
            ("source", "reason"), "Inputs skipped, by source and reason.",
            stats_counter(lambda s: s.rejected)),
+    Metric("runwatch_events_lenient_total", "runwatch.events.lenient", "", C,
+           ("source", "reason"), "Events applied although they lacked something the format "
+           "asks for: naive_timestamp (no UTC offset: taken as UTC), missing_timestamp (the "
+           "time it was read), missing_run_id (the PID file's run or the source's latest); "
+           "--strict-events refuses them instead.", stats_counter(lambda s: s.lenient)),
     Metric("runwatch_series_dropped_total", "runwatch.series.dropped", "", C, ("reason",),
            "Series not kept because a cardinality bound was hit, by bound (max_positions "
            "counts the positions cut from each bridge poll).",

@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from exporter.pipeline import View
-from exporter.router.mapping import CounterRule, GaugeRule, Mapping, counter_family, gauge_family
+from exporter.router.mapping import (
+    CounterRule,
+    GaugeRule,
+    HistogramRule,
+    Mapping,
+    counter_family,
+    gauge_family,
+)
 from exporter.router.reducer import (
     DURATION_BUCKETS,
     FLOW_DURATION_METRIC,
@@ -66,8 +73,9 @@ ROUTER_METRICS: tuple[Metric, ...] = (
 
 
 def rule_metrics(mapping: Mapping) -> tuple[Metric, ...]:
-    """The families the mapping's counters and gauges declare."""
-    return (*map(_counter, mapping.counters), *map(_gauge, mapping.gauges))
+    """The families the mapping's counters, gauges and histograms declare."""
+    return (*map(_counter, mapping.counters), *map(_gauge, mapping.gauges),
+            *map(_histogram, mapping.histograms))  # fmt: skip
 
 
 def _counter(rule: CounterRule) -> Metric:
@@ -87,3 +95,9 @@ def _gauge(rule: GaugeRule) -> Metric:
                                     for state, value in states.items()))  # fmt: skip
     return Metric(gauge_family(rule.name), f"router.{rule.name}", "", Type.GAUGE, labels,
                   rule.help, sample)  # fmt: skip
+
+
+def _histogram(rule: HistogramRule) -> Metric:
+    return Metric(gauge_family(rule.name), f"router.{rule.name}", "", Type.HISTOGRAM,
+                  tuple(label for label, _ in rule.labels), rule.help,
+                  _router(lambda r: r.histograms[rule.name].items()), rule.buckets)  # fmt: skip
