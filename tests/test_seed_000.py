@@ -26,7 +26,7 @@ SEED_PIPELINE = """
     import sys
     from exporter.sdk.training_events import (init_training_events, emit_progress,
         emit_stage_change, close_training_events)
-    init_training_events("seed_run")
+    init_training_events("{run_id}")
     emit_stage_change("ranking", "{last_stage}")
     emit_progress("{last_stage}", 100, message="done")
     close_training_events()  # the seed's pattern: no emit_run_complete
@@ -39,17 +39,18 @@ def test_a_clean_close_without_run_complete_is_not_a_crash(serve, tmp_path) -> N
                    "--no-nvml", "--no-system")  # fmt: skip
     env = {"RUNWATCH_EVENTS_FILE": str(events), "RUNWATCH_PID_FILE": str(pid)}
     for last_stage, status in (("feature_selection", "ended"), ("completed", "completed")):
-        code = textwrap.dedent(SEED_PIPELINE).format(last_stage=last_stage)
+        run_id = f"seed_{status}"  # a run of its own each: no status left over from the other
+        code = textwrap.dedent(SEED_PIPELINE).format(last_stage=last_stage, run_id=run_id)
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60,
                        env={**os.environ, **env})  # fmt: skip
         wait_for(
             lambda s=status: (
-                server.sample(f'training_run_status{{run_id="seed_run",status="{s}"}}') == 1
+                server.sample(f'training_run_status{{run_id="seed_{s}",status="{s}"}}') == 1
             ),
             what=status,
         )
         time.sleep(0.5)  # PID checks after the process exited: still no crash
-        assert server.sample('training_run_status{run_id="seed_run",status="crashed"}') == 0
+        assert server.sample(f'training_run_status{{run_id="{run_id}",status="crashed"}}') == 0
 
 
 def lines_of(*values: dict) -> list[bytes]:
