@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 def limits_from(settings: dict[str, Any]) -> Limits:
     return Limits(
         max_runs=settings["max_runs"],
+        finished_run_retention=settings["finished_run_retention"],
         max_stages_per_run=settings["max_stages_per_run"],
         max_targets_per_run=settings["max_targets_per_run"],
         max_metric_keys_per_run=settings["max_metric_keys_per_run"],

@@ -52,6 +52,19 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Seconds, or a number with a unit as Prometheus writes them: 90s, 30m, 24h, 7d."""
+    text = str(text).strip()
+    scale = DURATION_UNITS.get(text[-1:])
+    value = float(text[:-1] if scale else text) * (scale or 1)
+    if not 0 < value < math.inf:
+        raise ValueError(f"{text} is not a positive duration (seconds, or 90s, 30m, 24h, 7d)")
+    return value
+
+
 def _bool(text: str) -> bool:
     lowered = str(text).lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -208,8 +221,14 @@ OPTIONS: tuple[Option, ...] = (
            "and flows (see the README). Default: the built-in mapping of the seed router "
            "catalogue (training, evaluation, model, data sync, cluster, daemon events).",
            group="event router", metavar="FILE"),
-    Option("max_runs", 100, "Runs kept; the oldest finished runs are forgotten first.",
+    Option("max_runs", 100, "Runs kept. When a new run would pass it, the finished run that "
+           "ended first is forgotten (failed and crashed ones last, so their alerts stay); "
+           "only when all are live is one cut, counted in runwatch_series_dropped_total.",
            _positive_int, group="limits"),
+    Option("finished_run_retention", 86400.0, "How long a finished run (completed, failed, "
+           "crashed, ...) is kept, from when runwatch saw it end: its series, and the alert "
+           "on a failed or crashed run, last this long. Seconds or 90s, 30m, 24h, 7d.",
+           _duration, group="limits", metavar="DURATION"),
     Option("max_positions", 100, "Positions with series, the largest by market value first.",
            _positive_int, group="limits"),
     Option("max_stages_per_run", 32, "Stages kept per run.", _positive_int, group="limits"),

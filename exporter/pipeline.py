@@ -266,6 +266,11 @@ class Pipeline:
             if delay is not None and self.state.tracing:
                 self._hand_on([Observed(ACK_METRIC, delay, ())], True)
 
+    def expire_runs(self, now: float) -> int:
+        """Forget the finished runs past their retention (see State.expire)."""
+        with self._lock:
+            return self.state.expire(now)
+
     def expire_handshakes(self, now: float) -> None:
         with self._lock:
             self.handshakes.expire(now)

@@ -136,6 +136,16 @@ class TradingSample:
     risk: RiskStatus | None
 
 
+BACKEND_JOB_STATUSES = ("waiting", "running", "completed", "failed", "cancelled", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSample:
+    """One poll of the training backend's REST side."""
+
+    jobs: dict[str, int] | None  # GET /jobs by status (BACKEND_JOB_STATUSES); None if it failed
+
+
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
     up: bool
@@ -151,6 +161,7 @@ class Readings:
     gpu: GpuSample | None = None
     system: SystemSample | None = None
     trading: TradingSample | None = None
+    backend: BackendSample | None = None
 
 
 @dataclass(slots=True)
@@ -206,4 +217,5 @@ class ReadingsCache:
         gpu = next((s for s in samples if isinstance(s, GpuSample)), None)
         system = next((s for s in samples if isinstance(s, SystemSample)), None)
         trading = next((s for s in samples if isinstance(s, TradingSample)), None)
-        return Readings(sources, gpu, system, trading)
+        backend = next((s for s in samples if isinstance(s, BackendSample)), None)
+        return Readings(sources, gpu, system, trading, backend)

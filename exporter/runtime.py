@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from exporter.assemble import build_background, build_pipeline, file_tailer
 from exporter.config import ConfigError
+from exporter.retention import RetentionSweeper
 from exporter.server import create_app
 from exporter.sources.attribution import no_runs
 from exporter.sources.jsonl import CursorStore, Tailer
@@ -94,6 +95,7 @@ class Runtime:
             self.pid_watcher.live_roots if self.pid_watcher is not None else no_runs,
             fake_gpu_pids,
         )
+        self.background.append(RetentionSweeper(self.pipeline))
         self.app = create_app(
             self.pipeline,
             ready=lambda: self.tailer is None or self.tailer.ready.is_set(),

@@ -65,11 +65,18 @@ DROP_REASONS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+FORGET_REASONS: tuple[str, ...] = ("retention", "max_runs")
+"""Why a finished run was forgotten: its retention ran out, or a new run needed its place."""
+ALERTING_STATUSES = frozenset({"failed", "crashed"})
+"""Finished runs an alert fires on while they are kept: the last to give up their place."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Cardinality bounds; see ``runwatch serve --help``."""
+    """Cardinality bounds and the retention of finished runs; see ``runwatch serve --help``."""
 
     max_runs: int = 100
+    finished_run_retention: float = 86400.0  # seconds a finished run is kept (wall clock)
     max_stages_per_run: int = 32
     max_targets_per_run: int = 500
     max_metric_keys_per_run: int = 100
@@ -171,6 +178,7 @@ class Run:
     step: int | None = None
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     process_up: bool | None = None
+    finished_seen_at: float | None = None  # wall clock of the first sweep that saw it finished
     root_span: OpenSpan | None = None
     stage_span: OpenSpan | None = None
     target_spans: dict[str, OpenSpan] = field(default_factory=dict)
@@ -246,6 +254,7 @@ class State:
         # the known types, then up to MAX_CUSTOM_EVENT_TYPES others, then "other"
         self.events_by_type: Counter[str] = Counter(dict.fromkeys(EVENT_TYPE_NAMES, 0))
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
+        self.forgotten: Counter[str] = Counter(dict.fromkeys(FORGET_REASONS, 0))
 
     def snapshot(self) -> State:
         """The state as it is now, in copies the reducer will not change (see Run.snapshot)."""
@@ -253,7 +262,25 @@ class State:
         state.runs = {run_id: run.snapshot() for run_id, run in self.runs.items()}
         state.events_by_type = self.events_by_type.copy()
         state.dropped = self.dropped.copy()
+        state.forgotten = self.forgotten.copy()
         return state
+
+    def expire(self, now: float) -> int:
+        """Forget the finished runs kept for ``finished_run_retention`` seconds; returns how
+        many. A run's retention starts when a sweep first sees it finished (wall clock, so a
+        replayed week-old run is kept as long as a live one) and starts again if it reopens."""
+        expired = []
+        for run in self.runs.values():
+            if not run.finished:
+                run.finished_seen_at = None
+            elif run.finished_seen_at is None:
+                run.finished_seen_at = now
+            elif now - run.finished_seen_at >= self.limits.finished_run_retention:
+                expired.append(run.run_id)
+        for run_id in expired:
+            del self.runs[run_id]
+        self.forgotten["retention"] += len(expired)
+        return len(expired)
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -498,16 +525,27 @@ class State:
 
     def _new_run(self, run_id: str, ts: float) -> Run:
         if len(self.runs) >= self.limits.max_runs:
-            victim = next((r for r in self.runs.values() if r.finished), None)
-            victim = victim or next(iter(self.runs.values()))
-            del self.runs[victim.run_id]
-            self.dropped["max_runs"] += 1
+            self._make_room()
         run = Run(run_id, run_id, ts, ts)
         run.target_completions.update(dict.fromkeys(TARGET_STATUSES, 0))
         if self.tracing:
             run.root_span = OpenSpan("run", run_id, ts, None, {"training.run.name": run_id})
         self.runs[run_id] = run
         return run
+
+    def _make_room(self) -> None:
+        """At max_runs: forget the finished run that ended first, those no alert fires on
+        before failed and crashed ones; only when every run is live is one cut (a drop)."""
+        finished = [run for run in self.runs.values() if run.finished]
+        if finished:
+            victim = min(
+                finished, key=lambda r: (r.status in ALERTING_STATUSES, r.end or r.last_event)
+            )
+            self.forgotten["max_runs"] += 1
+        else:
+            victim = next(iter(self.runs.values()))
+            self.dropped["max_runs"] += 1
+        del self.runs[victim.run_id]
 
     def _reopen(self, run: Run, ts: float) -> None:
         run.status = "running"

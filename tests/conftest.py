@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import yaml
 from hypothesis import HealthCheck, settings
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -273,21 +274,25 @@ def grpc_receiver() -> Iterator[GrpcTraceReceiver]:
 
 
 class Prometheus:
-    def __init__(self, binary: Path, target: str, tmp: Path) -> None:
+    """A Prometheus scraping ``target`` as job runwatch every 500 ms, or run with the
+    ``config`` given (a prometheus.yml as a mapping)."""
+
+    def __init__(
+        self, binary: Path, target: str, tmp: Path, config: dict[str, Any] | None = None
+    ) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 500ms, evaluation_interval: 500ms}\n"
-            "scrape_configs:\n"
-            "  - job_name: runwatch\n"
-            f"    static_configs: [{{targets: ['{target}']}}]\n"
-        )
+        self.config = tmp / "prometheus.yml"
+        config = config or {
+            "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms"},
+            "scrape_configs": [{"job_name": "runwatch", "static_configs": [{"targets": [target]}]}],
+        }
+        self.config.write_text(yaml.safe_dump(config))
         self.log = (tmp / "prometheus.log").open("wb")
         self.process = subprocess.Popen(
             [
                 binary,
-                f"--config.file={config}",
+                f"--config.file={self.config}",
                 f"--storage.tsdb.path={tmp / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",
             ],

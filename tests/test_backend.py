@@ -33,6 +33,10 @@ def test_jobs_become_runs_with_fold_and_epoch_spans_and_a_handshake_histogram(
     wait_for(lambda: server.sample("training_job_ack_seconds_count") >= 2, what="two acks")
     assert server.sample("training_job_ack_timeouts_total") == 0
     assert 'name="AAA 1h"' in server.metrics()  # symbol and timeframe: the run's name
+    # JOBS counts the backend's own jobs, from its GET /jobs, by status
+    wait_for(lambda: (server.sample('training_backend_jobs{status="completed"}') or 0) >= 2,
+             what="the backend's completed jobs listed")  # fmt: skip
+    assert server.sample('training_backend_jobs{status="other"}') == 0
 
     def whole_job() -> list[str] | None:  # a job runwatch saw from training.started on
         for run in otlp_receiver.spans:
@@ -55,6 +59,12 @@ def test_a_job_that_never_starts_counts_an_ack_timeout(serve, bridge) -> None:
     wait_for(lambda: (server.sample("training_job_ack_timeouts_total") or 0) >= 1,
              what="an ack timeout")  # fmt: skip
     assert server.sample("training_jobs_awaiting_ack") == 0  # the timed-out job left the wait
+    job_id = reference.get("/jobs")["jobs"][0]["job_id"]
+    accepted = server.sample(
+        f'training_job_ack_timed_out_timestamp_seconds{{job_id="{job_id}"}}'
+    )  # named
+    assert accepted == reference.get(f"/jobs/{job_id}")["accepted_at"]
+    assert server.sample('training_backend_jobs{status="waiting"}') >= 1
 
 
 def test_a_failed_job_is_a_failed_run_with_its_error(serve, bridge) -> None:

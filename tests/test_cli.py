@@ -75,6 +75,25 @@ def test_source_switches_come_from_flags_environment_or_file(tmp_path: Path, mon
     assert naming.returncode == 2 and "is not one of semconv, prometheus" in naming.stderr
 
 
+@pytest.mark.parametrize(("text", "seconds"),
+                         [("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800),
+                          ("1.5h", 5400)])  # fmt: skip
+def test_the_retention_takes_durations_as_prometheus_writes_them(
+    text, seconds, monkeypatch
+) -> None:
+    settings = settings_for(["--finished-run-retention", text], {}, monkeypatch)
+    assert settings["finished_run_retention"] == seconds
+    assert settings_for([], {}, monkeypatch)["finished_run_retention"] == 86400  # 24 h
+
+
+@pytest.mark.parametrize("text", ["0", "-1h", "abc", "h", "nan", "inf", "24x"])
+def test_a_bad_retention_is_one_clear_line(text: str) -> None:
+    refused = run("serve", f"--finished-run-retention={text}")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("runwatch: --finished-run-retention: ")
+    assert refused.stderr.count("\n") == 1
+
+
 def test_bad_settings_are_one_clear_line(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="RUNWATCH_MAX_RUNS: -3 is not positive"):
         settings_for([], {"RUNWATCH_MAX_RUNS": "-3"}, monkeypatch)

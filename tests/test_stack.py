@@ -38,14 +38,25 @@ def test_compose_config_is_valid_and_keeps_its_promises(bin_dir: Path) -> None:
     config = json.loads(compose(bin_dir, "config", "--format", "json", env=PASSWORD).stdout)
     services = config["services"]
     assert set(services) == {"reference-bridge", "runwatch", "otel-collector", "prometheus",
-                             "tempo", "grafana"}  # fmt: skip
+                             "alertmanager", "alert-log", "tempo", "grafana"}  # fmt: skip
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes beyond loopback"
         if "image" in service:
             assert re.search(r":v?\d+\.\d+\.\d+$", service["image"]), f"{name} is not pinned"
-    for name in ("reference-bridge", "runwatch", "prometheus", "grafana"):
+    for name in ("reference-bridge", "runwatch", "prometheus", "alertmanager", "alert-log",
+                 "grafana"):  # fmt: skip
         assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
+    # the alerts reach Alertmanager, which runs the shipped config and posts to the alert log
+    alerting = load("prometheus/prometheus.yml")["alerting"]["alertmanagers"][0]
+    assert alerting["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in services["alertmanager"][
+        "command"]  # fmt: skip
+    assert any(v["source"].endswith("/alertmanager") for v in services["alertmanager"]["volumes"])
+    assert (
+        "http://alert-log:9095/alerts" in (ROOT / "alertmanager" / "alertmanager.yml").read_text()
+    )
+    assert services["alert-log"]["command"] == ["--listen", "0.0.0.0:9095"]
     grafana = services["grafana"]["environment"]
     assert grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
     assert PASSWORD["GRAFANA_ADMIN_PASSWORD"] not in (ROOT / "compose.yaml").read_text()
@@ -65,9 +76,11 @@ def test_the_collector_pipelines_use_only_declared_components(path: str) -> None
         assert set(pipeline["exporters"]) <= declared["exporters"] | declared["connectors"], name
         assert set(pipeline["processors"]) <= declared["processors"], name
         assert pipeline["processors"][0] == "memory_limiter", f"{name}: memory_limiter first"
-    assert "spanmetrics" in pipelines["traces"]["exporters"]
-    assert "spanmetrics" in pipelines["metrics"]["receivers"]
-    assert config["connectors"]["spanmetrics"]["exemplars"]["enabled"] is True
+    # span metrics are Tempo's alone (a connector in stateless gateways splits the counts)
+    assert "connectors" not in config and pipelines["traces"]["exporters"] == ["otlp/tempo"]
+    (reader,) = config["service"]["telemetry"]["metrics"]["readers"]  # not the old `address`
+    assert reader["pull"]["exporter"]["prometheus"] == {"host": "0.0.0.0", "port": 8888}
+    assert "address" not in config["service"]["telemetry"]["metrics"]
     assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
     assert config["exporters"]["otlp/tempo"]["endpoint"] == "tempo:4317"
     remote_write = config["exporters"]["prometheusremotewrite"]
@@ -95,25 +108,51 @@ def test_the_scale_out_topology_is_valid_and_keeps_the_dashboards(bin_dir: Path)
     single = load("grafana/provisioning/datasources/runwatch.yaml")["datasources"]
     scaled = load("grafana/provisioning/scale-datasources/runwatch.yaml")["datasources"]
     assert {s["uid"] for s in scaled} == {s["uid"] for s in single}
+    # the same rules evaluated by vmalert over vmselect, into the same Alertmanager setup
+    vmalert = services["vmalert"]["command"]
+    for flag in ("-rule=/etc/prometheus/rules/*.yml", "-notifier.url=http://alertmanager:9093",
+                 "-datasource.url=http://vmselect:8481/select/0/prometheus",
+                 "-disableAlertgroupLabel"):  # fmt: skip
+        assert flag in vmalert, flag
+    assert any(v["source"].endswith("/prometheus/rules") for v in services["vmalert"]["volumes"])
+    assert any(v["source"].endswith("/alertmanager") for v in services["alertmanager"]["volumes"])
 
 
-def test_tempo_receives_otlp_and_writes_span_metrics_to_prometheus() -> None:
-    config = load("tempo/tempo.yaml")
+@pytest.mark.parametrize(("path", "store"), [
+    ("tempo/tempo.yaml", "http://prometheus:9090/api/v1/write"),
+    ("tempo/scale.yaml", "http://vminsert:8480/insert/0/prometheus/api/v1/write"),
+])  # fmt: skip
+def test_tempo_makes_the_span_metrics_with_the_run_and_sends_no_usage_report(
+    path: str, store: str
+) -> None:
+    config = load(path)
+    assert config["usage_report"]["reporting_enabled"] is False  # a local stack
     assert set(config["distributor"]["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
     remote = config["metrics_generator"]["storage"]["remote_write"][0]
-    assert remote["url"] == "http://prometheus:9090/api/v1/write" and remote["send_exemplars"]
-    processors = config["overrides"]["defaults"]["metrics_generator"]["processors"]
-    assert {"service-graphs", "span-metrics"} <= set(processors)
+    assert remote["url"] == store and remote["send_exemplars"]
+    generator = config["overrides"]["defaults"]["metrics_generator"]
+    assert generator["processors"] == ["span-metrics"]  # no empty service graph
+    assert generator["max_active_series"] > 0
+    span_metrics = config["metrics_generator"]["processor"]["span_metrics"]
+    assert {"name": "run_id", "source_labels": ["training.run_id"]} in span_metrics[
+        "dimension_mappings"]  # fmt: skip
 
 
 def test_grafana_provisioning_links_metrics_exemplars_and_traces() -> None:
     sources = {s["uid"]: s for s in load("grafana/provisioning/datasources/runwatch.yaml")[
         "datasources"]}  # fmt: skip
     prometheus, tempo = sources["runwatch-prometheus"], sources["runwatch-tempo"]
-    assert prometheus["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"] == (
-        "runwatch-tempo")  # fmt: skip
-    assert tempo["jsonData"]["tracesToMetrics"]["datasourceUid"] == "runwatch-prometheus"
-    assert tempo["jsonData"]["serviceMap"]["datasourceUid"] == "runwatch-prometheus"
+    exemplars = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    # runwatch's exemplars say trace_id, Tempo's generator's traceID: both link to Tempo
+    assert {(e["name"], e["datasourceUid"]) for e in exemplars} == {
+        ("trace_id", "runwatch-tempo"), ("traceID", "runwatch-tempo")}  # fmt: skip
+    traces_to_metrics = tempo["jsonData"]["tracesToMetrics"]
+    assert traces_to_metrics["datasourceUid"] == "runwatch-prometheus"
+    assert traces_to_metrics["tags"] == [{"key": "training.run_id", "value": "run_id"}]
+    queries = [q["query"] for q in traces_to_metrics["queries"]]  # no queries: no link
+    assert queries and all("{$__tags}" in q for q in queries)
+    assert any("traces_spanmetrics_calls_total" in q for q in queries)
+    assert "serviceMap" not in tempo["jsonData"]  # all spans are INTERNAL to one service
     provider = load("grafana/provisioning/dashboards/runwatch.yaml")["providers"][0]
     mounts = load("compose.yaml")["services"]["grafana"]["volumes"]
     assert f"./grafana/dashboards:{provider['options']['path']}:ro" in mounts

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.events import Rejected, parse_line
 from exporter.state import FinishedSpan, Limits, Observed, ProcessObservation, State
@@ -132,13 +134,79 @@ def test_a_dead_process_crashes_a_running_run_and_ends_its_spans_in_error() -> N
     assert state.runs["done"].status == "completed"
 
 
-def test_max_runs_forgets_the_oldest_finished_run_first() -> None:
+def test_max_runs_forgets_a_finished_run_not_a_live_one_and_that_is_no_drop() -> None:
     state = State(Limits(max_runs=2))
     feed(state, event("progress", run_id="old_running", stage="s", progress_pct=1))
     feed(state, event("run_complete", run_id="finished", status="completed"))
     feed(state, event("progress", run_id="new", stage="s", progress_pct=1))
     assert list(state.runs) == ["old_running", "new"]
-    assert state.dropped["max_runs"] == 1
+    assert (state.forgotten["max_runs"], state.dropped["max_runs"]) == (1, 0)
+    feed(state, event("progress", run_id="newest", stage="s", progress_pct=1))  # all live
+    assert list(state.runs) == ["new", "newest"]
+    assert state.dropped["max_runs"] == 1  # live data cut: the only drop
+
+
+def test_max_runs_forgets_failed_and_crashed_runs_last_so_their_alerts_stay() -> None:
+    state = State(Limits(max_runs=3))
+    feed(state, event("run_complete", run_id="failed", ts=T0, status="failed"))
+    feed(state, event("run_complete", run_id="done_later", ts=T0 + 10, status="completed"))
+    feed(state, event("run_complete", run_id="done_last", ts=T0 + 20, status="completed"))
+    for index in range(2):
+        feed(state, event("progress", run_id=f"new_{index}", ts=T0 + 30, stage="s", progress_pct=1))
+    assert list(state.runs) == ["failed", "new_0", "new_1"]  # completed ones first, oldest first
+    feed(state, event("progress", run_id="new_2", ts=T0 + 40, stage="s", progress_pct=1))
+    assert "failed" not in state.runs and state.forgotten["max_runs"] == 3
+
+
+def test_a_finished_run_is_kept_for_its_retention_from_when_it_was_seen_ending() -> None:
+    state = State(Limits(finished_run_retention=60))
+    # a week-old run read from a file: its retention starts when runwatch sees it end
+    feed(state, event("run_complete", run_id="old", ts=T0 - 7 * 86400, status="crashed"))
+    feed(state, event("progress", run_id="live", ts=T0, stage="s", progress_pct=1))
+    assert state.expire(T0) == 0
+    assert state.expire(T0 + 59) == 0 and "old" in state.runs
+    assert state.expire(T0 + 60) == 1
+    assert list(state.runs) == ["live"] and state.forgotten["retention"] == 1
+    # a run that reopens (resumed after its crash) starts its retention again when it ends
+    feed(state, event("run_complete", run_id="live", ts=T0 + 61, status="failed"))
+    state.expire(T0 + 100)
+    feed(state, event("run_start", run_id="live", ts=T0 + 120))
+    state.expire(T0 + 150)
+    feed(state, event("run_complete", run_id="live", ts=T0 + 170, status="failed"))
+    assert state.expire(T0 + 200) == 0 and state.expire(T0 + 259) == 0
+    assert state.expire(T0 + 260) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 9),
+            st.sampled_from(["progress", "run_complete"]),
+            st.sampled_from(["completed", "failed", "crashed"]),
+            st.integers(0, 30),
+        ),
+        max_size=60,
+    ),
+)
+def test_retention_never_cuts_a_live_run_while_a_finished_one_could_go(steps) -> None:
+    """Whatever the order of runs starting and ending: the bound holds, a live run is only
+    cut when every kept run is live, and each run leaves exactly once or stays."""
+    state = State(Limits(max_runs=4, finished_run_retention=10))
+    now = T0
+    for run, kind, status, pause in steps:
+        live_before = all(not r.finished for r in state.runs.values())
+        kept_before, drops_before = len(state.runs), state.dropped["max_runs"]
+        fields = {"status": status} if kind == "run_complete" else {"stage": "s", "progress_pct": 1}
+        feed(state, event(kind, run_id=f"run_{run}", ts=now, **fields))
+        assert len(state.runs) <= 4
+        if state.dropped["max_runs"] > drops_before:
+            assert live_before and kept_before == 4
+        now += pause
+        state.expire(now)
+        for kept in state.runs.values():
+            if kept.finished:
+                assert now - kept.finished_seen_at < 10
 
 
 def test_bounds_cut_and_count_metric_keys_targets_checkpoints_and_error_types() -> None:

@@ -1,11 +1,14 @@
-"""The training backend board (seed 003): REST and WebSocket health, jobs started and
-failed, the start handshake's latency and timeouts."""
+"""The training backend board (seed 003): REST and WebSocket health, the backend's own jobs
+by status, the start handshake's latency and timeouts, and which jobs timed out."""
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard, stat, timeseries
+from grafana_foundation_sdk.builders import dashboard, stat, table, timeseries
+from grafana_foundation_sdk.models import dashboard as model
 
 from exporter.dashboards.style import BAD, GOOD, RATE, SEL, board, query, styled, value_map
+
+TIMED_OUT = "training_job_ack_timed_out_timestamp_seconds"
 
 
 def build() -> dashboard.Dashboard:
@@ -23,19 +26,27 @@ def build() -> dashboard.Dashboard:
         "JOBS",
         "none",
         [
-            query(
-                f'count(training_run_status{{{SEL}, status="running"}} == 1) or vector(0)',
-                "running",
-            ),
-            query(
-                f'count(training_run_status{{{SEL}, status="completed"}} == 1) or vector(0)',
-                "completed",
-            ),
-            query(
-                f'count(training_run_status{{{SEL}, status="failed"}} == 1) or vector(0)', "failed"
-            ),
-            query(f"training_jobs_awaiting_ack{{{SEL}}}", "awaiting ack"),
+            query(f"sum by (status) (training_backend_jobs{{{SEL}}})", "{{status}}"),
+            query(f"sum(training_jobs_awaiting_ack{{{SEL}}})", "awaiting ack"),
         ],
+    )
+    timed_out = (
+        styled(
+            table.Panel(),
+            "TIMED OUT JOBS",
+            "dateTimeAsIso",
+            [
+                query(f"max by (job_id) ({TIMED_OUT}{{{SEL}}}) * 1000", table=True),
+            ],
+        )
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize", options={"excludeByName": {"Time": True}}
+            )
+        )
+        .override_by_name(
+            "Value", [model.DynamicConfigValue(id_val="displayName", value="accepted")]
+        )
     )
     latency = styled(
         timeseries.Panel(),
@@ -79,5 +90,5 @@ def build() -> dashboard.Dashboard:
         "runwatch / training backend",
         "The training backend (seed 003): health, jobs, and the start handshake.",
         ["job", "instance"],
-        [(6, [health, jobs]), (8, [latency, timeouts, rejected])],
+        [(6, [health, jobs, timed_out]), (8, [latency, timeouts, rejected])],
     )

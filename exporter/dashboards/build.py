@@ -9,6 +9,7 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from exporter.dashboards import backend, gpu, router, trading, training
+from exporter.dashboards.style import without_ignored_fields
 
 BOARDS: dict[str, Callable[[], Dashboard]] = {
     "runwatch-training.json": training.build,
@@ -22,7 +23,10 @@ BOARDS: dict[str, Callable[[], Dashboard]] = {
 def render() -> dict[str, str]:
     """File name -> dashboard JSON (sorted keys, stable across runs)."""
     encoder = JSONEncoder(sort_keys=True, indent=2)
-    return {name: encoder.encode(build().build()) + "\n" for name, build in BOARDS.items()}
+    return {
+        name: encoder.encode(without_ignored_fields(build().build())) + "\n"
+        for name, build in BOARDS.items()
+    }
 
 
 def write(directory: Path) -> list[Path]:

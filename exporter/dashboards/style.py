@@ -1,8 +1,11 @@
 """The shared look and building blocks of runwatch's dashboards (grafana-foundation-sdk).
 
 Seed 002's terminal: dark, dense, amber and orange text, green / orange / red / cyan
-for status. Panels query the Prometheus data source by its fixed uid; every rate uses
-``$__rate_interval``; layout is rows of equal-width panels.
+for status. Panels query the data source picked in the board's ``datasource`` variable
+(defaulting to the provisioned uid, so a board imported into another Grafana works); every
+rate uses ``$__rate_interval``; layout is rows of equal-width panels. Every panel carries
+all of its plugin's options as Grafana 11.3's ``@grafana/schema`` types them (the tests
+type-check the built JSON against them), so no choice is left to a plugin default.
 """
 
 from __future__ import annotations
@@ -10,20 +13,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from grafana_foundation_sdk.builders import dashboard, prometheus
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    dashboard,
+    gauge,
+    prometheus,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
+from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-DASHBOARD_VERSION = (1, 2)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
+DASHBOARD_VERSION = (2, 0)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
 TAG = f"runwatch-v{DASHBOARD_VERSION[0]}.{DASHBOARD_VERSION[1]}"
-PROMETHEUS_UID, TEMPO_UID = "runwatch-prometheus", "runwatch-tempo"
-PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
+# the provisioned data sources (grafana/provisioning/datasources), the variables' defaults
+DATA_SOURCES = {
+    "datasource": ("prometheus", "Prometheus", "runwatch-prometheus"),
+    "tempo": ("tempo", "Tempo", "runwatch-tempo"),
+}
+PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+TEMPO = "${tempo}"  # the Tempo data source's uid, as links spell it
 
 AMBER, ORANGE, MUTED = "#FFD700", "#FFA500", "#808080"
 GOOD, WARNING, BAD, INFO, ACCENT = "#00FF00", "#FFA500", "#FF0000", "#00FFFF", "#B877D9"
 
-SEL = 'job="$job", instance="$instance"'
+SEL = 'job="$job", instance=~"$instance"'
 RATE = "$__rate_interval"
 
 
@@ -35,9 +54,83 @@ def query(expr: str, legend: str = "", *, table: bool = False) -> prometheus.Dat
     return target
 
 
+def _legend() -> common_builders.VizLegendOptions:
+    return (
+        common_builders.VizLegendOptions()
+        .display_mode(common.LegendDisplayMode.LIST)
+        .placement(common.LegendPlacement.BOTTOM)
+        .show_legend(True)
+        .calcs([])
+    )
+
+
+def _tooltip() -> common_builders.VizTooltipOptions:
+    return (
+        common_builders.VizTooltipOptions()
+        .mode(common.TooltipDisplayMode.MULTI)
+        .sort(common.SortOrder.DESCENDING)
+    )
+
+
+def _last_value() -> common_builders.ReduceDataOptions:
+    return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+
+
+def _single_stat(panel: Any) -> Any:
+    return panel.reduce_options(_last_value()).orientation(common.VizOrientation.AUTO)
+
+
+# Grafana 11.3's defaults (each plugin's defaultOptions in @grafana/schema), written out
+OPTIONS: dict[type, Any] = {
+    timeseries.Panel: lambda panel: panel.legend(_legend()).tooltip(_tooltip()),
+    stat.Panel: lambda panel: (
+        _single_stat(panel)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .graph_mode(common.BigValueGraphMode.AREA)
+        .justify_mode(common.BigValueJustifyMode.AUTO)
+        .text_mode(common.BigValueTextMode.AUTO)
+        .percent_change_color_mode(common.PercentChangeColorMode.STANDARD)
+        .show_percent_change(False)
+        .wide_layout(True)
+    ),
+    table.Panel: lambda panel: (
+        panel.frame_index(0).show_header(True).cell_height(common.TableCellHeight.SM)
+    ),
+    statetimeline.Panel: lambda panel: (
+        panel.legend(_legend())
+        .tooltip(_tooltip())
+        .row_height(0.9)
+        .show_value(common.VisibilityMode.AUTO)
+        .merge_values(True)
+        .align_value(common.TimelineValueAlignment.LEFT)
+    ),
+    gauge.Panel: lambda panel: (
+        _single_stat(panel)
+        .min_viz_height(75)
+        .min_viz_width(75)
+        .show_threshold_labels(False)
+        .show_threshold_markers(True)
+        .sizing(common.BarGaugeSizing.AUTO)
+    ),
+    bargauge.Panel: lambda panel: (
+        _single_stat(panel)
+        .legend(_legend())
+        .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+        .value_mode(common.BarGaugeValueMode.COLOR)
+        .name_placement(common.BarGaugeNamePlacement.AUTO)
+        .show_unfilled(True)
+        .sizing(common.BarGaugeSizing.AUTO)
+        .min_viz_height(16)
+        .min_viz_width(8)
+        .max_viz_height(300)
+    ),
+}
+
+
 def styled(panel: Builder, title: str, unit: str, queries: Sequence[Any]) -> Builder:
-    """Title, unit, data source, targets and the amber default colour, on any panel."""
-    panel = panel.title(title).unit(unit).datasource(PROMETHEUS)
+    """Every option of the panel's plugin, title, unit, data source, targets and the amber
+    default colour, on any panel."""
+    panel = OPTIONS[type(panel)](panel).title(title).unit(unit).datasource(PROMETHEUS)
     panel = panel.color_scheme(
         dashboard.FieldColor().mode(model.FieldColorModeId.FIXED).fixed_color(AMBER)
     )
@@ -78,12 +171,47 @@ def layout(rows: Sequence[tuple[int, Sequence[Builder]]]) -> list[Builder]:
     return placed
 
 
+# name -> (query, label, several at once); the several-at-once ones also offer "All"
 VARIABLES = {
-    "job": ("label_values(runwatch_build_info, job)", "job"),
-    "instance": ('label_values(runwatch_build_info{job="$job"}, instance)', "instance"),
-    "run": (f"label_values(training_run_info{{{SEL}}}, run_id)", "run"),
-    "gpu": (f"label_values(gpu_info{{{SEL}}}, gpu)", "GPU"),
+    "job": ("label_values(runwatch_build_info, job)", "job", False),
+    "instance": ('label_values(runwatch_build_info{job="$job"}, instance)', "instance", True),
+    "run": (f"label_values(training_run_info{{{SEL}}}, run_id)", "run", True),
+    "gpu": (f"label_values(gpu_info{{{SEL}}}, gpu)", "GPU", True),
 }
+
+# name -> (label, default): free text, such as the address runwatch answers on for links
+TEXT_VARIABLES = {"runwatch_url": ("runwatch address", "http://127.0.0.1:9464")}
+
+
+def _data_source_variable(name: str) -> dashboard.DatasourceVariable:
+    kind, text, uid = DATA_SOURCES[name]
+    return (
+        dashboard.DatasourceVariable(name)
+        .label(text)
+        .type(kind)
+        .current(model.VariableOption(text=text, value=uid, selected=True))
+    )
+
+
+def _query_variable(name: str) -> dashboard.QueryVariable:
+    expression, label, several = VARIABLES[name]
+    variable = (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .datasource(PROMETHEUS)
+        .query(expression)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+    )
+    return variable.multi(True).include_all(True) if several else variable
+
+
+def without_ignored_fields(built: model.Dashboard) -> model.Dashboard:
+    """Drop what the SDK writes on every variable but Grafana reads only on interval ones."""
+    for variable in (built.templating.list_val if built.templating else None) or []:
+        if variable.type_val != model.VariableType.INTERVAL:
+            variable.auto = variable.auto_min = variable.auto_count = None
+    return built
 
 
 def board(
@@ -113,16 +241,16 @@ def board(
             .keep_time(True)
         )
     )
+    for name in DATA_SOURCES:
+        built = built.with_variable(_data_source_variable(name))
     for name in variables:
-        expression, label = VARIABLES[name]
-        built = built.with_variable(
-            dashboard.QueryVariable(name)
-            .label(label)
-            .datasource(PROMETHEUS)
-            .query(expression)
-            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(model.VariableSort.ALPHABETICAL_ASC)
-        )
+        if name in TEXT_VARIABLES:
+            label, default = TEXT_VARIABLES[name]
+            built = built.with_variable(
+                dashboard.TextBoxVariable(name).label(label).default_value(default)
+            )
+        else:
+            built = built.with_variable(_query_variable(name))
     for panel in layout(rows):
         built = built.with_panel(panel)
     return built

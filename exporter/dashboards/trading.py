@@ -12,6 +12,7 @@ from grafana_foundation_sdk.builders import (
     table,
     timeseries,
 )
+from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
 from exporter.dashboards.style import (
@@ -51,6 +52,36 @@ def build() -> dashboard.Dashboard:
             query(f"trading_bridge_websocket_connected{{{SEL}}}", "WS {{channel}}"),
         ],
     ).mappings(UP_DOWN)
+    engine = (
+        styled(
+            stat.Panel(),
+            "ENGINE",
+            "none",
+            [
+                query(f"max by (status) (trading_engine_status{{{SEL}}} == 1)", "{{status}}"),
+                query(f"trading_risk_trading_allowed{{{SEL}}}", "trading"),
+            ],
+        )
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .override_by_name(
+            "trading",
+            [
+                model.DynamicConfigValue(
+                    id_val="mappings",
+                    value=value_map({"1": ("ALLOWED", GOOD), "0": ("HALTED", BAD)}),
+                )
+            ],
+        )
+        .mappings(value_map({"1": ("●", GOOD)}))
+    )
+    errors = styled(
+        timeseries.Panel(),
+        "ERRORS",
+        "short",
+        [query(f"increase(trading_errors_total{{{SEL}}}[{RATE}])", "engine errors")],
+    )
     activity = styled(
         timeseries.Panel(),
         "CYCLES AND TRADES",
@@ -138,8 +169,9 @@ def build() -> dashboard.Dashboard:
         "The trading engine through its bridge: metrics, events, stage, positions, risk, arms.",
         ["job", "instance"],
         [
-            (6, [money, health, activity]),
+            (6, [money, engine, health, activity]),
             (8, [events, stage, risk]),
             (8, [positions, arms, progress]),
+            (6, [errors]),
         ],
     )

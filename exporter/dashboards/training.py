@@ -10,12 +10,13 @@ from grafana_foundation_sdk.models import dashboard as model
 from exporter.dashboards.style import (
     ACCENT,
     AMBER,
+    BAD,
     GOOD,
     INFO,
     MUTED,
     RATE,
     SEL,
-    TEMPO_UID,
+    TEMPO,
     WARNING,
     board,
     query,
@@ -24,7 +25,17 @@ from exporter.dashboards.style import (
     value_map,
 )
 
-RUN = f'{SEL}, run_id="$run"'
+RUN = f'{SEL}, run_id=~"$run"'
+# seed 002's status badges: [● RUNNING] green, [✗ FAILED] red, [✓ COMPLETED] green
+STATUS_BADGES = {
+    "running": ("● RUNNING", GOOD),
+    "completed": ("✓ COMPLETED", GOOD),
+    "ended": ("✓ ENDED", GOOD),
+    "failed": ("✗ FAILED", BAD),
+    "crashed": ("✗ CRASHED", BAD),
+    "interrupted": ("■ INTERRUPTED", WARNING),
+    "cancelled": ("■ CANCELLED", WARNING),
+}
 # seed 000: the stage tags and their colours
 STAGE_TAGS = {
     "ranking": ("TR", WARNING),
@@ -34,10 +45,14 @@ STAGE_TAGS = {
     "completed": ("DONE", GOOD),
 }
 TRACE_LINK = (
-    '/explore?left={"datasource":"' + TEMPO_UID + '","queries":[{"refId":"A",'
+    '/explore?left={"datasource":"' + TEMPO + '","queries":[{"refId":"A",'
     '"queryType":"traceql","query":"${__data.fields.trace_id}"}],'
     '"range":{"from":"now-24h","to":"now"}}'
 )
+
+
+def _set(field: str, value: object) -> model.DynamicConfigValue:
+    return model.DynamicConfigValue(id_val=field, value=value)
 
 
 def _run_list() -> table.Panel:
@@ -46,9 +61,88 @@ def _run_list() -> table.Panel:
         f" * on (run_id) group_left (status) max by (run_id, status) "
         f"(training_run_status{{{SEL}}} == 1)"
     )
-    return styled(table.Panel(), "RUN LIST", "none", [query(expr, table=True)]).data_links(
-        [dashboard.DashboardLink("trace").url(TRACE_LINK)]  # type: ignore[list-item]
+    return (
+        styled(table.Panel(), "RUN LIST", "none", [query(expr, table=True)])
+        .data_links([dashboard.DashboardLink("trace").url(TRACE_LINK)])  # type: ignore[list-item]
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize",
+                options={"excludeByName": {"Time": True, "Value": True}},
+            )
+        )
+        .override_by_name(
+            "status",
+            [
+                _set("mappings", value_map(STATUS_BADGES)),
+                _set("custom.cellOptions", {"type": "color-text"}),
+            ],
+        )
     )
+
+
+def _run_config() -> table.Panel:
+    """Seed 002's RUN CONFIG: each key of the run's config and its (shortened) value."""
+    return styled(
+        table.Panel(),
+        "RUN CONFIG",
+        "none",
+        [query(f"max by (run_id, key, value) (training_run_config_info{{{RUN}}})", table=True)],
+    ).with_transformation(
+        model.DataTransformerConfig(
+            id_val="organize", options={"excludeByName": {"Time": True, "Value": True}}
+        )
+    )
+
+
+def _span_metrics() -> list[timeseries.Panel]:
+    """RED metrics of the runs' spans, as Tempo's metrics generator writes them (the one
+    source of span metrics: tempo/tempo.yaml), per span name, for the runs picked."""
+    spans = 'traces_spanmetrics_calls_total{run_id=~"$run"}'
+    latency = f'traces_spanmetrics_latency_bucket{{run_id=~"$run"}}[{RATE}]'
+    return [
+        styled(timeseries.Panel(), "SPANS ENDED (TEMPO)", "short", [
+            query(f"sum by (span_name, status_code) (increase({spans}[{RATE}]))",
+                  "{{span_name}} {{status_code}}"),
+        ]),
+        styled(timeseries.Panel(), "SPAN DURATION p90 (TEMPO)", "s", [
+            query(f"histogram_quantile(0.9, sum by (le, span_name) (rate({latency})))",
+                  "{{span_name}}"),
+        ]),
+    ]  # fmt: skip
+
+
+def _checkpoints() -> table.Panel:
+    """Seed 002's CHECKPOINTS: one row per checkpoint, its step, time, the metrics logged
+    with it as columns, and ★ on the best."""
+    by = "run_id, checkpoint_id"
+    panel = styled(
+        table.Panel(),
+        "CHECKPOINTS",
+        "none",
+        [
+            query(f"max by ({by}) (training_checkpoint_step{{{RUN}}})", table=True),
+            query(
+                f"max by ({by}) (training_checkpoint_timestamp_seconds{{{RUN}}}) * 1000", table=True
+            ),
+            query(f"max by ({by}) (training_checkpoint_best{{{RUN}}})", table=True),
+            query(f"max by ({by}, key) (training_checkpoint_metric{{{RUN}}})", table=True),
+        ],
+    )
+    panel = panel.with_transformation(
+        model.DataTransformerConfig(
+            id_val="labelsToFields", options={"valueLabel": "key", "mode": "columns"}
+        )
+    ).with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+    panel = panel.with_transformation(
+        model.DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True}})
+    )
+    for ref, name, extra in (
+        ("A", "step", []),
+        ("B", "time", [_set("unit", "dateTimeAsIso")]),
+        ("C", "best", [_set("mappings", value_map({"1": ("★", AMBER), "0": ("", "transparent")}))]),
+    ):
+        panel = panel.override_by_name(f"Value #{ref}", [_set("displayName", name), *extra])
+    return panel
 
 
 def _stage_tags() -> statetimeline.Panel:
@@ -109,70 +203,51 @@ def build() -> dashboard.Dashboard:
         "LOSS",
         "none",
         [
-            query(f'training_metric{{{RUN}, key=~"loss|val_loss"}}', "{{key}}"),
+            query(f'training_metric{{{RUN}, key=~"loss|val_loss"}}', "{{run_id}} {{key}}"),
         ],
-    ).override_by_name(
-        "val_loss",
-        [model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": INFO})],
-    )
+    ).override_by_regexp(".* val_loss", [_set("color", {"mode": "fixed", "fixedColor": INFO})])
     learning_rate = styled(
         timeseries.Panel(),
         "LEARNING RATE",
         "none",
         [
-            query(f'training_metric{{{RUN}, key="learning_rate"}}', "lr"),
+            query(f'training_metric{{{RUN}, key=~"learning_rate|lr"}}', "{{run_id}}"),
         ],
     )
-    config = styled(
+    progress = styled(
         stat.Panel(),
         "RUN",
         "none",
         [
-            query(f"training_step{{{RUN}}}", "step"),
-            query(f"training_run_targets_completed{{{RUN}}}", "targets done"),
-            query(f"training_run_duration_seconds{{{RUN}}} / 60", "minutes"),
+            query(f"training_step{{{RUN}}}", "{{run_id}} step"),
+            query(f"training_run_targets_completed{{{RUN}}}", "{{run_id}} targets done"),
+            query(f"training_run_duration_seconds{{{RUN}}} / 60", "{{run_id}} minutes"),
         ],
     ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
-    checkpoints = (
-        styled(
-            table.Panel(),
-            "CHECKPOINTS",
-            "none",
-            [
-                query(f"training_checkpoint_step{{{RUN}}}", table=True),
-                query(f"training_checkpoint_best{{{RUN}}}", table=True),
-            ],
-        )
-        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
-        .override_by_name(
-            "Value #B",
-            [
-                model.DynamicConfigValue(
-                    id_val="mappings",
-                    value=value_map({"1": ("★", AMBER), "0": ("", "transparent")}),
-                ),
-                model.DynamicConfigValue(id_val="displayName", value="best"),
-            ],
-        )
-    )
     actions = (
         text.Panel()
-        .title("LINKS")
+        .title("ACTIONS / LINKS")
         .mode("markdown")
         .content(
-            '* [Trace of the run in Tempo](/explore?left={"datasource":"'
-            + TEMPO_UID
-            + '"})\n* [Alerts](/alerting/list)\n* [Runs API](/api/runs) on runwatch\n'
+            '* [Traces of the runs in Tempo](/explore?left={"datasource":"' + TEMPO + '",'
+            '"queries":[{"refId":"A","queryType":"traceql","query":"{ .training.run_id =~ '
+            '\\"${run:regex}\\" }"}]})\n'
+            "* [Alerts firing](/alerting/list?search=state:firing)\n"
+            "* [Runs API on runwatch](${runwatch_url}/api/runs) (the runwatch address is the "
+            "board's `runwatch_url` variable)\n"
+            "* [runwatch /metrics](${runwatch_url}/metrics)\n"
         )
     )
     return board(
         "runwatch-training",
         "runwatch / training terminal",
-        "Runs, stages, loss, learning rate, checkpoints and the system, seed 002's 3x3.",
-        ["job", "instance", "run"],
+        "Runs, stages, loss, learning rate, checkpoints, config and the system, seed 002's "
+        "3x3; pick several runs to compare them.",
+        ["job", "instance", "run", "runwatch_url"],
         [
             (8, [_run_list(), system, events]),
-            (8, [loss, learning_rate, config]),
-            (8, [checkpoints, _stage_tags(), actions]),
+            (8, [loss, learning_rate, progress]),
+            (8, [_checkpoints(), _stage_tags(), actions]),
+            (8, [_run_config(), *_span_metrics()]),
         ],
     )

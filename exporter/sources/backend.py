@@ -32,6 +32,7 @@ import orjson
 from pydantic import AliasChoices, Field, ValidationError
 
 from exporter.pipeline import Pipeline
+from exporter.readings import BACKEND_JOB_STATUSES, BackendSample
 from exporter.sampling import SourceUnavailable
 from exporter.sources.contract import Count, Name, Number, Tolerant
 from exporter.sources.rest import Failed, JsonClient, Unreachable
@@ -46,6 +47,17 @@ MAX_FALLBACK_JOBS = 50  # job-status requests per poll while the WebSocket is do
 WAITING = frozenset({"accepted", "queued", "pending"})
 FINISHED = {"completed": "completed", "succeeded": "completed", "failed": "failed",
             "error": "failed", "cancelled": "cancelled"}  # fmt: skip
+RUNNING = frozenset({"running", "started", "training"})
+
+
+def job_status(status: str) -> str:
+    """A backend's job status as one of BACKEND_JOB_STATUSES (bounded, for a label)."""
+    status = status.lower()
+    if status in WAITING:
+        return "waiting"
+    if status in RUNNING:
+        return "running"
+    return FINISHED.get(status, "other")
 
 
 class BackendMessage(Tolerant):
@@ -209,13 +221,6 @@ class BackendEvents:
         stats.count(stats.rejected, (BACKEND_SOURCE, reason))
 
 
-@dataclass(frozen=True, slots=True)
-class BackendHealth:
-    """One successful REST health check of the backend."""
-
-    jobs_listed: int | None
-
-
 class BackendPoller:
     """A SampledSource over the backend's REST side: ``GET /`` for health, ``GET /jobs`` for
     accepted jobs (the handshake clock), and while the WebSocket is down ``GET /jobs/{id}``
@@ -240,7 +245,7 @@ class BackendPoller:
         if self._client is not None:
             self._client.close()
 
-    def sample(self) -> BackendHealth:
+    def sample(self) -> BackendSample:
         assert self._client is not None
         try:
             health = self._client.get("/")
@@ -256,9 +261,9 @@ class BackendPoller:
             self._events.failed_since_poll = False
             self._read_log_tail()
         self._events.pipeline.expire_handshakes(time.time())
-        return BackendHealth(listed)
+        return BackendSample(listed)
 
-    def _listing(self) -> int | None:
+    def _listing(self) -> dict[str, int] | None:
         body = self._get("/jobs")
         if body is None:
             return None
@@ -267,10 +272,13 @@ class BackendPoller:
         except ValidationError:
             self._events.reject("contract_violation")
             return None
+        by_status = dict.fromkeys(BACKEND_JOB_STATUSES, 0)
         for job in jobs:
-            if job.status.lower() in WAITING:
+            status = job_status(job.status)
+            by_status[status] += 1
+            if status == "waiting":
                 self._events.pipeline.job_accepted(job.job_id, job.accepted_at or time.time())
-        return len(jobs)
+        return by_status
 
     def _read_log_tail(self) -> None:
         body = self._get(f"/status/log_tail?n={LOG_TAIL_LINES}")

@@ -15,6 +15,7 @@ the training and self metrics; the sampled sources' are in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -66,6 +67,47 @@ def _checkpoints(view: View) -> Iterator[tuple[Run, str, Any]]:
             yield run, checkpoint_id, checkpoint
 
 
+MAX_CONFIG_ITEMS = 32
+"""Config keys shown per run (nested keys flattened with dots, in the order given)."""
+MAX_CONFIG_VALUE_CHARS = 64
+
+
+MAX_CONFIG_DEPTH = 4
+MAX_TIMED_OUT_SHOWN = 10
+
+
+def config_items(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """A run's config as (dotted key, short text) pairs: nested mappings flattened (to
+    MAX_CONFIG_DEPTH levels), values cut to MAX_CONFIG_VALUE_CHARS characters; the caller
+    bounds how many it takes."""
+    for key, value in config.items():
+        if isinstance(value, dict) and prefix.count(".") < MAX_CONFIG_DEPTH - 1:
+            yield from config_items(value, f"{prefix}{key}.")
+            continue
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, dict):
+            text = "{…}"
+        elif isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+            text = f"[{len(value)} items]"
+        else:  # a number, a boolean, null, or a flat list of them
+            text = json.dumps(value, default=str)
+        if len(text) > MAX_CONFIG_VALUE_CHARS:
+            text = text[: MAX_CONFIG_VALUE_CHARS - 1] + "…"
+        yield f"{prefix}{key}", text
+
+
+def _config(view: View) -> Iterator[Sample]:
+    for run in _runs(view):
+        shown: dict[str, str] = {}  # a dotted key given twice ({"a.b": .., "a": {"b": ..}})
+        for key, text in config_items(run.config):
+            if len(shown) == MAX_CONFIG_ITEMS:
+                break
+            shown.setdefault(key, text)
+        for key, text in shown.items():
+            yield (run.run_id, key, text), 1.0
+
+
 def _per_run(attribute: Callable[[Run], float | None]) -> Sampler:
     def sample(view: View) -> Iterator[Sample]:
         for run in _runs(view):
@@ -101,6 +143,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("training_run_info", "training.run.info", "", G, ("run_id", "name", "trace_id"),
            "Run metadata and the run's trace id (for links to its trace); always 1.",
            lambda v: (((r.run_id, r.name, trace_id_hex(r.run_id)), 1.0) for r in _runs(v))),
+    Metric("training_run_config_info", "training.run.config.info", "", G,
+           ("run_id", "key", "value"), f"The run's config from run_start, one series per key "
+           f"(nested keys joined with dots; the first {MAX_CONFIG_ITEMS} keys, values cut to "
+           f"{MAX_CONFIG_VALUE_CHARS} characters); always 1.", _config),
     Metric("training_run_status", "training.run.status", "", G, ("run_id", "status"),
            "1 for the run's current status, 0 for the others.", _run_status),
     Metric("training_run_stage", "training.run.stage", "", G, ("run_id", "stage"),
@@ -171,6 +217,9 @@ METRICS: tuple[Metric, ...] = (
            ("run_id", "checkpoint_id"), "Step each checkpoint was taken at.",
            lambda v: (((r.run_id, cid), c.step) for r, cid, c in _checkpoints(v)
                       if c.step is not None)),
+    Metric("training_checkpoint_timestamp_seconds", "training.checkpoint.timestamp", "s", G,
+           ("run_id", "checkpoint_id"), "When each checkpoint was saved, Unix seconds.",
+           lambda v: (((r.run_id, cid), c.timestamp) for r, cid, c in _checkpoints(v))),
     Metric("training_checkpoint_best", "training.checkpoint.best", "", G,
            ("run_id", "checkpoint_id"), "1 for the run's best checkpoint, 0 for the others.",
            lambda v: (((r.run_id, cid), float(c.is_best)) for r, cid, c in _checkpoints(v))),
@@ -192,6 +241,17 @@ METRICS: tuple[Metric, ...] = (
     Metric("training_jobs_awaiting_ack", "training.jobs.awaiting_ack", "", G, (),
            "Jobs accepted by the training backend and not started yet.",
            lambda v: [((), len(v.handshakes.pending))]),
+    Metric("training_job_ack_timed_out_timestamp_seconds",
+           "training.job.ack_timed_out_timestamp", "s", G, ("job_id",),
+           f"The latest {MAX_TIMED_OUT_SHOWN} jobs that waited past --backend-ack-timeout and "
+           "have not started since, each with when it was accepted (Unix seconds).",
+           lambda v: (((job,), at) for job, at in
+                      list(v.handshakes.late.items())[-MAX_TIMED_OUT_SHOWN:])),
+    Metric("training_backend_jobs", "training.backend.jobs", "{job}", G, ("status",),
+           "Jobs the training backend lists in GET /jobs, by status (waiting, running, "
+           "completed, failed, cancelled, other): its jobs only, not the other runs.",
+           lambda v: (((status,), n) for status, n in
+                      (v.readings.backend.jobs or {}).items()) if v.readings.backend else ()),
     Metric("training_backend_log_lines_total", "training.backend.log_lines", "", C, (),
            "New lines read from the training backend's /status/log_tail while a job awaits "
            "its start or after one failed (each logged as 'backend log: ...').",
@@ -209,11 +269,17 @@ METRICS: tuple[Metric, ...] = (
            "time it was read), missing_run_id (the PID file's run or the source's latest); "
            "--strict-events refuses them instead.", stats_counter(lambda s: s.lenient)),
     Metric("runwatch_series_dropped_total", "runwatch.series.dropped", "", C, ("reason",),
-           "Series not kept because a cardinality bound was hit, by bound (max_positions "
-           "counts the positions cut from each bridge poll).",
+           "Live data cut because a cardinality bound was hit, by bound (max_runs: a running "
+           "run forgotten because every kept run was live; max_positions counts the positions "
+           "cut from each bridge poll). Finished runs forgotten are runwatch_runs_forgotten_total.",
            lambda v: [*(((r,), n) for r, n in v.state.dropped.items()),
                       *(((r,), n) for r, n in v.stats.snapshot(v.stats.series_dropped)),
                       *(((r,), n) for r, n in (v.router.dropped.items() if v.router else ()))]),
+    Metric("runwatch_runs_forgotten_total", "runwatch.runs.forgotten", "{run}", C, ("reason",),
+           "Finished runs forgotten, by reason: retention (kept --finished-run-retention "
+           "since they ended) or max_runs (a new run needed the place of the one that ended "
+           "first); neither loses live data.",
+           lambda v: (((r,), n) for r, n in v.state.forgotten.items())),
     Metric("runwatch_render_errors_total", "runwatch.render.errors", "", C, ("family",),
            "Samples left out of a scrape or an OTLP collection because they could not be "
            "rendered (logged once per family); the rest of the collection is unaffected.",
