@@ -396,10 +396,11 @@ def _complete(event: Event) -> Event:
     see LENIENCIES), and the normalisations of a few types."""
     timestamp = event.timestamp
     if timestamp.__class__ is not float and timestamp is not None:
-        seconds = timestamp.replace(tzinfo=timestamp.tzinfo or UTC).timestamp()
+        aware = timestamp.tzinfo is not None  # the hot path: replace() only for naive ones
+        seconds = (timestamp if aware else timestamp.replace(tzinfo=UTC)).timestamp()
         if not 0 <= seconds <= MAX_EPOCH_SECONDS:
             raise Rejected("invalid_timestamp", f"{timestamp.isoformat()} is out of range")
-        if timestamp.tzinfo is not None:
+        if aware:
             event.timestamp = seconds
     if event.__class__ in _NEEDS_NORMALISING:
         _normalise(event)
