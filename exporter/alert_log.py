@@ -43,7 +43,7 @@ def create_app() -> FastAPI:
         except (ValueError, KeyError, TypeError, AttributeError):
             return JSONResponse({"error": "not an Alertmanager webhook payload"}, 400)
         for line in lines:
-            log.warning("%s", line)
+            log.info("%s", line)
         return JSONResponse({"received": len(lines)})
 
     @app.get("/healthz")

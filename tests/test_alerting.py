@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import ROOT, Prometheus, free_port, wait_for
 
@@ -262,3 +264,26 @@ def test_the_alert_log_prints_one_line_per_alert(tmp_path: Path) -> None:
     finally:
         receiver.terminate()
         receiver.wait(timeout=30)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.one_of(
+    JSON.map(lambda value: json.dumps(value).encode()),
+    st.fixed_dictionaries({"alerts": st.lists(JSON, max_size=3)}).map(
+        lambda value: json.dumps(value).encode()),
+    st.binary(max_size=64),
+))  # fmt: skip
+def test_the_alert_log_answers_any_body_without_failing(body: bytes) -> None:
+    from fastapi.testclient import TestClient
+
+    from exporter.alert_log import create_app
+
+    answer = TestClient(create_app()).post("/alerts", content=body)
+    assert answer.status_code in (200, 400), answer.text

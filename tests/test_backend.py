@@ -59,7 +59,9 @@ def test_a_job_that_never_starts_counts_an_ack_timeout(serve, bridge) -> None:
     wait_for(lambda: (server.sample("training_job_ack_timeouts_total") or 0) >= 1,
              what="an ack timeout")  # fmt: skip
     assert server.sample("training_jobs_awaiting_ack") == 0  # the timed-out job left the wait
-    job_id = reference.get("/jobs")["jobs"][0]["job_id"]
+    # the bridge may have started a job before the fault arrived: the waiting one is ours
+    job_id = next(job["job_id"] for job in reference.get("/jobs")["jobs"]
+                  if job["status"] == "accepted")  # fmt: skip
     accepted = server.sample(
         f'training_job_ack_timed_out_timestamp_seconds{{job_id="{job_id}"}}'
     )  # named
