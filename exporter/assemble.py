@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from exporter.worker import Worker
 
 if TYPE_CHECKING:
     from exporter.telemetry.otel import OtlpOutput
+    from exporter.telemetry.remote_write import RemoteWriteOutput
 
 
 def limits_from(settings: dict[str, Any]) -> Limits:
@@ -33,6 +35,7 @@ def limits_from(settings: dict[str, Any]) -> Limits:
         max_checkpoints_per_run=settings["max_checkpoints_per_run"],
         max_error_types_per_run=settings["max_error_types_per_run"],
         max_clock_skew_seconds=settings["max_clock_skew"],
+        max_history_steps_per_second=settings["max_history_steps_per_second"],
     )
 
 
@@ -50,6 +53,7 @@ def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | Non
             settings.get("service_name"),
             settings.get("otlp_naming") or "semconv",
             settings.get("otlp_metrics", True),
+            settings.get("otlp_logs", True),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -58,8 +62,34 @@ def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | Non
     from exporter.telemetry.otel import OtlpOutput  # the OTel SDK only when it is used
 
     otlp = OtlpOutput(pipeline, otlp_settings)
-    pipeline.add_sink(otlp)
+    pipeline.add_sink(otlp, logs=otlp.logs)
     return pipeline, otlp
+
+
+def attach_remote_write(pipeline: Pipeline, settings: dict[str, Any]) -> RemoteWriteOutput | None:
+    """The step history's remote-write output, when --remote-write-url is set."""
+    url = settings.get("remote_write_url")
+    if not url:
+        return None
+    if not re.match(r"https?://[^/]", url):
+        raise ConfigError(f"--remote-write-url: {url!r} is not an http:// or https:// URL")
+    from exporter.telemetry.remote_write import RemoteWriteOutput, RemoteWriteSettings
+
+    instance = settings.get("history_instance") or _scraped_address(settings["listen"])
+    output = RemoteWriteOutput(
+        RemoteWriteSettings(url, settings["history_job"], instance), pipeline.stats
+    )
+    pipeline.add_sink(output, spans=False, steps=True)
+    return output
+
+
+def _scraped_address(listen: tuple[str, int]) -> str:
+    """Where Prometheus most likely scrapes runwatch: the listen address, or this host's
+    name for a wildcard one."""
+    host, port = listen
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _attach_router(pipeline: Pipeline, mapping_path: str | None) -> None:
@@ -198,7 +228,11 @@ def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
     stats.declare(stats.series_dropped, ["max_positions"])
     poller = BridgePoller(url, settings["bridge_timeout"], stats, settings["max_positions"],
                           settings["max_response_bytes"])  # fmt: skip
-    bus = BusEvents(stats, lambda stage, at: pipeline.observe_engine_stage(url, stage, at))
+    bus = BusEvents(
+        stats,
+        lambda stage, at: pipeline.observe_engine_stage(url, stage, at),
+        lambda event_type, data, at: pipeline.log_bus_event(url, event_type, data, at),
+    )
 
     def training(message: str | bytes) -> None:  # core-format events, one per frame
         line = message.encode() if isinstance(message, str) else message

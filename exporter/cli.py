@@ -19,14 +19,20 @@ from exporter import __version__
 from exporter.assemble import SOURCE, build_pipeline, read_files_once, read_router_files_once
 from exporter.config import OPTIONS, ConfigError, add_arguments, resolve
 from exporter.demo import synthetic_router_cycle, synthetic_run
+from exporter.pipeline import Pipeline
 from exporter.schema import render_schema
 from exporter.sources.parallel import ParallelReader, worth_it
 from exporter.telemetry.prometheus import catalogue_registry
+from exporter.telemetry.step_history import HistoryRecorder, openmetrics
 
 LIMITS = [o.name for o in OPTIONS if o.group == "limits"] + ["max_line_bytes", "strict_events"]
 OTLP = [o.name for o in OPTIONS if o.group == "otlp"]
 SERVE = [o.name for o in OPTIONS]
-REPLAY = LIMITS + OTLP + ["router_events", "router_mapping", "log_level"]
+REPLAY = (
+    LIMITS
+    + OTLP
+    + ["router_events", "router_mapping", "history_job", "history_instance", "log_level"]
+)
 DEMO = [n for n in SERVE if n not in ("events", "state_file")]
 
 DESCRIPTION = """\
@@ -79,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
         "is an error (exit 2).",
     )
     replay.add_argument("paths", nargs="*", metavar="PATH", help="JSONL event files")
+    replay.add_argument(
+        "--history",
+        choices=["openmetrics"],
+        help="print the files' step history instead: every logged value as "
+        "training_step_metric{run_id, key} at its event's time, in OpenMetrics with "
+        "timestamps, for `promtool tsdb create-blocks-from openmetrics` (backfill)",
+    )
     replay.add_argument("--config", metavar="FILE", help="YAML file of options")
     add_arguments(replay, REPLAY)
 
@@ -154,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         for chatty in ("watchfiles", "httpx"):  # a line per change or request else
             logging.getLogger(chatty).setLevel(logging.WARNING)
         if args.command == "replay":
-            return replay(args.paths, settings)
+            return replay(args.paths, settings, args.history)
         if args.command == "demo":
             return demo(settings, args.event_interval)
         from exporter.runtime import Runtime  # the web stack only for the server
@@ -201,7 +214,7 @@ def check_mapping(path: str | None) -> int:
     return 0
 
 
-def replay(paths: list[str], settings: dict) -> int:
+def replay(paths: list[str], settings: dict, history: str | None = None) -> int:
     router_paths = settings["router_events"]
     if not paths and not router_paths:
         print("runwatch: replay needs event files (PATH) or --router-events", file=sys.stderr)
@@ -216,6 +229,9 @@ def replay(paths: list[str], settings: dict) -> int:
     # Large inputs are parsed in a forked worker; it forks before the OTLP threads start.
     parallel = ParallelReader(paths, settings["max_line_bytes"]) if worth_it(paths) else None
     pipeline, otlp = build_pipeline(settings)
+    recorder = HistoryRecorder()
+    if history:
+        pipeline.add_sink(recorder, spans=False, steps=True)
     try:
         if parallel is not None:
             parallel.feed(pipeline, SOURCE)
@@ -228,10 +244,25 @@ def replay(paths: list[str], settings: dict) -> int:
         return 2
     if otlp is not None:
         otlp.flush()  # first, so the exposition below counts what was exported
-    sys.stdout.write(generate_latest(catalogue_registry(pipeline)).decode())
+    if history:
+        _write_history(recorder, pipeline, settings)
+    else:
+        sys.stdout.write(generate_latest(catalogue_registry(pipeline)).decode())
     if otlp is not None:
         otlp.shutdown()
     return 0
+
+
+def _write_history(recorder: HistoryRecorder, pipeline: Pipeline, settings: dict) -> None:
+    """The step history as OpenMetrics on stdout; what was left out, on stderr."""
+    labels = {"job": settings["history_job"], "instance": settings["history_instance"] or "replay"}
+    refused = [0]
+    sys.stdout.writelines(openmetrics(recorder.steps, labels, refused))
+    thinned = pipeline.state.dropped["step_rate"]
+    if refused[0] or thinned:
+        print(f"runwatch: step history: {thinned} values thinned out by "
+              f"--max-history-steps-per-second, {refused[0]} not newer than their series' "
+              f"last (same millisecond or out of order) left out", file=sys.stderr)  # fmt: skip
 
 
 def demo(settings: dict, interval: float) -> int:

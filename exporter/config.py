@@ -170,6 +170,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("otlp_metrics", True, "Send metrics over OTLP as well as spans; --no-otlp-metrics "
            "when Prometheus scrapes /metrics and OTLP should carry only the traces (no "
            "duplicate series).", _bool, group="otlp"),
+    Option("otlp_logs", True, "Send every event as an OTLP log record (the event log: a "
+           "readable line, its severity, and the trace and span ids of its run, stage or "
+           "target span); --no-otlp-logs for spans and metrics only.", _bool, group="otlp"),
+    Option("remote_write_url", None, "Prometheus remote-write receiver, e.g. "
+           "http://127.0.0.1:9090/api/v1/write (Prometheus started with "
+           "--web.enable-remote-write-receiver): every logged step's values are written as "
+           "training_step_metric{run_id, key} at the event's time, up to "
+           "--max-history-steps-per-second per run. Off when unset.", group="step history",
+           metavar="URL"),
+    Option("history_job", "runwatch", "The job label of training_step_metric: the job "
+           "Prometheus scrapes runwatch as, so the boards' $job filter finds both.",
+           group="step history", metavar="JOB"),
+    Option("history_instance", None, "The instance label of training_step_metric: the "
+           "address Prometheus scrapes runwatch at. Default: --listen (this host's name "
+           "instead of a wildcard address); replay: 'replay'.", group="step history",
+           metavar="HOST:PORT"),
     Option("nvml", True, "Sample GPUs through NVML (nvidia-ml-py). Without a driver the nvml "
            "source reports runwatch_source_up 0, says why once, retries every minute, and the "
            "rest runs.", _bool, group="gpu and system"),
@@ -240,6 +256,10 @@ OPTIONS: tuple[Option, ...] = (
            _positive_int, group="limits"),
     Option("max_error_types_per_run", 32, "Error types per run; more fold into 'other'.",
            _positive_int, group="limits"),
+    Option("max_history_steps_per_second", 100, "Steps of step history kept per run per "
+           "second of event time; above it every Nth step is kept (N from the second before) "
+           "and the values thinned out are counted in runwatch_series_dropped_total"
+           "{reason=\"step_rate\"}.", _positive_int, group="limits"),
     Option("max_clock_skew", 5.0, "Seconds an event may be older than its run's latest (or "
            "start) before it is rejected as out_of_order (before_run_start).",
            _non_negative_float, group="limits"),

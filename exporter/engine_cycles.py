@@ -10,8 +10,10 @@ around), so no cycle marker is needed from the engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from exporter.state import FinishedSpan, OpenSpan
+from exporter import event_log
+from exporter.state import FinishedSpan, LogLine, OpenSpan
 
 
 @dataclass(slots=True)
@@ -44,6 +46,19 @@ class EngineCycles:
         cycle.visited.add(stage)
         return out
 
+    def log_line(self, engine: str, event_type: str, data: dict[str, Any], at: float) -> LogLine:
+        """A bus message as a line of the event log, in the engine's current stage span."""
+        cycle = self._cycles.get(engine)
+        key, span, stage = "", None, None
+        if cycle is not None:
+            key, span = _cycle_key(engine, cycle.root), cycle.stage or cycle.root
+            stage = cycle.stage.name if cycle.stage is not None else None
+        severity, body = event_log.bus_line(event_type, data)
+        attributes: dict[str, Any] = {"event_type": event_type, "trading.engine": engine}
+        if stage is not None:
+            attributes["trading.stage"] = stage
+        return LogLine(key, span, at, severity, body, attributes)
+
     @staticmethod
     def _end_stage(engine: str, cycle: _Cycle, at: float, out: list[FinishedSpan]) -> None:
         if cycle.stage is not None:
@@ -51,7 +66,11 @@ class EngineCycles:
             cycle.stage = None
 
 
+def _cycle_key(engine: str, root: OpenSpan) -> str:
+    """The trace key names the engine and the cycle's start: one trace per cycle."""
+    return f"{engine} cycle {root.start!r}"
+
+
 def _finished(engine: str, root: OpenSpan, span: OpenSpan, at: float) -> FinishedSpan:
-    # The trace key names the engine and the cycle's start: one trace per cycle.
-    key = f"{engine} cycle {root.start!r}"
+    key = _cycle_key(engine, root)
     return FinishedSpan(key, span, max(at, span.start), None, "trading.engine.cycle")

@@ -87,11 +87,18 @@ class Pipeline:
         self._latest_run: dict[str, str] = {}  # by source: the run of its latest event
         self._pid_runs: dict[str, bool] = {}  # run id -> alive, from the PID files
 
-    def add_sink(self, sink: OutputSink) -> None:
-        """Send spans and durations to ``sink``; the reducer builds them from now on."""
+    def add_sink(
+        self, sink: OutputSink, *, spans: bool = True, steps: bool = False, logs: bool = False
+    ) -> None:
+        """Send outputs to ``sink``: spans and durations, step values (the step history),
+        log lines (the event log), as it asks; the reducers build those from now on."""
         with self._lock:
             self._sinks.append(sink)
-            self.state.tracing = True
+            self.state.tracing |= spans or logs  # a log line carries its span's ids
+            self.state.history |= steps
+            self.state.logging |= logs
+            if logs and self.router is not None:
+                self.router.logging = True
 
     def ingest_lines(
         self, lines: list[bytes], source: str, spans_from: int = 0
@@ -255,6 +262,13 @@ class Pipeline:
         with self._lock:
             if self.state.tracing:
                 self._hand_on(self.engine_cycles.observe(engine, stage, at), True)
+
+    def log_bus_event(self, engine: str, event_type: str, data: dict[str, Any], at: float) -> None:
+        """A message of the trading engine's event bus, for the event log: a line in the
+        span of the engine's current stage (after observe_engine_stage for a STAGE_CHANGE)."""
+        with self._lock:
+            if self.state.logging:
+                self._hand_on([self.engine_cycles.log_line(engine, event_type, data, at)], True)
 
     def job_accepted(self, job: str, at: float) -> None:
         with self._lock:

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from exporter.assemble import build_background, build_pipeline, file_tailer
+from exporter.assemble import attach_remote_write, build_background, build_pipeline, file_tailer
 from exporter.config import ConfigError
 from exporter.retention import RetentionSweeper
 from exporter.server import create_app
@@ -71,6 +71,7 @@ class Runtime:
         _check_tls(settings.get("tls_cert_file"), settings.get("tls_key_file"))
         basic_auth = _basic_auth(settings)
         self.pipeline, self.otlp = build_pipeline(settings)
+        self.remote_write = attach_remote_write(self.pipeline, settings)
         self.tailer: Tailer | None = None
         if settings["events"]:
             store = CursorStore(Path(settings["state_file"])) if settings["state_file"] else None
@@ -125,7 +126,8 @@ class Runtime:
 
     def stop(self) -> None:
         """Stop within about SHUTDOWN_SECONDS: the file cursors are saved first, every
-        thread is asked to end at once, and the last OTLP export gets what time is left.
+        thread is asked to end at once, and the last remote write and OTLP export get what time
+        is left.
         A second SIGINT or SIGTERM meanwhile exits at once."""
         with _second_signal_exits():
             log.info("stopping within %g s (a second SIGINT or SIGTERM exits at once)",
@@ -137,8 +139,9 @@ class Runtime:
                 worker.request_stop()
             for worker in workers:  # the tailer first: it saves the cursors
                 worker.join(deadline - time.monotonic())
-            if self.otlp is not None:
-                self.otlp.close(max(1.0, deadline - time.monotonic()))
+            for output in (self.remote_write, self.otlp):
+                if output is not None:
+                    output.close(max(1.0, deadline - time.monotonic()))
 
     def serve(self) -> None:
         host, port = self.settings["listen"]

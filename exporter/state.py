@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from exporter import event_log
 from exporter.events import (
     EVENT_TYPE_NAMES,
     STATUSES,
@@ -61,7 +62,7 @@ MAX_SPAN_EVENTS = 128
 """Events (errors, progress messages, custom events) kept per span, as the OTel SDK does."""
 DROP_REASONS: tuple[str, ...] = (
     "max_runs", "max_stages_per_run", "max_targets_per_run", "max_metric_keys_per_run",
-    "max_checkpoints_per_run", "max_error_types_per_run",
+    "max_checkpoints_per_run", "max_error_types_per_run", "step_rate",
 )  # fmt: skip
 
 
@@ -83,6 +84,7 @@ class Limits:
     max_checkpoints_per_run: int = 50
     max_error_types_per_run: int = 32
     max_clock_skew_seconds: float = 5.0
+    max_history_steps_per_second: int = 100  # step history kept per run (see StepRate)
 
 
 @dataclass(slots=True)
@@ -152,6 +154,30 @@ class Histogram:
 
 
 @dataclass(slots=True)
+class StepRate:
+    """Thins a run's step history to ``cap`` steps per second of event time: each second
+    keeps every Nth step, N from the rate of the second before, and never more than
+    ``cap`` (a burst's first second keeps its first ``cap``)."""
+
+    second: int = -1
+    seen: int = 0  # steps in this second
+    kept: int = 0
+    every: int = 1
+
+    def keep(self, ts: float, cap: int) -> bool:
+        second = int(ts)
+        if second != self.second:
+            self.every = -(-self.seen // cap) if second == self.second + 1 and self.seen else 1
+            self.second, self.seen, self.kept = second, 0, 0
+        index = self.seen
+        self.seen += 1
+        if index % self.every or self.kept >= cap:
+            return False
+        self.kept += 1
+        return True
+
+
+@dataclass(slots=True)
 class Run:
     run_id: str
     name: str
@@ -177,6 +203,8 @@ class Run:
     non_finite: Counter[str] = field(default_factory=Counter)  # NaN/inf values per metric key
     step: int | None = None
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    checkpoint_keys: set[str] = field(default_factory=set)  # with a step history, bounded
+    step_rate: StepRate = field(default_factory=StepRate)
     process_up: bool | None = None
     finished_seen_at: float | None = None  # wall clock of the first sweep that saw it finished
     root_span: OpenSpan | None = None
@@ -239,7 +267,32 @@ class Observed:
     labels: tuple[str, ...]
 
 
-Output = FinishedSpan | Observed
+@dataclass(frozen=True, slots=True)
+class StepValues:
+    """The values logged at one step, at the event's time: the step history (remote write,
+    OpenMetrics backfill), built only while ``State.history`` is set."""
+
+    run_id: str
+    timestamp: float
+    values: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """An event as a line of the event log (OTLP logs), with the span it belongs to, whose
+    trace and span ids it carries; built only while ``State.logging`` is set."""
+
+    trace_key: str  # as FinishedSpan.run_id: the trace the span is in
+    span: OpenSpan | None
+    timestamp: float
+    severity: str  # event_log.INFO, WARN or ERROR
+    body: str
+    attributes: dict[str, Any]
+
+
+Output = FinishedSpan | Observed | StepValues | LogLine
+_SPAN_ENDING = frozenset({TargetComplete, RunComplete, StatusChange})
+"""Events whose line belongs to the span open before them (they may end it)."""
 
 
 class State:
@@ -250,6 +303,8 @@ class State:
         # Spans and durations are only built for someone to receive them (the OTLP output);
         # without one, the reducer skips that work.
         self.tracing = tracing
+        self.history = False  # StepValues, for a step-history output
+        self.logging = False  # LogLines, for an event-log output
         self.runs: dict[str, Run] = {}
         # the known types, then up to MAX_CUSTOM_EVENT_TYPES others, then "other"
         self.events_by_type: Counter[str] = Counter(dict.fromkeys(EVENT_TYPE_NAMES, 0))
@@ -309,7 +364,12 @@ class State:
                 name = OTHER
         self.events_by_type[name] += 1
         out: list[Output] = []
-        handler(self, run, event, ts, out)
+        if self.logging:
+            before = _span_of(run, event)
+            handler(self, run, event, ts, out)
+            self._log(run, event, name, ts, before, out)
+        else:
+            handler(self, run, event, ts, out)
         return out
 
     def observe_process(self, obs: ProcessObservation) -> list[Output]:
@@ -321,6 +381,7 @@ class State:
             run = self._new_run(obs.run_id, obs.started_at)
         run.process_up = obs.alive and not obs.closed
         out: list[Output] = []
+        was_running, span = run.status == "running", run.stage_span or run.root_span
         if obs.closed:
             if run.status == "running":
                 self._finish(run, _clean_end(run), max(obs.observed_at, run.last_event), out, None)
@@ -329,6 +390,13 @@ class State:
             self._finish(run, "crashed", end, out, "process exited without run_complete")
         elif obs.alive and run.status == "crashed":  # restarted under the same run id
             self._reopen(run, max(obs.started_at, run.last_event))
+        if self.logging and was_running and run.finished:
+            reason = "process exited without run_complete" if run.status == "crashed" else (
+                "PID file removed")  # fmt: skip
+            severity, body = event_log.finish_line(run.status, run.stage, reason)
+            attributes = _log_attributes(run, "process_exit", None)
+            out.append(LogLine(run.run_id, span, run.end or obs.observed_at, severity, body,
+                               attributes))  # fmt: skip
         return out
 
     # -- event handlers (one per event type) --------------------------------------------------
@@ -459,6 +527,13 @@ class State:
             run.step = event.step
         values = event.metrics
         self._set_metrics(run.metrics, values)
+        if self.history:
+            if run.step_rate.keep(ts, self.limits.max_history_steps_per_second):
+                if not values.keys() <= run.metrics.keys():  # keys past the bound have none
+                    values = {k: v for k, v in values.items() if k in run.metrics}
+                out.append(StepValues(run.run_id, ts, values))
+            else:
+                self.dropped["step_rate"] += len(values)
         if not all(map(math.isfinite, values.values())):
             for key, value in values.items():
                 if not math.isfinite(value) and key in run.metrics:
@@ -486,6 +561,14 @@ class State:
             for checkpoint in checkpoints.values():
                 checkpoint.is_best = False
         checkpoints[checkpoint_id] = Checkpoint(event.step, metrics, is_best, ts, event.filepath)
+        if self.history and metrics:  # checkpoints are rare: never thinned
+            keys, limit = run.checkpoint_keys, self.limits.max_metric_keys_per_run
+            kept = {}
+            for key, value in metrics.items():
+                if self._admit(keys, key, limit, "max_metric_keys_per_run"):
+                    keys.add(key)
+                    kept[key] = value
+            out.append(StepValues(run.run_id, ts, kept))
 
     def _on_status_change(
         self, run: Run, event: StatusChange, ts: float, out: list[Output]
@@ -608,6 +691,15 @@ class State:
 
     # -- helpers ---------------------------------------------------------------------------------
 
+    def _log(
+        self, run: Run, event: Event, name: str, ts: float, before: OpenSpan | None,
+        out: list[Output],
+    ) -> None:  # fmt: skip
+        span = before if event.__class__ in _SPAN_ENDING else _span_of(run, event) or before
+        severity, body = event_log.line(event, run.stage)
+        attributes = _log_attributes(run, name, _target_of(event))
+        out.append(LogLine(run.run_id, span, ts, severity, body, attributes))
+
     def _set_metrics(self, into: dict[str, float], values: dict[str, float]) -> None:
         if len(into) + len(values) <= self.limits.max_metric_keys_per_run:
             into.update(values)  # the common case: well under the bound
@@ -624,6 +716,31 @@ class State:
             return True
         self.dropped[reason] += 1
         return False
+
+
+def _target_of(event: Event) -> str | None:
+    if event.__class__ is CustomEvent:
+        target = event.fields.get("target")
+        return target if isinstance(target, str) and target else None
+    if event.__class__ is Progress:
+        return event.current_target or None
+    return getattr(event, "target", None)
+
+
+def _span_of(run: Run, event: Event) -> OpenSpan | None:
+    """The open span an event belongs to: its target's, else the stage's, else the run's."""
+    target = _target_of(event)
+    span = run.target_spans.get(target) if target is not None else None
+    return span or run.stage_span or run.root_span
+
+
+def _log_attributes(run: Run, event_type: str, target: str | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"training.run_id": run.run_id, "event_type": event_type}
+    if run.stage is not None:
+        attributes["training.stage"] = run.stage
+    if target is not None:
+        attributes["training.target"] = target[:256]
+    return attributes
 
 
 def _clean_end(run: Run) -> str:

@@ -111,7 +111,7 @@ def websocket_frames(data: bytes) -> None:
     from exporter.sources.bridge import BusEvents
     from exporter.stats import Stats
 
-    BusEvents(Stats(), lambda stage, at: None)(data)
+    BusEvents(Stats(), lambda stage, at: None, lambda *event: None)(data)
     pipeline = Pipeline()
     events = BackendEvents(pipeline)
     for frame in data.split(b"\n"):

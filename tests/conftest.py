@@ -19,6 +19,7 @@ import orjson
 import pytest
 import yaml
 from hypothesis import HealthCheck, settings
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -191,11 +192,34 @@ def decode_spans(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
     return spans
 
 
+def decode_logs(request: ExportLogsServiceRequest) -> list[dict[str, Any]]:
+    """The log records of an OTLP logs export request, as plain records."""
+    records = []
+    for resource_logs in request.resource_logs:
+        resource = {a.key: a.value.string_value for a in resource_logs.resource.attributes}
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                records.append({
+                    "time": record.time_unix_nano,
+                    "observed_time": record.observed_time_unix_nano,
+                    "severity_number": record.severity_number,
+                    "severity": record.severity_text,
+                    "body": _any_value(record.body),
+                    "attributes": {a.key: _any_value(a.value) for a in record.attributes},
+                    "trace_id": record.trace_id.hex(),
+                    "span_id": record.span_id.hex(),
+                    "scope": scope_logs.scope.name,
+                    "resource": resource,
+                })  # fmt: skip
+    return records
+
+
 class OtlpReceiver:
     """An OTLP/HTTP endpoint decoding the real protobuf requests it is sent."""
 
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
+        self.logs: list[dict[str, Any]] = []
         self.metric_requests: list[ExportMetricsServiceRequest] = []
         self.fail_next = 0  # answer this many requests with 503
         receiver = self
@@ -213,6 +237,8 @@ class OtlpReceiver:
                     receiver.spans.extend(decode_spans(request))
                 elif self.path == "/v1/metrics":
                     receiver.metric_requests.append(ExportMetricsServiceRequest.FromString(body))
+                elif self.path == "/v1/logs":
+                    receiver.logs.extend(decode_logs(ExportLogsServiceRequest.FromString(body)))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.end_headers()
@@ -240,24 +266,32 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 
 class GrpcTraceReceiver:
-    """An OTLP/gRPC trace endpoint, decoding into the same span records as OtlpReceiver."""
+    """An OTLP/gRPC trace and logs endpoint, decoding into the same records as OtlpReceiver."""
 
     def __init__(self) -> None:
         from concurrent import futures
 
         import grpc
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
         self.spans: list[dict[str, Any]] = []
-        spans = self.spans
+        self.logs: list[dict[str, Any]] = []
+        spans, logs = self.spans, self.logs
 
         class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request, context):  # the gRPC method name
                 spans.extend(decode_spans(request))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
+        class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(self, request, context):
+                logs.extend(decode_logs(request))
+                return logs_service_pb2.ExportLogsServiceResponse()
+
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), self._server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsService(), self._server)
         port = self._server.add_insecure_port("127.0.0.1:0")
         self.url = f"http://127.0.0.1:{port}"
         self._server.start()
@@ -278,7 +312,12 @@ class Prometheus:
     ``config`` given (a prometheus.yml as a mapping)."""
 
     def __init__(
-        self, binary: Path, target: str, tmp: Path, config: dict[str, Any] | None = None
+        self,
+        binary: Path,
+        target: str,
+        tmp: Path,
+        config: dict[str, Any] | None = None,
+        flags: tuple[str, ...] = (),
     ) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -295,6 +334,7 @@ class Prometheus:
                 f"--config.file={self.config}",
                 f"--storage.tsdb.path={tmp / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",
+                *flags,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

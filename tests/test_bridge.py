@@ -138,7 +138,7 @@ def test_positions_beyond_the_bound_are_cut_largest_kept_and_counted() -> None:
 
 def test_bus_events_are_counted_by_type_bounded_and_stage_changes_reported() -> None:
     stats, stages = Stats(), []
-    bus = BusEvents(stats, lambda stage, at: stages.append((stage, at)))
+    bus = BusEvents(stats, lambda stage, at: stages.append((stage, at)), lambda *event: None)
     for index in range(100):
         bus(f'{{"type": "T{index}"}}')
     bus(b"\xff not json")

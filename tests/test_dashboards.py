@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from exporter.dashboards.build import BOARDS, stale
-from exporter.dashboards.style import DATA_SOURCES, PROMETHEUS, TAG
+from exporter.dashboards.style import DATA_SOURCES, LOKI, PROMETHEUS, TAG
 
 from .conftest import ROOT, RUNWATCH, Prometheus, free_port, wait_for
 from .grafana_types import typescript
@@ -30,10 +30,19 @@ def boards() -> dict[str, dict]:
     return {path.name: json.loads(path.read_text()) for path in sorted(DIRECTORY.glob("*.json"))}
 
 
-def targets(board: dict) -> Iterator[tuple[str, str]]:
+def targets(board: dict, kind: str = "prometheus") -> Iterator[tuple[str, str]]:
+    """(panel title, query) of the panels on data sources of ``kind``: PromQL, or LogQL."""
     for panel in board["panels"]:
+        if panel.get("datasource", {}).get("type") != kind:
+            continue
         for target in panel.get("targets") or []:
             yield panel["title"], target["expr"]
+
+
+def log_panels() -> list[tuple[str, str, str]]:
+    """(board, title, LogQL) of every logs panel."""
+    return [(name, title, expr) for name, board in boards().items()
+            for title, expr in targets(board, "loki")]  # fmt: skip
 
 
 def test_the_committed_json_is_what_the_code_builds() -> None:
@@ -61,6 +70,9 @@ def test_the_dashboards_pass_the_lint() -> None:
             if panel["type"] == "text":
                 continue
             where = f"{name}: {panel['title']}"
+            if panel["type"] == "logs":  # the event log: lines, no unit
+                assert panel["datasource"]["uid"] == LOKI.uid, where
+                continue
             assert panel["datasource"]["uid"] == PROMETHEUS.uid, where
             assert panel["fieldConfig"]["defaults"].get("unit"), f"{where}: no unit"
             refs = [t["refId"] for t in panel["targets"]]
@@ -105,7 +117,8 @@ def test_the_schema_check_finds_unknown_keys_and_null_options(
         "auto": (lambda b: b["templating"]["list"][-2].update(auto_count=30), '"auto_count"'),
         "null": (lambda b: b["panels"][0].update(options=None), "Type 'null'"),
         "option": (lambda b: b["panels"][1]["options"].update(legendd={}), '"legendd"'),
-        "enum": (lambda b: b["panels"][2]["options"]["legend"].update(placement="top"), '"top"'),
+        "enum": (lambda b: b["panels"][3]["options"]["legend"].update(placement="top"), '"top"'),
+        "logs": (lambda b: b["panels"][2]["options"].update(sortOrder="Newest"), '"Newest"'),
     }
     checked = type_check(
         tmp_path, bin_dir, {f"{n}.json": broken(f) for n, (f, _) in faults.items()}
@@ -153,7 +166,8 @@ def wait_until_each(items: set, has_data: Callable[[Any], bool], failure: str) -
 
 def fill(expr: str, run: str) -> str:
     for variable, value in (("$job", "runwatch"), ("$instance", r"[^\"]+"), ("$run", run),
-                            ("$gpu", "0"), ("$__rate_interval", "1m")):  # fmt: skip
+                            ("$gpu", "0"), ("$__rate_interval", "1m"), ("$__range", "1h"),
+                            ("$steps", "1000")):  # fmt: skip
         expr = expr.replace(variable, value)
     return expr.replace('instance="[^\\"]+"', 'instance=~".+"')
 

@@ -438,7 +438,7 @@ def test_any_event_bus_frame_is_counted_or_refused(frame: Any) -> None:
     from exporter.stats import Stats
 
     stats, stages = Stats(), []
-    BusEvents(stats, lambda stage, at: stages.append(at))(frame)
+    BusEvents(stats, lambda stage, at: stages.append(at), lambda *event: None)(frame)
     handled = sum(stats.trading_events.values()) + sum(stats.rejected.values())
     assert handled == 1
     assert all(at >= 0 for at in stages)

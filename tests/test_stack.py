@@ -38,14 +38,14 @@ def test_compose_config_is_valid_and_keeps_its_promises(bin_dir: Path) -> None:
     config = json.loads(compose(bin_dir, "config", "--format", "json", env=PASSWORD).stdout)
     services = config["services"]
     assert set(services) == {"reference-bridge", "runwatch", "otel-collector", "prometheus",
-                             "alertmanager", "alert-log", "tempo", "grafana"}  # fmt: skip
+                             "alertmanager", "alert-log", "tempo", "loki", "grafana"}  # fmt: skip
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes beyond loopback"
         if "image" in service:
             assert re.search(r":v?\d+\.\d+\.\d+$", service["image"]), f"{name} is not pinned"
     for name in ("reference-bridge", "runwatch", "prometheus", "alertmanager", "alert-log",
-                 "grafana"):  # fmt: skip
+                 "loki", "grafana"):  # fmt: skip
         assert services[name]["healthcheck"]["test"], f"{name} has no healthcheck"
     # the alerts reach Alertmanager, which runs the shipped config and posts to the alert log
     alerting = load("prometheus/prometheus.yml")["alerting"]["alertmanagers"][0]
@@ -62,6 +62,26 @@ def test_compose_config_is_valid_and_keeps_its_promises(bin_dir: Path) -> None:
     assert PASSWORD["GRAFANA_ADMIN_PASSWORD"] not in (ROOT / "compose.yaml").read_text()
     runwatch = " ".join(services["runwatch"]["command"])
     assert "--no-otlp-metrics" in runwatch and "otel-collector:4318" in runwatch
+    # every logged step into Prometheus, labelled as Prometheus scrapes runwatch
+    assert "--remote-write-url=http://prometheus:9090/api/v1/write" in runwatch
+    assert "--web.enable-remote-write-receiver" in services["prometheus"]["command"]
+    (scraped,) = load("prometheus/prometheus.yml")["scrape_configs"][0]["static_configs"]
+    assert f"--history-instance={scraped['targets'][0]}" in runwatch
+    # Loki: its native OTLP endpoint is what the collector's logs pipeline sends to
+    assert services["loki"]["healthcheck"]["test"] == ["CMD", "/usr/bin/loki", "-health"]
+    assert any(v["source"].endswith("/loki/loki.yaml") for v in services["loki"]["volumes"])
+    assert services["otel-collector"]["depends_on"]["loki"]["condition"] == "service_healthy"
+    loki = load("loki/loki.yaml")
+    assert loki["limits_config"]["allow_structured_metadata"] is True  # the OTLP attributes
+    assert loki["schema_config"]["configs"][0]["schema"] == "v13"
+    assert loki["analytics"]["reporting_enabled"] is False
+
+
+# The component types of otel/opentelemetry-collector-contrib:0.111.0 that the configs use,
+# as its build manifest lists them (opentelemetry-collector-releases, tag v0.111.0,
+# distributions/otelcol-contrib/manifest.yaml): otlpreceiver, memorylimiterprocessor,
+# batchprocessor, otlpexporter, otlphttpexporter, prometheusremotewriteexporter.
+CONTRIB_0_111 = {"otlp", "memory_limiter", "batch", "otlphttp", "prometheusremotewrite"}
 
 
 @pytest.mark.parametrize("path", ["otel-collector/config.yaml", "otel-collector/gateway.yaml"])
@@ -70,7 +90,9 @@ def test_the_collector_pipelines_use_only_declared_components(path: str) -> None
     declared = {kind: set(config.get(kind, {})) for kind in
                 ("receivers", "processors", "exporters", "connectors")}  # fmt: skip
     pipelines = config["service"]["pipelines"]
-    assert set(pipelines) == {"traces", "metrics"}
+    assert set(pipelines) == {"traces", "metrics", "logs"}
+    used = {name.split("/")[0] for kind in declared.values() for name in kind}
+    assert used <= CONTRIB_0_111, used - CONTRIB_0_111
     for name, pipeline in pipelines.items():
         assert set(pipeline["receivers"]) <= declared["receivers"] | declared["connectors"], name
         assert set(pipeline["exporters"]) <= declared["exporters"] | declared["connectors"], name
@@ -86,6 +108,9 @@ def test_the_collector_pipelines_use_only_declared_components(path: str) -> None
     remote_write = config["exporters"]["prometheusremotewrite"]
     assert remote_write["endpoint"].endswith("/api/v1/write")
     assert remote_write["resource_to_telemetry_conversion"]["enabled"] is True
+    # the event log to Loki's native OTLP endpoint (otlphttp appends /v1/logs)
+    assert pipelines["logs"]["exporters"] == ["otlphttp/loki"]
+    assert config["exporters"]["otlphttp/loki"]["endpoint"] == "http://loki:3100/otlp"
     assert "0.111.0" in (ROOT / path).read_text()  # the version it was written for
 
 
@@ -108,6 +133,7 @@ def test_the_scale_out_topology_is_valid_and_keeps_the_dashboards(bin_dir: Path)
     single = load("grafana/provisioning/datasources/runwatch.yaml")["datasources"]
     scaled = load("grafana/provisioning/scale-datasources/runwatch.yaml")["datasources"]
     assert {s["uid"] for s in scaled} == {s["uid"] for s in single}
+    assert "loki" in services and "loki" in services["gateway"]["depends_on"]
     # the same rules evaluated by vmalert over vmselect, into the same Alertmanager setup
     vmalert = services["vmalert"]["command"]
     for flag in ("-rule=/etc/prometheus/rules/*.yml", "-notifier.url=http://alertmanager:9093",
@@ -153,6 +179,15 @@ def test_grafana_provisioning_links_metrics_exemplars_and_traces() -> None:
     assert queries and all("{$__tags}" in q for q in queries)
     assert any("traces_spanmetrics_calls_total" in q for q in queries)
     assert "serviceMap" not in tempo["jsonData"]  # all spans are INTERNAL to one service
+    # log -> trace: the trace_id structured metadata Loki keeps from each OTLP record
+    (derived,) = sources["runwatch-loki"]["jsonData"]["derivedFields"]
+    assert (derived["matcherType"], derived["matcherRegex"]) == ("label", "trace_id")
+    assert derived["datasourceUid"] == "runwatch-tempo"
+    assert derived["url"] == "$${__value.raw}"  # $$: a literal $ in provisioning files
+    # trace -> logs: the lines carrying the trace's id
+    logs = tempo["jsonData"]["tracesToLogsV2"]
+    assert logs["datasourceUid"] == "runwatch-loki" and logs["customQuery"] is True
+    assert 'trace_id="$${__trace.traceId}"' in logs["query"]
     provider = load("grafana/provisioning/dashboards/runwatch.yaml")["providers"][0]
     mounts = load("compose.yaml")["services"]["grafana"]["volumes"]
     assert f"./grafana/dashboards:{provider['options']['path']}:ro" in mounts

@@ -14,6 +14,7 @@ from exporter.dashboards.style import (
     SEL,
     WARNING,
     board,
+    event_log,
     query,
     styled,
     thresholds,
@@ -45,6 +46,7 @@ def build() -> dashboard.Dashboard:
     refused = styled(stat.Panel(), "REFUSED", "none", [
         query(f'sum(runwatch_events_rejected_total{{{SEL}, source="router"}})', "refused"),
     ]).thresholds(thresholds((None, GOOD), (1, WARNING)))  # fmt: skip
+    events = event_log("EVENT LOG", '{service_name=~".+"} | router_category!=""')
     by_type = styled(timeseries.Panel(), "EVENTS BY TYPE", "short", [
         query(f"sum by (event_type) (increase(router_events_total{{{SEL}}}[{RATE}]))",
               "{{event_type}}"),
@@ -108,5 +110,6 @@ def build() -> dashboard.Dashboard:
             (8, [span_durations, outcomes, flow_steps, flows]),
             (8, [host_table, daemons, regressions]),
             (8, [elo, win_rate]),
+            (8, [events]),
         ],
     )

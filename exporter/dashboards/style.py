@@ -17,6 +17,8 @@ from grafana_foundation_sdk.builders import (
     bargauge,
     dashboard,
     gauge,
+    logs,
+    loki,
     prometheus,
     stat,
     statetimeline,
@@ -29,14 +31,18 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-DASHBOARD_VERSION = (2, 0)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
+DASHBOARD_VERSION = (2, 1)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
 TAG = f"runwatch-v{DASHBOARD_VERSION[0]}.{DASHBOARD_VERSION[1]}"
 # the provisioned data sources (grafana/provisioning/datasources), the variables' defaults
 DATA_SOURCES = {
     "datasource": ("prometheus", "Prometheus", "runwatch-prometheus"),
     "tempo": ("tempo", "Tempo", "runwatch-tempo"),
+    "loki": ("loki", "Loki", "runwatch-loki"),
 }
 PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+LOKI = model.DataSourceRef(type_val="loki", uid="${loki}")
+# seed 000's stage-tag colours as ANSI colours, which Grafana's logs panel renders
+TAG_COLOURS = {"TR": 33, "FS": 35, "TRN": 32, "INIT": 90, "DONE": 32}  # yellow, purple, green
 TEMPO = "${tempo}"  # the Tempo data source's uid, as links spell it
 
 AMBER, ORANGE, MUTED = "#FFD700", "#FFA500", "#808080"
@@ -139,6 +145,30 @@ def styled(panel: Builder, title: str, unit: str, queries: Sequence[Any]) -> Bui
     return panel
 
 
+def event_log(title: str, selector: str) -> logs.Panel:
+    """A logs panel of runwatch's event log in Loki: the lines matching ``selector`` (a
+    LogQL stream selector and filters), newest first, each stage tag in its colour."""
+    escape = "\x1b"
+    colour = "".join(f' | replace "[{tag}]" "{escape}[{code}m[{tag}]{escape}[0m"'
+                     for tag, code in TAG_COLOURS.items())  # fmt: skip
+    expr = f"{selector} | line_format `{{{{ __line__{colour} }}}}`"
+    return (
+        logs.Panel()
+        .title(title)
+        .datasource(LOKI)
+        .show_time(True)
+        .show_labels(False)
+        .show_common_labels(False)
+        .wrap_log_message(True)
+        .prettify_log_message(False)
+        .enable_log_details(True)
+        .show_log_context_toggle(True)
+        .sort_order(common.LogsSortOrder.DESCENDING)
+        .dedup_strategy(common.LogsDedupStrategy.NONE)
+        .with_target(loki.Dataquery().expr(expr).query_type("range").ref_id("A"))
+    )
+
+
 def thresholds(*steps: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
     """Absolute thresholds: ``(None, GOOD), (0.8, WARNING), (0.95, BAD)``."""
     return (
@@ -181,6 +211,10 @@ VARIABLES = {
 
 # name -> (label, default): free text, such as the address runwatch answers on for links
 TEXT_VARIABLES = {"runwatch_url": ("runwatch address", "http://127.0.0.1:9464")}
+# name -> (label, "text : value" choices, default text): seed 002's "last 100, 1000, all"
+CUSTOM_VARIABLES = {
+    "steps": ("steps", "last 100 : 100, last 1000 : 1000, all : 1e18", "last 1000"),
+}
 
 
 def _data_source_variable(name: str) -> dashboard.DatasourceVariable:
@@ -204,6 +238,17 @@ def _query_variable(name: str) -> dashboard.QueryVariable:
         .sort(model.VariableSort.ALPHABETICAL_ASC)
     )
     return variable.multi(True).include_all(True) if several else variable
+
+
+def _custom_variable(name: str) -> dashboard.CustomVariable:
+    label, choices, default = CUSTOM_VARIABLES[name]
+    values = dict(choice.split(" : ") for choice in choices.split(", "))
+    return (
+        dashboard.CustomVariable(name)
+        .label(label)
+        .values(choices)
+        .current(model.VariableOption(text=default, value=values[default], selected=True))
+    )
 
 
 def without_ignored_fields(built: model.Dashboard) -> model.Dashboard:
@@ -249,6 +294,8 @@ def board(
             built = built.with_variable(
                 dashboard.TextBoxVariable(name).label(label).default_value(default)
             )
+        elif name in CUSTOM_VARIABLES:
+            built = built.with_variable(_custom_variable(name))
         else:
             built = built.with_variable(_query_variable(name))
     for panel in layout(rows):

@@ -22,6 +22,7 @@ from exporter.dashboards.style import (
     SEL,
     WARNING,
     board,
+    event_log,
     query,
     styled,
     thresholds,
@@ -91,9 +92,10 @@ def build() -> dashboard.Dashboard:
             query(f"increase(trading_trades_total{{{SEL}}}[{RATE}])", "trades"),
         ],
     )
-    events = styled(
+    events = event_log("EVENT LOG", '{service_name=~".+"} | trading_engine!=""')
+    events_by_type = styled(
         timeseries.Panel(),
-        "EVENT LOG",
+        "EVENTS BY TYPE",
         "short",
         [
             query(
@@ -172,6 +174,6 @@ def build() -> dashboard.Dashboard:
             (6, [money, engine, health, activity]),
             (8, [events, stage, risk]),
             (8, [positions, arms, progress]),
-            (6, [errors]),
+            (6, [errors, events_by_type]),
         ],
     )

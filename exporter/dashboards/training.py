@@ -19,11 +19,13 @@ from exporter.dashboards.style import (
     TEMPO,
     WARNING,
     board,
+    event_log,
     query,
     styled,
     thresholds,
     value_map,
 )
+from exporter.event_log import STAGE_TAGS as TAG_OF_STAGE
 
 RUN = f'{SEL}, run_id=~"$run"'
 # seed 002's status badges: [● RUNNING] green, [✗ FAILED] red, [✓ COMPLETED] green
@@ -36,14 +38,15 @@ STATUS_BADGES = {
     "interrupted": ("■ INTERRUPTED", WARNING),
     "cancelled": ("■ CANCELLED", WARNING),
 }
-# seed 000: the stage tags and their colours
-STAGE_TAGS = {
-    "ranking": ("TR", WARNING),
-    "feature_selection": ("FS", ACCENT),
-    "training": ("TRN", GOOD),
-    "initializing": ("INIT", MUTED),
-    "completed": ("DONE", GOOD),
+# seed 000: the stage tags (those of the event log's lines) and their colours
+STAGE_COLOURS = {
+    "ranking": WARNING,
+    "feature_selection": ACCENT,
+    "training": GOOD,
+    "initializing": MUTED,
+    "completed": GOOD,
 }
+STAGE_TAGS = {stage: (TAG_OF_STAGE[stage], colour) for stage, colour in STAGE_COLOURS.items()}
 TRACE_LINK = (
     '/explore?left={"datasource":"' + TEMPO + '","queries":[{"refId":"A",'
     '"queryType":"traceql","query":"${__data.fields.trace_id}"}],'
@@ -145,6 +148,27 @@ def _checkpoints() -> table.Panel:
     return panel
 
 
+def _last_steps(keys: str) -> str:
+    """Every logged step of the keys (training_step_metric, the step history) where it is
+    written, else the scraped latest values (training_metric), of the runs' last $steps
+    steps: the points taken while training_step was within $steps of its latest."""
+    selector = f'{RUN}, key=~"{keys}"'
+    values = f"(training_step_metric{{{selector}}} or training_metric{{{selector}}})"
+    step = f"training_step{{{RUN}}}"
+    recent = f"({step} >= on (run_id) (max_over_time({step}[$__range] @ end()) - $steps))"
+    return f"({values} and on (run_id) {recent}) or ({values} unless on (run_id) {step})"
+
+
+def _steps_panel(title: str, keys: str, legend: str) -> timeseries.Panel:
+    """A plot of step metrics at step resolution: up to 10,000 points, no minimum step
+    (the data source's scrape-interval floor would hide the steps between scrapes)."""
+    return (
+        styled(timeseries.Panel(), title, "none", [query(_last_steps(keys), legend)])
+        .interval("1ms")
+        .max_data_points(10_000)
+    )
+
+
 def _stage_tags() -> statetimeline.Panel:
     panel = styled(
         statetimeline.Panel(),
@@ -183,10 +207,11 @@ def build() -> dashboard.Dashboard:
             query(f"avg(gpu_utilization_ratio{{{SEL}}})", "GPU"),
         ],
     ).thresholds(thresholds((None, GOOD), (0.8, WARNING), (0.95, "red")))
-    events = (
+    events = event_log("EVENT LOG", '{service_name=~".+"} | training_run_id=~"$run"')
+    events_by_type = (
         styled(
             timeseries.Panel(),
-            "EVENT LOG",
+            "EVENTS BY TYPE",
             "short",
             [
                 query(
@@ -198,22 +223,10 @@ def build() -> dashboard.Dashboard:
         .draw_style(common.GraphDrawStyle.BARS)
         .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     )
-    loss = styled(
-        timeseries.Panel(),
-        "LOSS",
-        "none",
-        [
-            query(f'training_metric{{{RUN}, key=~"loss|val_loss"}}', "{{run_id}} {{key}}"),
-        ],
-    ).override_by_regexp(".* val_loss", [_set("color", {"mode": "fixed", "fixedColor": INFO})])
-    learning_rate = styled(
-        timeseries.Panel(),
-        "LEARNING RATE",
-        "none",
-        [
-            query(f'training_metric{{{RUN}, key=~"learning_rate|lr"}}', "{{run_id}}"),
-        ],
+    loss = _steps_panel("LOSS", "loss|val_loss", "{{run_id}} {{key}}").override_by_regexp(
+        ".* val_loss", [_set("color", {"mode": "fixed", "fixedColor": INFO})]
     )
+    learning_rate = _steps_panel("LEARNING RATE", "learning_rate|lr", "{{run_id}}")
     progress = styled(
         stat.Panel(),
         "RUN",
@@ -243,11 +256,11 @@ def build() -> dashboard.Dashboard:
         "runwatch / training terminal",
         "Runs, stages, loss, learning rate, checkpoints, config and the system, seed 002's "
         "3x3; pick several runs to compare them.",
-        ["job", "instance", "run", "runwatch_url"],
+        ["job", "instance", "run", "steps", "runwatch_url"],
         [
             (8, [_run_list(), system, events]),
             (8, [loss, learning_rate, progress]),
             (8, [_checkpoints(), _stage_tags(), actions]),
-            (8, [_run_config(), *_span_metrics()]),
+            (8, [_run_config(), events_by_type, *_span_metrics()]),
         ],
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from exporter import event_log
 from exporter.events import MAX_EPOCH_SECONDS, MAX_IDENTIFIER_CHARS, Rejected
 from exporter.router.mapping import (
     CounterRule,
@@ -27,7 +28,7 @@ from exporter.router.mapping import (
     SpanRule,
     gauge_family,
 )
-from exporter.state import FinishedSpan, Histogram, Observed, OpenSpan, Output
+from exporter.state import FinishedSpan, Histogram, LogLine, Observed, OpenSpan, Output
 
 SPAN_DURATION_METRIC = "router_span_duration_seconds"
 FLOW_STEP_METRIC = "router_flow_step_seconds"
@@ -70,6 +71,7 @@ class RouterState:
     flow_steps: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     flow_durations: dict[str, Histogram] = field(default_factory=dict)
     dropped: Counter[str] = field(default_factory=Counter)
+    logging: bool = False  # a LogLine per event, for an event-log output
     _routes: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict, repr=False)
     _canonical: dict[str, str] = field(default_factory=dict, repr=False)  # spelling -> type
 
@@ -149,6 +151,14 @@ class RouterState:
         outputs: list[Output] = []
         for handle, rule in self._routes.get(canonical, ()):
             handle(rule, canonical, event, at, outputs)
+        if self.logging:
+            payload = event.get(mapping.payload_field) if mapping.payload_field else None
+            merged = {**event, **payload} if isinstance(payload, dict) else event
+            fields = {k: v for k, v in merged.items()
+                      if k not in (mapping.type_field, mapping.payload_field)}  # fmt: skip
+            severity, body = event_log.router_line(name, category, fields)
+            attributes = {"event_type": name, "router.category": category}
+            outputs.append(LogLine("", None, at, severity, body, attributes))
         return outputs
 
     def _time(self, event: dict[str, Any], received_at: float) -> float:

@@ -279,7 +279,7 @@ class OtelTransport:
             raise ValueError("OtelTransport needs an endpoint or OTEL_EXPORTER_OTLP_ENDPOINT")
         self._pipeline = Pipeline()
         self._otlp = OtlpOutput(self._pipeline, settings)
-        self._pipeline.add_sink(self._otlp)
+        self._pipeline.add_sink(self._otlp, logs=self._otlp.logs)
         self._closed = False
         _open_transports.add(self)  # a script that never closes still sends its last spans
 

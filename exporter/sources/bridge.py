@@ -169,12 +169,20 @@ def _decisions(history: TradeHistory) -> tuple[tuple[str, int], ...]:
 
 
 class BusEvents:
-    """Handles /ws/events messages: counts them by type (bounded) and reports each
-    STAGE_CHANGE to ``on_stage(stage, timestamp)``, the event's time when it has one."""
+    """Handles /ws/events messages: counts them by type (bounded), reports each
+    STAGE_CHANGE to ``on_stage(stage, timestamp)`` and every message to
+    ``on_event(event_type, data, timestamp)`` (the event log), the event's time when it
+    has one."""
 
-    def __init__(self, stats: Stats, on_stage: Callable[[str, float], None]) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        on_stage: Callable[[str, float], None],
+        on_event: Callable[[str, dict[str, Any], float], None],
+    ) -> None:
         self._stats = stats
         self._on_stage = on_stage
+        self._on_event = on_event
 
     def __call__(self, message: str | bytes) -> None:
         try:
@@ -191,8 +199,10 @@ class BusEvents:
         types = self._stats.trading_events
         known = event.event_type in types or len(types) < MAX_EVENT_TYPES - 1
         self._stats.count(types, event.event_type if known else OTHER)
+        at = event.timestamp or time.time()
         if change is not None:
-            self._on_stage(change.new_stage, event.timestamp or time.time())
+            self._on_stage(change.new_stage, at)
+        self._on_event(event.event_type, event.data, at)
 
     def _reject(self, reason: str) -> None:
         self._stats.count(self._stats.rejected, (BRIDGE_SOURCE, reason))

@@ -271,7 +271,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("runwatch_series_dropped_total", "runwatch.series.dropped", "", C, ("reason",),
            "Live data cut because a cardinality bound was hit, by bound (max_runs: a running "
            "run forgotten because every kept run was live; max_positions counts the positions "
-           "cut from each bridge poll). Finished runs forgotten are runwatch_runs_forgotten_total.",
+           "cut from each bridge poll; step_rate counts step-history values thinned out by "
+           "--max-history-steps-per-second). Finished runs forgotten are "
+           "runwatch_runs_forgotten_total.",
            lambda v: [*(((r,), n) for r, n in v.state.dropped.items()),
                       *(((r,), n) for r, n in v.stats.snapshot(v.stats.series_dropped)),
                       *(((r,), n) for r, n in (v.router.dropped.items() if v.router else ()))]),
@@ -288,11 +290,18 @@ METRICS: tuple[Metric, ...] = (
            "Event files seen rotated (renamed and replaced) or truncated.",
            stats_counter(lambda s: s.file_rotations)),
     Metric("runwatch_otlp_exported_total", "runwatch.otlp.exported", "", C, ("signal",),
-           "Spans and metric points the OTLP endpoint accepted.",
+           "Spans, log records and metric points the OTLP endpoint accepted.",
            stats_counter(lambda s: s.otlp_exported)),
     Metric("runwatch_otlp_dropped_total", "runwatch.otlp.dropped", "", C, ("signal", "reason"),
-           "Spans and metric points lost on the OTLP path (queue full, export failed).",
-           stats_counter(lambda s: s.otlp_dropped)),
+           "Spans, log records and metric points lost on the OTLP path (queue full, export "
+           "failed).", stats_counter(lambda s: s.otlp_dropped)),
+    Metric("runwatch_remote_write_samples_total", "runwatch.remote_write.samples", "", C, (),
+           "Step-history samples (training_step_metric) the remote-write receiver accepted.",
+           stats_counter(lambda s: s.remote_write_sent)),
+    Metric("runwatch_remote_write_dropped_samples_total", "runwatch.remote_write.dropped", "",
+           C, ("reason",), "Step-history samples lost: queue_full, out_of_order (not newer "
+           "than the series' last), rejected (4xx), failed (retries exhausted).",
+           stats_counter(lambda s: s.remote_write_dropped)),
     Metric("runwatch_source_up", "runwatch.source.up", "", G, ("source",),
            "1 while a sampled source (nvml, system) delivers fresh samples, else 0.",
            _sources(lambda s: float(s.up))),

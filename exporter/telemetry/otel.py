@@ -1,4 +1,5 @@
-"""The OTLP output: catalogue metrics as OTel instruments, and spans, over gRPC or HTTP.
+"""The OTLP output: catalogue metrics as OTel instruments, spans and the event log (log
+records), over gRPC or HTTP.
 
 Off unless an endpoint is configured. The standard ``OTEL_*`` variables apply
 (service name, resource attributes, headers, timeouts, certificates, metric
@@ -16,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
@@ -24,35 +26,61 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from exporter import __version__
 from exporter.pipeline import Pipeline
-from exporter.state import FinishedSpan, Observed, Output
+from exporter.state import FinishedSpan, LogLine, Observed, Output
 from exporter.stats import Stats
 from exporter.telemetry.catalogue import metrics_for
+from exporter.telemetry.log_records import LogWriter
 from exporter.telemetry.metric import Metric, RenderErrors, Type, rendered_samples
 from exporter.telemetry.otlp_settings import OtlpSettings
-from exporter.telemetry.spans import SpanShipper, SpanWriter
+from exporter.telemetry.shipper import LogQueue, Shipper, SpanQueue
+from exporter.telemetry.spans import SpanWriter
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_REUSE_SECONDS = 0.5
 
 
-def _exporters(settings: OtlpSettings) -> tuple[SpanExporter, MetricExporter]:
+def _exporters(settings: OtlpSettings) -> tuple[SpanExporter, MetricExporter, LogRecordExporter]:
     base = settings.endpoint.rstrip("/") if settings.endpoint else None
     if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(endpoint=base), OTLPMetricExporter(endpoint=base)
+        return (
+            OTLPSpanExporter(endpoint=base),
+            OTLPMetricExporter(endpoint=base),
+            OTLPLogExporter(endpoint=base),
+        )
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return (
         OTLPSpanExporter(endpoint=base and base + "/v1/traces"),
         OTLPMetricExporter(endpoint=base and base + "/v1/metrics"),
+        OTLPLogExporter(endpoint=base and base + "/v1/logs"),
+    )
+
+
+def _shipper(signal: str, exporter: SpanExporter | LogRecordExporter, stats: Stats,
+             max_queue: int) -> Shipper:  # fmt: skip
+    """A Shipper sending one signal's batches to its OTLP exporter, counted under it."""
+    succeeded = (SpanExportResult.SUCCESS, LogRecordExportResult.SUCCESS)
+
+    def send(batch: list) -> str | None:
+        return None if exporter.export(batch) in succeeded else "export_failed"
+
+    return Shipper(
+        send,
+        lambda n: stats.count(stats.otlp_exported, signal, n),
+        lambda reason, n: stats.count(stats.otlp_dropped, (signal, reason), n),
+        name=f"runwatch-{signal}",
+        max_queue=max_queue,
     )
 
 
@@ -99,7 +127,7 @@ class OtlpOutput:
     """Registers the catalogue as OTel instruments and writes spans; an OutputSink."""
 
     def __init__(self, pipeline: Pipeline, settings: OtlpSettings) -> None:
-        span_exporter, metric_exporter = _exporters(settings)
+        span_exporter, metric_exporter, log_exporter = _exporters(settings)
         resource = Resource.create({"service.version": __version__})
         unnamed = str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service")
         if settings.service_name or unnamed:
@@ -141,25 +169,40 @@ class OtlpOutput:
                 meter.create_observable_gauge(
                     name, [self._callback(members)], first.unit, description
                 )
-        self._shipper = SpanShipper(span_exporter, pipeline.stats, settings.max_span_queue)
-        self._spans = SpanWriter(resource, self._shipper)
+        stats, queue = pipeline.stats, settings.max_queue
+        self._span_queue = SpanQueue(_shipper("spans", span_exporter, stats, queue),
+                                     span_exporter.shutdown)  # fmt: skip
+        self._spans = SpanWriter(resource, self._span_queue)
+        self.logs = settings.logs
+        self._log_queue = LogQueue(_shipper("logs", log_exporter, stats, queue),
+                                   log_exporter.shutdown)  # fmt: skip
+        self._logs = LogWriter(resource, self._log_queue)
 
     def handle(self, outputs: list[Output], emit_spans: bool) -> None:
-        """Record histogram observations; write finished spans when ``emit_spans``."""
+        """Record histogram observations; write finished spans and log lines when
+        ``emit_spans`` (off for what was exported before a restart)."""
         for output in outputs:
-            if isinstance(output, Observed):
+            kind = output.__class__
+            if kind is Observed:
                 metric, instrument = self._histograms[output.metric]
                 instrument.record(output.value, metric.otel_attributes(output.labels, self._naming))
-            elif emit_spans and isinstance(output, FinishedSpan):
+            elif not emit_spans:
+                continue
+            elif kind is FinishedSpan:
                 self._spans.write(output)
+            elif kind is LogLine and self.logs:
+                self._logs.write(output)
 
     def flush(self) -> None:
-        """Export everything now: the spans queued and a collection of every metric."""
+        """Export everything now: the spans and log records queued and a collection of
+        every metric."""
         self._spans.provider.force_flush()
+        self._logs.provider.force_flush()
         self.meter_provider.force_flush()
 
     def shutdown(self) -> None:
         self._spans.provider.shutdown()
+        self._logs.provider.shutdown()
         self.meter_provider.shutdown()
 
     def close(self, within: float) -> bool:
@@ -171,8 +214,9 @@ class OtlpOutput:
         closing.join(within)
         if closing.is_alive():
             log.warning("the OTLP endpoint did not take the last export within %g s; "
-                        "%d spans queued or being sent are lost", within,
-                        self._shipper.unsent)  # fmt: skip
+                        "%d spans and %d log records queued or being sent are lost", within,
+                        self._span_queue.shipper.unsent,
+                        self._log_queue.shipper.unsent)  # fmt: skip
             return False
         return True
 

@@ -14,9 +14,10 @@ class OtlpSettings:
     protocol: str = "http/protobuf"
     service_name: str | None = None  # None: OTEL_SERVICE_NAME, else "runwatch"
     export_interval_seconds: float = 10.0
-    max_span_queue: int = 8192
+    max_queue: int = 8192  # spans, and log records, waiting; the oldest go first when full
     naming: str = "semconv"  # or "prometheus": see exporter.telemetry.metric
-    metrics: bool = True  # False: spans only
+    metrics: bool = True  # False: spans (and logs) only
+    logs: bool = True  # the event log: every event as a log record
 
 
 def otlp_settings_from(
@@ -25,6 +26,7 @@ def otlp_settings_from(
     service_name: str | None,
     naming: str = "semconv",
     metrics: bool = True,
+    logs: bool = True,
 ) -> OtlpSettings | None:
     """OTLP settings from flags and the standard environment; None when OTLP is off."""
     env_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -41,4 +43,5 @@ def otlp_settings_from(
         export_interval_seconds=float(interval_ms) / 1000 if interval_ms else 10.0,
         naming=naming,
         metrics=metrics,
+        logs=logs,
     )
