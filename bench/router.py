@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.results import write_section
-from bench.run import Measure, alternate, cpu_model
+from bench.run import Measure, alternate, components, cpu_model
 from exporter.demo import synthetic_router_cycle
 
 HERE = Path(__file__).resolve().parent
@@ -95,14 +94,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    bin_dir = subprocess.run(
-        [str(ROOT / "scripts" / "install-components"), "mtail"],
-        check=True, capture_output=True, text=True,
-    ).stdout.split()[-1]  # fmt: skip
+    bin_dir = components("mtail")
     with tempfile.TemporaryDirectory(prefix="runwatch-bench-") as tmp:
         trace = Path(tmp) / "router.jsonl"
         count = generate(trace, args.events)
-        results = run(trace, args.rounds, Path(bin_dir) / "mtail")
+        results = run(trace, args.rounds, bin_dir / "mtail")
         text = report(count, trace.stat().st_size, results)
     write_section("bench/router.py", text)
     print(text)

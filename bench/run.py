@@ -94,6 +94,14 @@ def alternate(commands: dict[str, list[str]], rounds: int) -> dict[str, list[Mea
     return results
 
 
+def components(*names: str) -> Path:
+    """The folder of the real programs a benchmark runs (mtail, Prometheus), installed from
+    Debian into the cache by scripts/install-components."""
+    installed = subprocess.run([str(ROOT / "scripts" / "install-components"), *names],
+                               check=True, capture_output=True, text=True)  # fmt: skip
+    return Path(installed.stdout.split()[-1])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -206,16 +214,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=300)
     args = parser.parse_args()
-    bin_dir = subprocess.run(
-        [str(ROOT / "scripts" / "install-components"), "mtail"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()[-1]
+    bin_dir = components("mtail")
     with tempfile.TemporaryDirectory(prefix="runwatch-bench-") as tmp:
         events_file = Path(tmp) / "events.jsonl"
         count = generate(str(events_file), args.events)
-        results = ingest(events_file, count, args.rounds, Path(bin_dir) / "mtail")
+        results = ingest(events_file, count, args.rounds, bin_dir / "mtail")
         delays = freshness(args.samples, Path(tmp))
         text = report(count, events_file.stat().st_size, results, delays)
     write_section("bench/run.py", text)

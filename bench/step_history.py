@@ -34,7 +34,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.results import write_section
-from bench.run import cpu_model, free_port, percentile
+from bench.run import components, cpu_model, free_port, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 1000  # steps a second
@@ -138,14 +138,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
-    bin_dir = Path(
-        subprocess.run(
-            [str(ROOT / "scripts" / "install-components"), "prometheus"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()[-1]
-    )
+    bin_dir = components("prometheus")
     with tempfile.TemporaryDirectory(prefix="runwatch-bench-") as tmp:
         ports = {name: free_port() for name in VARIANTS}
         prometheus, prom_url = start_prometheus(

@@ -511,7 +511,7 @@ class State:
         ):
             error_type = OTHER
         run.errors[(error_type, recoverable)] += 1
-        span = run.target_spans.get(event.target or "") or run.stage_span or run.root_span
+        span = _span_of(run, event)
         if span is not None:
             attributes = {
                 "exception.type": error_type,
@@ -529,9 +529,10 @@ class State:
         self._set_metrics(run.metrics, values)
         if self.history:
             if run.step_rate.keep(ts, self.limits.max_history_steps_per_second):
-                if not values.keys() <= run.metrics.keys():  # keys past the bound have none
-                    values = {k: v for k, v in values.items() if k in run.metrics}
-                out.append(StepValues(run.run_id, ts, values))
+                kept = values
+                if not kept.keys() <= run.metrics.keys():  # keys past the bound have none
+                    kept = {k: v for k, v in kept.items() if k in run.metrics}
+                out.append(StepValues(run.run_id, ts, kept))
             else:
                 self.dropped["step_rate"] += len(values)
         if not all(map(math.isfinite, values.values())):
@@ -582,8 +583,7 @@ class State:
 
     def _on_custom(self, run: Run, event: CustomEvent, ts: float, out: list[Output]) -> None:
         """Kept for the event log: a span event with the event's scalar fields."""
-        span = run.target_spans.get(str(event.fields.get("target", ""))) or run.stage_span
-        span = span or run.root_span
+        span = _span_of(run, event)
         if span is not None:
             span.add_event(ts, event.type_name, dict(event.fields))
 
@@ -719,9 +719,11 @@ class State:
 
 
 def _target_of(event: Event) -> str | None:
+    """The target an event names: its ``target`` field (a custom event's, as text), or a
+    progress event's ``current_target``."""
     if event.__class__ is CustomEvent:
         target = event.fields.get("target")
-        return target if isinstance(target, str) and target else None
+        return None if target is None or target == "" else str(target)
     if event.__class__ is Progress:
         return event.current_target or None
     return getattr(event, "target", None)
