@@ -1,3 +1,3 @@
 """runwatch: ML training and trading events as Prometheus metrics and OpenTelemetry telemetry."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

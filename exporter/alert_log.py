@@ -17,6 +17,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from exporter.help_text import plain
+
 log = logging.getLogger("exporter.alert_log")
 SHOWN_LABELS = ("run_id", "gpu", "instance", "job")
 
@@ -57,7 +59,7 @@ def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--listen", default="127.0.0.1:9095", help="HOST:PORT")
     args = parser.parse_args()

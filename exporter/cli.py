@@ -1,10 +1,11 @@
-"""The ``runwatch`` command: serve, replay, demo, schema."""
+"""The ``runwatch`` command: serve, replay, demo, schema, dashboards, router, mixin."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -17,8 +18,9 @@ from prometheus_client import generate_latest
 
 from exporter import __version__
 from exporter.assemble import SOURCE, build_pipeline, read_files_once, read_router_files_once
-from exporter.config import OPTIONS, ConfigError, add_arguments, resolve
+from exporter.config import OPTIONS, ConfigError, add_arguments, listen_address, resolve
 from exporter.demo import synthetic_router_cycle, synthetic_run
+from exporter.log_format import configure_logging
 from exporter.pipeline import Pipeline
 from exporter.schema import render_schema
 from exporter.sources.parallel import ParallelReader, worth_it
@@ -31,7 +33,8 @@ SERVE = [o.name for o in OPTIONS]
 REPLAY = (
     LIMITS
     + OTLP
-    + ["router_events", "router_mapping", "history_job", "history_instance", "log_level"]
+    + ["router_events", "router_mapping", "history_job", "history_instance"]
+    + ["log_level", "log_format"]
 )
 DEMO = [n for n in SERVE if n not in ("events", "state_file")]
 
@@ -39,18 +42,14 @@ DESCRIPTION = """\
 runwatch turns the events of ML training runs (JSONL files, HTTP POST, PID files),
 GPU and host readings, a trading bridge, a training backend and an event router's
 events (through a YAML mapping) into Prometheus metrics on /metrics and, optionally,
-OTLP metrics and spans.
-
-commands:
-  serve    follow event files and serve /metrics (the long-running exporter)
-  replay   read event files once and print the resulting /metrics exposition
-  demo     serve a built-in synthetic training run: the quickest way to look around
-  schema   print the JSON Schema of the event format
-  dashboards build   write the Grafana dashboards (built from code) as JSON
-  router check [FILE]   check an event-router mapping (the built-in one without FILE)
-
+OTLP metrics, spans and log records.
+"""
+EPILOG = """\
 Every option can also be set as RUNWATCH_<OPTION> or in a YAML file given with
---config (flags win over the environment, which wins over the file).
+--config (flags win over the environment, which wins over the file). An option that
+repeats (--events, --pid-file, --web.listen-address, ...) takes a comma-separated list in
+the environment (RUNWATCH_EVENTS=a.jsonl,b.jsonl) and a YAML list in the file.
+`runwatch COMMAND --help` lists a command's options.
 """
 
 
@@ -58,14 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runwatch",
         description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"runwatch {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
+    )
 
     serve = commands.add_parser(
         "serve",
-        help="follow event files and serve /metrics",
+        help="follow event files and serve /metrics (the long-running exporter)",
         description="Follow event files and PID files, take POSTed events, serve /metrics, "
         "/healthz, /readyz and /api/runs, and export OTLP when an endpoint is set.",
     )
@@ -78,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser(
         "replay",
-        help="read event files once and print /metrics",
+        help="read event files once and print the resulting /metrics exposition",
         description="Read event files once, offline, and print the resulting Prometheus "
         "exposition to stdout; --router-events files go through the router mapping. With an "
         "OTLP endpoint, the spans and metrics are exported too. A missing or unreadable file "
@@ -97,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="serve a synthetic training run",
+        help="serve a built-in synthetic training run: the quickest way to look around",
         description="Write a realistic synthetic training run (stages, targets, metrics, "
         "checkpoints, errors; a new run when one ends) into a temporary JSONL file in real "
         "time, run the reference trading bridge and training backend (simulated) unless "
@@ -116,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
 
     dashboards = commands.add_parser(
         "dashboards",
-        help="build the Grafana dashboards from code",
+        help="dashboards build: write the Grafana dashboards (built from code) as JSON",
         description="Build the Grafana dashboards (grafana-foundation-sdk code in "
         "exporter/dashboards/) into JSON files for Grafana's file provisioning.",
     )
@@ -132,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
 
     router = commands.add_parser(
         "router",
-        help="check an event-router mapping",
+        help="router check [FILE]: check an event-router mapping (the built-in one without FILE)",
         description="Check an event-router mapping (the built-in one without FILE) as "
         "`runwatch serve` would at start, and list the metrics it adds. Exit 2 with the "
         "file, line and reason when it is refused.",
@@ -142,41 +144,61 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "schema",
-        help="print the event JSON Schema",
+        help="print the JSON Schema of the event format",
         description="Print the JSON Schema of one event line.",
     )
+
+    mixin = commands.add_parser(
+        "mixin",
+        help="mixin export DIR: write the alert and recording rules, their unit tests and "
+        "the dashboards",
+        description="Write the monitoring mixin shipped in the package (what the repository "
+        "holds in prometheus/ and grafana/dashboards/) into DIR: rules/*.yml for Prometheus's "
+        "rule_files, tests/*.test.yml for `promtool test rules`, dashboards/*.json for "
+        "Grafana's file provisioning.",
+    )
+    mixin.add_argument("action", choices=["export"], help="export: write the files")
+    mixin.add_argument("directory", metavar="DIR", help="where to write them (created)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "schema":
-            sys.stdout.write(render_schema())
-            return 0
-        if args.command == "dashboards":
-            return dashboards(Path(args.out), args.check)
-        if args.command == "router":
-            return check_mapping(args.mapping)
-        names = {"serve": SERVE, "replay": REPLAY, "demo": DEMO}[args.command]
-        settings = resolve(args, names)
-        logging.basicConfig(
-            level=settings["log_level"].upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        for chatty in ("watchfiles", "httpx"):  # a line per change or request else
-            logging.getLogger(chatty).setLevel(logging.WARNING)
-        if args.command == "replay":
-            return replay(args.paths, settings, args.history)
-        if args.command == "demo":
-            return demo(settings, args.event_interval)
-        from exporter.runtime import Runtime  # the web stack only for the server
-
-        Runtime(settings).serve()
-        return 0
+        return _command(args)
     except ConfigError as exc:
         print(f"runwatch: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `runwatch replay ... | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "schema":
+        sys.stdout.write(render_schema())
+        return 0
+    if args.command == "dashboards":
+        return dashboards(Path(args.out), args.check)
+    if args.command == "router":
+        return check_mapping(args.mapping)
+    if args.command == "mixin":
+        from exporter.mixin import export
+
+        for path in export(Path(args.directory)):
+            print(path)
+        return 0
+    names = {"serve": SERVE, "replay": REPLAY, "demo": DEMO}[args.command]
+    settings = resolve(args, names)
+    configure_logging(settings["log_level"], settings["log_format"])
+    if args.command == "replay":
+        return replay(args.paths, settings, args.history)
+    if args.command == "demo":
+        return demo(settings, args.event_interval)
+    from exporter.runtime import Runtime  # the web stack only for the server
+
+    Runtime(settings).serve()
+    return 0
 
 
 def dashboards(directory: Path, check: bool) -> int:
@@ -203,15 +225,26 @@ def check_mapping(path: str | None) -> int:
     except MappingError as exc:
         print(f"runwatch: router mapping {exc}", file=sys.stderr)
         return 2
-    categories = len(set(mapping.categories.values()))
-    print(
-        f"{path or 'built-in mapping'}: ok: {len(mapping.categories)} event types in "
-        f"{categories} categories, {len(mapping.counters)} counters, {len(mapping.spans)} "
-        f"spans, {len(mapping.gauges)} gauges, {len(mapping.flows)} flows"
-    )
+    counts = [
+        (len(mapping.categories), "event type"),
+        (len(set(mapping.categories.values())), "category"),
+        (len(mapping.counters), "counter"),
+        (len(mapping.spans), "span"),
+        (len(mapping.gauges), "gauge"),
+        (len(mapping.flows), "flow"),
+    ]
+    types, categories, *rules = (plural(n, word) for n, word in counts)
+    print(f"{path or 'built-in mapping'}: ok: {types} in {categories}, {', '.join(rules)}")
     for metric in rule_metrics(mapping):
         print(f"  {metric.name}{{{', '.join(metric.prometheus_labels)}}}  {metric.help}")
     return 0
+
+
+def plural(count: int, word: str) -> str:
+    """``1 flow``, ``2 flows``, ``3 categories``."""
+    if count == 1:
+        return f"1 {word}"
+    return f"{count} {word[:-1] + 'ies' if word.endswith('y') else word + 's'}"
 
 
 def replay(paths: list[str], settings: dict, history: str | None = None) -> int:
@@ -266,7 +299,21 @@ def _write_history(recorder: HistoryRecorder, pipeline: Pipeline, settings: dict
 
 
 def demo(settings: dict, interval: float) -> int:
+    """The demo, in a temporary folder removed when it ends (however it ends)."""
     directory = Path(tempfile.mkdtemp(prefix="runwatch-demo-"))
+    # The server re-raises the SIGTERM it stopped on; as SystemExit, this finally still runs.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        return _demo(settings, interval, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _demo(settings: dict, interval: float, directory: Path) -> int:
     events = directory / "events.jsonl"
     events.touch()
     pid_file = directory / "run.pid"
@@ -290,8 +337,9 @@ def demo(settings: dict, interval: float) -> int:
     runtime = Runtime(settings, fake_gpu_pids=(os.getpid(),))
     threading.Thread(target=_generate, args=(events, pid_file, interval), daemon=True).start()
     threading.Thread(target=_route, args=(router_trace, interval), daemon=True).start()
-    host, port = settings["listen"]
-    base = f"http://{host}:{port}"
+    host, port = settings["listen"][0]
+    address = listen_address("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, port)
+    base = f"{'https' if runtime.web and runtime.web.tls_at_start else 'http'}://{address}"
     print(
         f"runwatch demo: a synthetic training run is being written to {events}\n"
         f"  metrics:   {base}/metrics\n"
@@ -304,7 +352,7 @@ def demo(settings: dict, interval: float) -> int:
         f"  Prometheus: add to prometheus.yml\n"
         f"    scrape_configs:\n"
         f"      - job_name: runwatch\n"
-        f"        static_configs: [{{targets: ['{host}:{port}']}}]\n"
+        f"        static_configs: [{{targets: ['{address}']}}]\n"
         f"  Ctrl-C stops.",
         flush=True,
     )

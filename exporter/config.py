@@ -24,29 +24,43 @@ class ConfigError(Exception):
     """A bad setting; the CLI prints it on one line and exits 2."""
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value <= 0:
         raise ValueError(f"{value} is not positive")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 0:
         raise ValueError(f"{value} is negative")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not 0 < value < math.inf:  # NaN fails this too
         raise ValueError(f"{value} is not a positive number")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not 0 <= value < math.inf:
         raise ValueError(f"{value} is not a number of seconds")
     return value
@@ -59,9 +73,12 @@ def _duration(text: str) -> float:
     """Seconds, or a number with a unit as Prometheus writes them: 90s, 30m, 24h, 7d."""
     text = str(text).strip()
     scale = DURATION_UNITS.get(text[-1:])
-    value = float(text[:-1] if scale else text) * (scale or 1)
+    try:
+        value = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        value = math.nan
     if not 0 < value < math.inf:
-        raise ValueError(f"{text} is not a positive duration (seconds, or 90s, 30m, 24h, 7d)")
+        raise ValueError(f"{text!r} is not a positive duration (seconds, or 90s, 30m, 24h, 7d)")
     return value
 
 
@@ -74,27 +91,49 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean")
 
 
+def _one_of(*choices: str, fold_case: bool = False) -> Callable[[str], str]:
+    """A parser accepting only ``choices`` (case-insensitively with ``fold_case``)."""
+
+    def parse(text: str) -> str:
+        value = text.lower() if fold_case else text
+        if value not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("logfmt", "json")
 OTLP_NAMINGS = ("semconv", "prometheus")
-
-
-def _otlp_naming(text: str) -> str:
-    if text not in OTLP_NAMINGS:
-        raise ValueError(f"{text!r} is not one of {', '.join(OTLP_NAMINGS)}")
-    return text
-
-
-def _log_level(text: str) -> str:
-    if text.lower() not in LOG_LEVELS:
-        raise ValueError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
-    return text.lower()
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+DEFAULT_PORT = 19464
+"""Outside Prometheus's default port allocations (9100-9999, all given away since 2023, and
+the 10000s that followed) and not 9464, the OpenTelemetry SDK's Prometheus exporter's."""
 
 
 def _listen(text: str) -> tuple[str, int]:
+    """HOST:PORT; an empty host (``:19464``) means every interface, as for Go exporters."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]") or "127.0.0.1", int(port)
+        raise ValueError(f"{text!r} is not HOST:PORT (or :PORT for every interface)")
+    return host.strip("[]"), int(port)
+
+
+def listen_address(host: str, port: int) -> str:
+    """An address as HOST:PORT, brackets around an IPv6 host, ``:PORT`` for every one."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+RESERVED_PATHS = ("/", "/healthz", "/readyz", "/api/runs", "/v1/events", "/start_training")
+
+
+def _telemetry_path(text: str) -> str:
+    if not text.startswith("/") or any(c in text for c in "?#{} "):
+        raise ValueError(f"{text!r} is not a URL path such as /metrics")
+    if text in RESERVED_PATHS:
+        raise ValueError(f"{text} is taken by another endpoint")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +145,19 @@ class Option:
     many: bool = False  # a list: repeat the flag, or comma-separate in the environment
     group: str = "general"
     metavar: str = ""  # the flag's argument in --help; the option's name by default
+    standard: str = ""  # the flag exporters share (--web.listen-address), shown first
 
     @property
     def flag(self) -> str:
+        return self.standard or self.own_flag
+
+    @property
+    def own_flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.standard, self.own_flag) if self.standard else (self.own_flag,)
 
     @property
     def env(self) -> str:
@@ -137,7 +185,8 @@ OPTIONS: tuple[Option, ...] = (
            "counted as line_too_long.", _positive_int, group="inputs"),
     Option("strict_events", False, "Refuse events that lack a UTC offset, a timestamp or a "
            "run_id (counted as invalid_timestamp / missing_field) instead of completing them "
-           "as seed 000's dashboard does (counted in runwatch_events_lenient_total).", _bool,
+           "as the training dashboard's own reader does (counted in "
+           "runwatch_events_lenient_total).", _bool,
            group="inputs"),
     Option("max_body_bytes", 16 << 20, "Largest POST /v1/events body; larger ones get 413.",
            _positive_int, group="inputs"),
@@ -147,26 +196,35 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_response_bytes", 8 << 20, "Largest REST response read from the trading "
            "bridge or the training backend; a larger one is cut off, left out of that poll "
            "and counted as response_too_large.", _positive_int, group="inputs"),
-    Option("listen", ("127.0.0.1", 9464), "HOST:PORT to serve /metrics, /healthz, /readyz, "
-           "/api/runs and POST /v1/events on.", _listen, group="server"),
-    Option("tls_cert_file", None, "PEM certificate: serve HTTPS (with --tls-key-file).",
-           group="server"),
+    Option("listen", [("127.0.0.1", DEFAULT_PORT)], "HOST:PORT to serve /metrics, /healthz, "
+           "/readyz, /api/runs and POST /v1/events on (repeatable: several addresses); "
+           ":PORT listens on every interface.", _listen, many=True, group="server",
+           metavar="HOST:PORT", standard="--web.listen-address"),
+    Option("web_config_file", None, "Web configuration in the exporter-toolkit format "
+           "(node_exporter's): tls_server_config (certificate, key, client certificates, "
+           "min/max TLS version), basic_auth_users (bcrypt hashes), http_server_config "
+           "headers. Re-read when it or its certificates change, for each new connection.",
+           group="server", metavar="FILE", standard="--web.config.file"),
+    Option("telemetry_path", "/metrics", "The path the metrics are served on.",
+           _telemetry_path, group="server", metavar="PATH", standard="--web.telemetry-path"),
+    Option("tls_cert_file", None, "PEM certificate: serve HTTPS (with --tls-key-file); "
+           "--web.config.file does this and more.", group="server"),
     Option("tls_key_file", None, "PEM private key for --tls-cert-file.", group="server"),
     Option("basic_auth_user", None, "Require HTTP basic auth with this user (all endpoints but "
-           "/healthz).", group="server"),
+           "/healthz); --web.config.file's basic_auth_users takes several.", group="server"),
     Option("basic_auth_password_file", None, "File holding the basic-auth password "
            "(or set RUNWATCH_BASIC_AUTH_PASSWORD).", group="server"),
     Option("otlp_endpoint", None, "OTLP endpoint, e.g. http://localhost:4318 (HTTP) or "
            "http://localhost:4317 (gRPC). Default: OTEL_EXPORTER_OTLP_ENDPOINT; OTLP is off "
            "when neither is set.", group="otlp"),
     Option("otlp_protocol", None, "grpc or http/protobuf. Default: OTEL_EXPORTER_OTLP_PROTOCOL, "
-           "else http/protobuf.", group="otlp"),
+           "else http/protobuf.", _one_of(*OTLP_PROTOCOLS), group="otlp"),
     Option("service_name", None, "service.name resource attribute. Default: OTEL_SERVICE_NAME, "
            "else runwatch.", group="otlp"),
     Option("otlp_naming", "semconv", "OTel metric names: 'semconv' (semantic conventions: "
            "hw.gpu.utilization, hw.power, process.cpu.time, ...) or 'prometheus' (names that "
            "translate to exactly those on /metrics, so the shipped dashboards work through a "
-           "collector unchanged).", _otlp_naming, group="otlp"),
+           "collector unchanged).", _one_of(*OTLP_NAMINGS), group="otlp"),
     Option("otlp_metrics", True, "Send metrics over OTLP as well as spans; --no-otlp-metrics "
            "when Prometheus scrapes /metrics and OTLP should carry only the traces (no "
            "duplicate series).", _bool, group="otlp"),
@@ -200,7 +258,7 @@ OPTIONS: tuple[Option, ...] = (
            "process tree (from its PID file) with psutil.", _bool, group="gpu and system"),
     Option("system_interval", 5.0, "Seconds between host and process samples.",
            _positive_float, group="gpu and system"),
-    Option("bridge_url", None, "Base URL of a trading bridge (seed 001), e.g. "
+    Option("bridge_url", None, "Base URL of a trading bridge, e.g. "
            "http://127.0.0.1:8765: its REST endpoints are polled and its /ws/events followed.",
            group="trading bridge", metavar="URL"),
     Option("bridge_interval", 5.0, "Seconds between polls of the bridge's REST endpoints.",
@@ -208,7 +266,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("bridge_timeout", 2.0, "Seconds one bridge request may take, from connecting to "
            "its last byte; a slower one is cut off and counted as a timeout.", _positive_float,
            group="trading bridge"),
-    Option("backend_url", None, "Base URL of a training backend (seed 003), e.g. "
+    Option("backend_url", None, "Base URL of a training backend, e.g. "
            "http://127.0.0.1:8000: its /ws messages become runs (job_id as run_id), GET / is "
            "its health; runwatch's own POST /start_training passes starts through to it (the "
            "202 and its job_id start the handshake clock; so does GET /jobs where the backend "
@@ -234,7 +292,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("router_interval", 2.0, "Seconds between polls of --router-sqlite.", _positive_float,
            group="event router"),
     Option("router_mapping", None, "YAML mapping from router events to counters, spans, gauges "
-           "and flows (see the README). Default: the built-in mapping of the seed router "
+           "and flows (see the README). Default: the built-in mapping of the event router's "
            "catalogue (training, evaluation, model, data sync, cluster, daemon events).",
            group="event router", metavar="FILE"),
     Option("max_runs", 100, "Runs kept. When a new run would pass it, the finished run that "
@@ -263,7 +321,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_clock_skew", 5.0, "Seconds an event may be older than its run's latest (or "
            "start) before it is rejected as out_of_order (before_run_start).",
            _non_negative_float, group="limits"),
-    Option("log_level", "info", "debug, info, warning or error.", _log_level, group="general"),
+    Option("log_level", "info", "debug, info, warning or error.",
+           _one_of(*LOG_LEVELS, fold_case=True), group="general", standard="--log.level"),
+    Option("log_format", "logfmt", "logfmt (key=value, as Prometheus and its exporters log) or "
+           "json, for runwatch's and the web server's lines alike.", _one_of(*LOG_FORMATS),
+           group="general", standard="--log.format"),
 )  # fmt: skip
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -277,15 +339,20 @@ def add_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
         group = groups.get(option.group) or parser.add_argument_group(option.group)
         groups[option.group] = group
         default = option.default
-        shown = ":".join(map(str, default)) if name == "listen" else default
+        shown = listen_address(*default[0]) if name == "listen" else default
         help_text = f"{option.help} [env {option.env}; default {shown!r}]"
         if option.parse is _bool:  # --flag / --no-flag
             group.add_argument(
-                option.flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                *option.flags,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
             )
         else:
             group.add_argument(
-                option.flag,
+                *option.flags,
+                dest=name,
                 action="append" if option.many else "store",
                 default=None,
                 metavar=option.metavar or name.upper(),
@@ -319,13 +386,18 @@ def _parse(option: Option, value: Any, origin: str) -> Any:
         if option.many:
             items = value if isinstance(value, list) else [value]
             return [option.parse(str(item)) for item in items]
-        if option.parse is _listen and isinstance(value, list | tuple):  # [host, port]
-            if len(value) != 2:
-                raise ValueError(f"{value!r} is not [HOST, PORT]")
-            value = f"{value[0]}:{value[1]}"
         return option.parse(value if isinstance(value, bool) else str(value))
     except ValueError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line, placed in the file by line and column (its own text names
+    the stream, ``<unicode string>``, not the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
 
 
 def _load_yaml(path: str | None, names: list[str]) -> dict[str, Any]:
@@ -338,8 +410,7 @@ def _load_yaml(path: str | None, names: list[str]) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path}: not UTF-8 (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        message = " ".join(str(exc).split())  # one line
-        raise ConfigError(f"config file {path}: not valid YAML: {message}") from None
+        raise ConfigError(f"config file {path}: not valid YAML: {yaml_problem(exc)}") from None
     except RecursionError:
         raise ConfigError(f"config file {path}: nested too deep") from None
     if not isinstance(loaded, dict):

@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from exporter.demo import synthetic_run
+from exporter.help_text import plain
 from exporter.reference_backend import TrainingBackend, add_backend_routes
 
 STAGES = ("market_data", "features", "prediction", "decision", "execution", "reconcile")
@@ -291,7 +292,7 @@ def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT")
     parser.add_argument("--tick", type=float, default=0.5, help="seconds per engine stage")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import ssl
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +17,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from exporter.assemble import attach_remote_write, build_background, build_pipeline, file_tailer
-from exporter.config import ConfigError
+from exporter.basic_auth import hash_password
+from exporter.config import ConfigError, listen_address
 from exporter.retention import RetentionSweeper
 from exporter.server import create_app
 from exporter.sources.attribution import no_runs
@@ -25,6 +26,8 @@ from exporter.sources.jsonl import CursorStore, Tailer
 from exporter.sources.pidfile import PidFileWatcher
 from exporter.sources.start_proxy import add_start_proxy
 from exporter.stats import PID_FILE_SOURCE
+from exporter.telemetry.prometheus import catalogue_registry
+from exporter.web_config import LiveWebConfig, ReloadingServerContext, TlsSettings, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +37,31 @@ GRACEFUL_SHUTDOWN_SECONDS = 3.0
 """Longest the server waits for open connections (a stalled client) before stopping."""
 
 
-def _check_tls(cert: str | None, key: str | None) -> None:
-    """Fail at start, on one line, rather than with a traceback from the server."""
+LEGACY_WEB_FLAGS = ("tls_cert_file", "tls_key_file", "basic_auth_user", "basic_auth_password_file")
+LISTEN_BACKLOG = 2048
+
+
+def web_config(settings: dict[str, Any]) -> LiveWebConfig | None:
+    """The web configuration: --web.config.file's, or the one the older TLS and basic-auth
+    flags describe; None when neither asks for anything."""
+    legacy = [name for name in LEGACY_WEB_FLAGS if settings.get(name)]
+    path = settings.get("web_config_file")
+    if path and legacy:
+        flags = ", ".join("--" + name.replace("_", "-") for name in legacy)
+        raise ConfigError(f"--web.config.file replaces {flags}: give one or the other")
+    if path:
+        return LiveWebConfig(path)
+    cert, key = settings.get("tls_cert_file"), settings.get("tls_key_file")
     if bool(cert) != bool(key):
         raise ConfigError("--tls-cert-file and --tls-key-file go together")
-    if cert and key:
-        try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"TLS certificate {cert} / key {key}: {exc}") from None
-
-
-def _basic_auth(settings: dict[str, Any]) -> tuple[str, str] | None:
     user = settings.get("basic_auth_user")
-    if not user:
+    users = {user: hash_password(_legacy_password(settings))} if user else {}
+    if not (cert or users):
         return None
+    return LiveWebConfig(None, WebConfig(TlsSettings(cert, key) if cert else None, users))
+
+
+def _legacy_password(settings: dict[str, Any]) -> str:
     password = os.environ.get("RUNWATCH_BASIC_AUTH_PASSWORD")
     if settings.get("basic_auth_password_file"):
         try:
@@ -60,7 +73,52 @@ def _basic_auth(settings: dict[str, Any]) -> tuple[str, str] | None:
             "--basic-auth-user needs a password: --basic-auth-password-file or "
             "RUNWATCH_BASIC_AUTH_PASSWORD"
         )
-    return user, password
+    return password
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to HOST:PORT (every interface for an empty host: IPv6 and IPv4 where
+    the host has IPv6), so a port in use fails at start, before anything else runs."""
+    address = listen_address(host, port)
+    try:
+        if host == "":
+            return _bind_any(port)
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(where)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on {address}: {reason}") from None
+
+
+def _bind_any(port: int) -> socket.socket:
+    if socket.has_ipv6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", port))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (97, 99):  # EAFNOSUPPORT, EADDRNOTAVAIL: no IPv6 here
+                raise
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Runtime:
@@ -68,8 +126,7 @@ class Runtime:
 
     def __init__(self, settings: dict[str, Any], fake_gpu_pids: tuple[int, ...] = ()) -> None:
         self.settings = settings
-        _check_tls(settings.get("tls_cert_file"), settings.get("tls_key_file"))
-        basic_auth = _basic_auth(settings)
+        self.web = web_config(settings)
         self.pipeline, self.otlp = build_pipeline(settings)
         self.remote_write = attach_remote_write(self.pipeline, settings)
         self.tailer: Tailer | None = None
@@ -99,14 +156,24 @@ class Runtime:
         self.background.append(RetentionSweeper(self.pipeline))
         self.app = create_app(
             self.pipeline,
+            catalogue_registry(self.pipeline, own_process=True),
             ready=lambda: self.tailer is None or self.tailer.ready.is_set(),
             max_body_bytes=settings["max_body_bytes"],
             body_timeout=settings["body_timeout"],
-            basic_auth=basic_auth,
+            web=self.web,
+            telemetry_path=settings["telemetry_path"],
             lifespan=self._lifespan,
         )
         if settings["backend_url"]:
             add_start_proxy(self.app, self.pipeline, settings["backend_url"])
+        self.sockets: list[socket.socket] = []
+        try:  # last: a port in use is refused before any thread starts
+            for host, port in settings["listen"]:
+                self.sockets.append(bind(host, port))
+        except ConfigError:
+            for sock in self.sockets:
+                sock.close()
+            raise
 
     @asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -144,18 +211,31 @@ class Runtime:
                     output.close(max(1.0, deadline - time.monotonic()))
 
     def serve(self) -> None:
-        host, port = self.settings["listen"]
-        uvicorn.run(
+        config = uvicorn.Config(
             self.app,
-            host=host,
-            port=port,
+            log_config=None,  # runwatch's handler and format (exporter.log_format)
             log_level=self.settings["log_level"],
             access_log=False,
-            ssl_certfile=self.settings.get("tls_cert_file"),
-            ssl_keyfile=self.settings.get("tls_key_file"),
             # stalled clients do not hold up an exit
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
+        config.load()
+        tls = self.web is not None and self.web.tls_at_start
+        if tls:
+            assert self.web is not None
+            config.ssl = ReloadingServerContext(self.web)
+        for sock in self.sockets:
+            log.info("listening on %s://%s", "https" if tls else "http",
+                     listen_address(*sock.getsockname()[:2]))  # fmt: skip
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, _sighup)
+        uvicorn.Server(config).run(sockets=self.sockets)
+
+
+def _sighup(signum: int, frame: object) -> None:
+    log.warning("SIGHUP: runwatch reads its flags, config file and router mapping at start "
+                "only; restart it to apply changes (--web.config.file is re-read by itself "
+                "when it changes)")  # fmt: skip
 
 
 @contextmanager

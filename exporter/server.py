@@ -1,34 +1,42 @@
-"""The HTTP face: ``/metrics``, ``/healthz``, ``/readyz``, ``/api/runs``, ``POST /v1/events``.
+"""The HTTP face: a landing page, ``/metrics``, ``/healthz``, ``/readyz``, ``/api/runs`` and
+``POST /v1/events``.
 
 FastAPI on uvicorn rather than prometheus-client's built-in server, because
 runwatch also takes POSTed events (with a body-size limit and JSON errors) and
 serves JSON, with TLS and basic auth on the same port; ``/metrics`` still comes
-from prometheus-client's own encoders, content negotiation included.
+from prometheus-client's own encoders, content negotiation included, gzipped when
+the scraper asks (Prometheus does). FastAPI's ``/docs`` and ``/openapi.json`` are
+off: Swagger UI loads from a CDN an offline host cannot reach, and the README
+documents every endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
+import gzip
+import html
 import math
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from exporter import __version__
+from exporter.basic_auth import BcryptUsers, credentials
 from exporter.events import Rejected
 from exporter.pipeline import Pipeline
 from exporter.sources.http import SOURCE, ingest_body
 from exporter.state import Run
 from exporter.telemetry.prometheus import catalogue_registry
+from exporter.web_config import LiveWebConfig, WebConfigError
 
 OPEN_PATHS = frozenset({"/healthz"})
+GZIP_LEVEL = 6  # a 1 MB exposition to about 80 KB in a few ms
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -96,36 +104,101 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (and not with q=0)."""
+    for item in accept_encoding.split(","):
+        name, _, params = item.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def landing_page(telemetry_path: str) -> str:
+    """The page at ``/``, as node_exporter has one: what runwatch is and where to look."""
+    links = [(telemetry_path, "Metrics"), ("/api/runs", "Runs (JSON)"),
+             ("/healthz", "Health"), ("/readyz", "Readiness")]  # fmt: skip
+    items = "".join(f'<li><a href="{html.escape(path)}">{html.escape(title)}</a> '
+                    f"<code>{html.escape(path)}</code></li>" for path, title in links)  # fmt: skip
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>runwatch</title></head>'
+        f"<body><h1>runwatch {html.escape(__version__)}</h1><p>Prometheus exporter for ML "
+        "training runs, trading bridges and GPUs. Events are taken on <code>POST "
+        f"/v1/events</code>.</p><ul>{items}</ul></body></html>"
+    )
+
+
+def _web_config_middleware(app: FastAPI, web: LiveWebConfig) -> None:
+    """Basic auth (bcrypt users) and the configured headers, from the web configuration as it
+    is for each request."""
+    users = BcryptUsers()
+
+    @app.middleware("http")
+    async def web_config(request: Request, call_next):  # type: ignore[no-untyped-def]
+        try:
+            config = web.current()
+        except WebConfigError:  # logged when it changed; answered as the toolkit does
+            return _error(500, "the web configuration is invalid; see runwatch's log")
+        response = None
+        if config.users and request.url.path not in OPEN_PATHS:
+            given = credentials(request.headers.get("authorization", ""))
+            passed = given is not None and await run_in_threadpool(
+                users.check, config.users, *given
+            )
+            if not passed:
+                response = JSONResponse(
+                    {"error": "authentication required"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Basic realm="runwatch"'},
+                )
+        if response is None:
+            response = await call_next(request)
+        response.headers.update(config.headers)
+        return response
+
+
 def create_app(
     pipeline: Pipeline,
+    registry: CollectorRegistry | None = None,
     *,
     ready: Callable[[], bool] = lambda: True,
     max_body_bytes: int = 16 << 20,
     body_timeout: float = 30.0,
-    basic_auth: tuple[str, str] | None = None,
+    web: LiveWebConfig | None = None,
+    telemetry_path: str = "/metrics",
     lifespan: Any = None,
 ) -> FastAPI:
-    app = FastAPI(title="runwatch", version=__version__, lifespan=lifespan)
-    registry = catalogue_registry(pipeline)
+    app = FastAPI(
+        title="runwatch",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    if web is not None:
+        _web_config_middleware(app, web)
+    page = landing_page(telemetry_path)
+    registry = registry or catalogue_registry(pipeline)
 
-    if basic_auth is not None:
-        expected = "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode()
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
 
-        @app.middleware("http")
-        async def require_basic_auth(request: Request, call_next):  # type: ignore[no-untyped-def]
-            given = request.headers.get("authorization", "")
-            if request.url.path in OPEN_PATHS or hmac.compare_digest(given, expected):
-                return await call_next(request)
-            return JSONResponse(
-                {"error": "authentication required"},
-                status_code=401,
-                headers={"WWW-Authenticate": 'Basic realm="runwatch"'},
-            )
-
-    @app.get("/metrics")
+    @app.api_route(telemetry_path, methods=["GET", "HEAD"])
     def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(registry), media_type=content_type)
+        body = encoder(registry)
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
+            return Response(
+                gzip.compress(body, GZIP_LEVEL),
+                media_type=content_type,
+                headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+            )
+        return Response(body, media_type=content_type, headers={"Vary": "Accept-Encoding"})
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
+import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -53,7 +56,7 @@ def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch) -> None:
         settings["max_metric_keys_per_run"],
     ) == (1, 3, 9)
     assert settings["events"] == ["a.jsonl", "b.jsonl"]
-    assert settings["listen"] == ("0.0.0.0", 9999)
+    assert settings["listen"] == [("0.0.0.0", 9999)]
     assert settings["max_checkpoints_per_run"] == 50  # the default
 
 
@@ -107,8 +110,54 @@ def test_bad_settings_are_one_clear_line(tmp_path: Path, monkeypatch) -> None:
     bad_listen = run("serve", "--listen", "nowhere")
     assert bad_listen.returncode == 2 and "is not HOST:PORT" in bad_listen.stderr
     no_cert = run("serve", "--tls-cert-file", str(tmp_path / "c"), "--tls-key-file", "k")
-    assert no_cert.returncode == 2 and no_cert.stderr.startswith("runwatch: TLS certificate")
+    assert no_cert.returncode == 2 and no_cert.stderr.startswith("runwatch: TLS (--tls-cert-file")
     assert "Traceback" not in no_cert.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["--otlp-protocol", "thrift"],
+            "--otlp-protocol: 'thrift' is not one of grpc, http/protobuf",
+        ),
+        (["--max-runs", "abc"], "--max-runs: 'abc' is not a whole number"),
+        (["--gpu-interval", "soon"], "--gpu-interval: 'soon' is not a number"),
+        (["--finished-run-retention", "7x"], "'7x' is not a positive duration"),
+        (["--web.telemetry-path", "/healthz"], "/healthz is taken by another endpoint"),
+        (["--log.format", "xml"], "--log.format: 'xml' is not one of logfmt, json"),
+    ],
+)
+def test_each_bad_value_is_one_line_and_exit_2(args: list[str], says: str) -> None:
+    result = run("serve", "--no-nvml", *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"runwatch: {says}\n" or (
+        result.stderr.count("\n") == 1 and says in result.stderr
+    ), result.stderr
+
+
+def test_a_yaml_error_names_the_file_and_the_place_on_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "runwatch.yaml"
+    config.write_text("max_runs: 3\nevents: [a.jsonl\n  pid_file: x\n")
+    result = run("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"runwatch: config file {config}: not valid YAML: line 3,")
+    assert "<unicode string>" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_port_in_use_is_one_line_and_exit_2_before_anything_starts(command: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = set(Path(tempfile.gettempdir()).glob("runwatch-demo-*"))
+        result = run(command, "--no-nvml", "--web.listen-address", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr == f"runwatch: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert result.stdout == ""  # no banner pointing at the other process
+    assert set(Path(tempfile.gettempdir()).glob("runwatch-demo-*")) == before  # removed
 
 
 def test_replay_prints_the_exposition(tmp_path: Path) -> None:
@@ -164,3 +213,5 @@ def test_demo_serves_a_training_run(tmp_path: Path) -> None:
         demo.terminate()
         output = demo.communicate(timeout=30)[0]
     assert f"{url}/metrics" in output
+    written = re.search(r"is being written to (\S+)", output)
+    assert written and not Path(written.group(1)).parent.exists()  # its folder removed

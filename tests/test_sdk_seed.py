@@ -373,7 +373,9 @@ def test_a_monitored_run_gets_its_process_series(serve, tmp_path) -> None:
     try:
         wait_for(lambda: server.sample('training_run_processes{run_id="attributed"}') == 1,
                  what="the run's process tree sampled")  # fmt: skip
-        assert (server.sample('process_memory_usage_bytes{run_id="attributed"}') or 0) > 1e6
+        assert (
+            server.sample('training_run_process_memory_usage_bytes{run_id="attributed"}') or 0
+        ) > 1e6
     finally:
         child.kill()
         child.wait()

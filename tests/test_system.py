@@ -58,15 +58,15 @@ def test_serve_attributes_a_live_process_tree_and_follows_it(serve, tree) -> Non
     server = serve("--pid-file", str(tree.pid_file), "--system-interval", "0.2", "--no-nvml")
     run = f'{{run_id="{tree.run_id}"}}'
     wait_for(lambda: server.sample(f"training_run_processes{run}") == 3, what="3 processes")
-    assert server.sample(f"process_memory_usage_bytes{run}") >= 2 * CHILD_BYTES
-    assert server.sample(f'process_cpu_time_seconds_total{{cpu_mode="user",run_id='
+    assert server.sample(f"training_run_process_memory_usage_bytes{run}") >= 2 * CHILD_BYTES
+    assert server.sample(f'training_run_process_cpu_time_seconds_total{{cpu_mode="user",run_id='
                          f'"{tree.run_id}"}}') > 0  # fmt: skip
     assert server.sample(f"training_process_up{run}") == 1
     assert server.sample('runwatch_source_up{source="system"}') == 1
     assert 'source="nvml"' not in server.metrics()  # --no-nvml: no such source at all
     tree.kill_child(tree.children[0])
     wait_for(lambda: server.sample(f"training_run_processes{run}") == 2, what="a child gone")
-    assert server.sample(f"process_memory_usage_bytes{run}") < 2 * CHILD_BYTES
+    assert server.sample(f"training_run_process_memory_usage_bytes{run}") < 2 * CHILD_BYTES
 
 
 def nvml_works() -> bool:
@@ -98,7 +98,8 @@ def test_exposition_with_gpus_mig_xids_and_processes_passes_promtool(
     server = serve("--pid-file", str(tree.pid_file), "--fake-gpus", "3", "--gpu-interval", "0.2",
                    "--system-interval", "0.2", "--gpu-pcie-throughput")  # fmt: skip
     wait_for(lambda: "gpu_pcie_throughput_bytes_per_second{" in (text := server.metrics())
-             and "process_memory_usage_bytes{" in text, what="all readings")  # fmt: skip
+             and "training_run_process_memory_usage_bytes{" in text,
+             what="all readings")  # fmt: skip
     text = server.metrics()
     assert text.count("gpu_info{") == 3
     lint = subprocess.run([bin_dir / "promtool", "check", "metrics"], input=text.encode(),

@@ -98,17 +98,17 @@ def test_prometheus_naming_pushes_gpu_and_system_metrics_as_scraped(
             env={"OTEL_METRIC_EXPORT_INTERVAL": "300"},
         )  # fmt: skip
         prefixes = ("gpu_", "system_", "process_", "training_run_processes")
-        wait_for(lambda: "process_memory_usage_bytes{" in (text := server.metrics())
+        wait_for(lambda: "training_run_process_memory_usage_bytes{" in (text := server.metrics())
                  and "system_cpu_utilization_ratio{" in text, what="samples")  # fmt: skip
         expected = names_in(server.metrics(), prefixes)
         assert {"gpu_utilization_ratio", "gpu_energy_joules_total", "system_cpu_utilization_ratio",
-                "process_cpu_time_seconds_total"} <= expected  # fmt: skip
+                "training_run_process_cpu_time_seconds_total"} <= expected  # fmt: skip
         wait_for(lambda: pushed_names(victoria_metrics, prefixes) >= expected, timeout=30,
                  what="pushed names")  # fmt: skip
         assert pushed_names(victoria_metrics, prefixes) == expected
         (temperature, *_) = series_labels(victoria_metrics, 'gpu_temperature_celsius{gpu="1"}')
         assert temperature["uuid"].startswith("GPU-") and "hw_id" not in temperature
-        (cpu, *_) = series_labels(victoria_metrics, "process_cpu_time_seconds_total")
+        (cpu, *_) = series_labels(victoria_metrics, "training_run_process_cpu_time_seconds_total")
         assert cpu["run_id"] == tree.run_id and cpu["cpu_mode"] in ("user", "system")
     finally:
         tree.kill()

@@ -83,7 +83,8 @@ def build() -> dashboard.Dashboard:
         "percentunit",
         [
             query(
-                f"sum by (run_id) (rate(process_cpu_time_seconds_total{{{SEL}}}[{RATE}]))",
+                "sum by (run_id) "
+                f"(rate(training_run_process_cpu_time_seconds_total{{{SEL}}}[{RATE}]))",
                 "{{run_id}}",
             ),
         ],

@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from exporter import __version__
+from exporter.build_info import build_labels
 from exporter.events import STATUSES
 from exporter.handshake import ACK_BUCKETS, ACK_METRIC
 from exporter.pipeline import Pipeline, View
@@ -256,10 +256,14 @@ METRICS: tuple[Metric, ...] = (
            "New lines read from the training backend's /status/log_tail while a job awaits "
            "its start or after one failed (each logged as 'backend log: ...').",
            stats_counter(lambda s: s.backend_log_lines)),
-    Metric("runwatch_build_info", "runwatch.build.info", "", G, ("version",),
-           "runwatch's version; always 1.", lambda v: [((__version__,), 1.0)]),
+    Metric("runwatch_build_info", "runwatch.build.info", "", G,
+           ("version", "revision", "python_version"), "runwatch's version, the git commit "
+           "it was installed from (unknown when pip did not record one) and the Python it "
+           "runs on; always 1.", lambda v: [(build_labels(), 1.0)]),
     Metric("runwatch_events_ingested_total", "runwatch.events.ingested", "", C, ("source",),
-           "Events accepted, by source (jsonl, http).", stats_counter(lambda s: s.ingested)),
+           "Events accepted, by source: jsonl (event files), http (POST /v1/events), bridge "
+           "(its /ws/training), backend (the training backend's messages), router (event "
+           "router traces and queues).", stats_counter(lambda s: s.ingested)),
     Metric("runwatch_events_rejected_total", "runwatch.events.rejected", "", C,
            ("source", "reason"), "Inputs skipped, by source and reason.",
            stats_counter(lambda s: s.rejected)),
@@ -303,7 +307,9 @@ METRICS: tuple[Metric, ...] = (
            "than the series' last), rejected (4xx), failed (retries exhausted).",
            stats_counter(lambda s: s.remote_write_dropped)),
     Metric("runwatch_source_up", "runwatch.source.up", "", G, ("source",),
-           "1 while a sampled source (nvml, system) delivers fresh samples, else 0.",
+           "1 while a sampled source delivers fresh samples, else 0: nvml, system, bridge "
+           "(the trading bridge's REST), backend (the training backend's REST), router "
+           "(--router-sqlite).",
            _sources(lambda s: float(s.up))),
     Metric("runwatch_source_sample_duration_seconds", "runwatch.source.sample.duration", "s", G,
            ("source",), "How long the source's last sample took.",

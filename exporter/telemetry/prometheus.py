@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -67,9 +67,15 @@ class CatalogueCollector(Collector):
         return family
 
 
-def catalogue_registry(pipeline: Pipeline) -> CollectorRegistry:
-    """A registry holding only the pipeline's catalogue (no process or platform collectors)."""
+def catalogue_registry(pipeline: Pipeline, own_process: bool = False) -> CollectorRegistry:
+    """A registry of the pipeline's catalogue and, with ``own_process`` (``runwatch serve``),
+    prometheus-client's collectors of runwatch's own process (``process_*``, ``python_gc_*``,
+    ``python_info``), as every exporter has them; ``replay`` prints the files' alone."""
     registry = CollectorRegistry(auto_describe=False)
+    if own_process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     metrics = metrics_for(pipeline)
     collector = CatalogueCollector(
         pipeline.snapshot, metrics, RenderErrors(pipeline.stats, metrics), pipeline.rendering
