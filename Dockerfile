@@ -1,10 +1,16 @@
 # runwatch's image: the package and its console script, nothing else.
-FROM python:3.11-slim
+# The base is pinned by digest (python:3.11-slim-bookworm) so a rebuild gets the same bytes;
+# renew it with `docker buildx imagetools inspect python:3.11-slim-bookworm`.
+FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
+# the mixin the package ships (exporter/mixin links to these)
+COPY prometheus/rules ./prometheus/rules
+COPY prometheus/tests ./prometheus/tests
+COPY grafana/dashboards ./grafana/dashboards
 RUN pip install --no-cache-dir . && rm -rf /src
 USER nobody
-EXPOSE 9464
+EXPOSE 19464
 ENTRYPOINT ["runwatch"]
-CMD ["serve", "--listen", "0.0.0.0:9464"]
+CMD ["serve", "--web.listen-address", ":19464"]

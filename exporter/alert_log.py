@@ -2,7 +2,7 @@
 each, so the compose stack's alerts land where a person reads them
 (``docker compose logs -f alert-log``) before a real receiver is configured:
 
-    FIRING critical RunwatchRunCrashed run_id=demo_1 instance=runwatch:9464 | Run demo_1 crashed.
+    FIRING critical RunwatchRunCrashed run_id=demo_1 instance=runwatch:19464 | Run demo_1 crashed.
 
 ``python -m exporter.alert_log --listen 0.0.0.0:9095``; Alertmanager posts its webhook
 payload (version 4) to ``/alerts``.

@@ -75,7 +75,7 @@ def attach_remote_write(pipeline: Pipeline, settings: dict[str, Any]) -> RemoteW
         raise ConfigError(f"--remote-write-url: {url!r} is not an http:// or https:// URL")
     from exporter.telemetry.remote_write import RemoteWriteOutput, RemoteWriteSettings
 
-    instance = settings.get("history_instance") or _scraped_address(settings["listen"])
+    instance = settings.get("history_instance") or _scraped_address(settings["listen"][0])
     output = RemoteWriteOutput(
         RemoteWriteSettings(url, settings["history_job"], instance), pipeline.stats
     )
@@ -129,7 +129,8 @@ def file_tailer(
     **options: Any,
 ) -> Tailer:
     """A Tailer that feeds the pipeline (training events, unless another ``sink`` is given)
-    and counts what it cuts, under ``source``, or sees rotate."""
+    and counts what it cuts, under ``source``, or sees rotate, and how far it has read each
+    file (the runwatch_file_* series)."""
     stats = pipeline.stats
     return Tailer(
         patterns,
@@ -138,6 +139,8 @@ def file_tailer(
         on_too_long=_too_long_counter(pipeline, source),
         on_rotation=lambda kind: stats.count(stats.file_rotations, kind),
         on_refused=lambda path: pipeline.reject(source, NOT_REGULAR),
+        progress=stats.files,
+        source=source,
         **options,
     )
 

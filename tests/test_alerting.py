@@ -242,7 +242,7 @@ def test_the_alert_log_prints_one_line_per_alert(tmp_path: Path) -> None:
     try:
         payload = {"version": "4", "status": "firing", "receiver": "runwatch-page", "alerts": [
             {"status": "firing", "labels": {"alertname": "RunwatchRunCrashed",
-             "severity": "critical", "run_id": "r1", "instance": "runwatch:9464"},
+             "severity": "critical", "run_id": "r1", "instance": "runwatch:19464"},
              "annotations": {"summary": "Training run r1 crashed."}},
             {"status": "resolved", "labels": {"alertname": "RunwatchGpuTooHot", "gpu": "0"}},
         ]}  # fmt: skip
@@ -257,7 +257,7 @@ def test_the_alert_log_prints_one_line_per_alert(tmp_path: Path) -> None:
 
         lines = wait_for(printed, what="a line per alert")
         assert lines == [
-            "FIRING critical RunwatchRunCrashed run_id=r1 instance=runwatch:9464"
+            "FIRING critical RunwatchRunCrashed run_id=r1 instance=runwatch:19464"
             " | Training run r1 crashed.",
             "RESOLVED - RunwatchGpuTooHot gpu=0 | ",
         ]

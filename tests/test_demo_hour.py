@@ -40,7 +40,7 @@ HOUR, SCRAPE = 3600, 15
 SELF_ALERTS = ("RunwatchRejectingInput", "RunwatchRenderErrors", "RunwatchDroppingSeries")
 SELF_SERIES = ("runwatch_events_rejected_total", "runwatch_render_errors_total",
                "runwatch_series_dropped_total")  # fmt: skip
-LABELS = {"job": "runwatch", "instance": "runwatch:9464"}
+LABELS = {"job": "runwatch", "instance": "runwatch:19464"}
 
 
 def runs(prefix: str, start: float, step: float, steps: int, gap: float,

@@ -88,7 +88,7 @@ def build() -> dashboard.Dashboard:
     return board(
         "runwatch-backend",
         "runwatch / training backend",
-        "The training backend (seed 003): health, jobs, and the start handshake.",
+        "The training backend: health, jobs, and the start handshake.",
         ["job", "instance"],
         [(6, [health, jobs, timed_out]), (8, [latency, timeouts, rejected])],
     )

@@ -101,7 +101,7 @@ def build() -> dashboard.Dashboard:
     return board(
         "runwatch-router",
         "runwatch / event router",
-        "An event router's typed events through a runwatch mapping (seed 004): hosts, "
+        "An event router's typed events through a runwatch mapping: hosts, "
         "daemons, spans from start/end pairs, flows and regressions.",
         ["job", "instance"],
         [

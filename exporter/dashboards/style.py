@@ -31,7 +31,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-DASHBOARD_VERSION = (2, 1)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
+DASHBOARD_VERSION = (2, 2)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
 TAG = f"runwatch-v{DASHBOARD_VERSION[0]}.{DASHBOARD_VERSION[1]}"
 # the provisioned data sources (grafana/provisioning/datasources), the variables' defaults
 DATA_SOURCES = {
@@ -210,7 +210,7 @@ VARIABLES = {
 }
 
 # name -> (label, default): free text, such as the address runwatch answers on for links
-TEXT_VARIABLES = {"runwatch_url": ("runwatch address", "http://127.0.0.1:9464")}
+TEXT_VARIABLES = {"runwatch_url": ("runwatch address", "http://127.0.0.1:19464")}
 # name -> (label, "text : value" choices, default text): seed 002's "last 100, 1000, all"
 CUSTOM_VARIABLES = {
     "steps": ("steps", "last 100 : 100, last 1000 : 1000, all : 1e18", "last 1000"),

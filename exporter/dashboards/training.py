@@ -254,7 +254,7 @@ def build() -> dashboard.Dashboard:
     return board(
         "runwatch-training",
         "runwatch / training terminal",
-        "Runs, stages, loss, learning rate, checkpoints, config and the system, seed 002's "
+        "Runs, stages, loss, learning rate, checkpoints, config and the system in a "
         "3x3; pick several runs to compare them.",
         ["job", "instance", "run", "steps", "runwatch_url"],
         [

@@ -1,6 +1,6 @@
 """Tailing JSONL event files: inotify through watchfiles, with a polling fallback.
 
-A file is read from its start (state recovery, seed 000), then followed:
+A file is read from its start (state recovery), then followed:
 
 * a partial last line is held until its newline arrives;
 * a line longer than the limit is skipped as it streams (never buffered whole)
@@ -14,7 +14,7 @@ A file is read from its start (state recovery, seed 000), then followed:
   again from the start. The bytes already read are fingerprinted by the first
   :data:`HEAD_BYTES` of the file and the :data:`TAIL_BYTES` before the read offset,
   the way Vector's file source fingerprints a file's head;
-* a path or glob with no file yet is waited for;
+* a path or glob with no file yet is waited for (and said so in the log, once);
 * each file is followed once, by identity (device, inode): a glob matching a
   file and a symlink to it (``latest.jsonl -> run-7.jsonl``) reads it once;
 * a path that is not a regular file (a FIFO, a device, a directory) is refused,
@@ -30,6 +30,7 @@ from the whole file but emits spans only for lines past the saved offset.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
 import hashlib
 import logging
@@ -46,6 +47,8 @@ import orjson
 import watchfiles
 
 from exporter.sources.regular_files import NotRegularFile, open_regular, read_regular
+from exporter.sources.rejection_log import RejectionLog
+from exporter.stats import FileProgressTable
 from exporter.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,8 @@ GLOB_CHARS = frozenset("*?[")
 
 LineSink = Callable[[list[bytes], int], object]
 """Receives complete lines (no newlines; empty ones are to be skipped) and the index of the
-first line whose spans are to be emitted."""
+first line whose spans are to be emitted; may return the (index, Refused) of lines it refused,
+which are then logged with their file and line number."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,7 @@ class FileReader:
         sink: LineSink,
         max_line_bytes: int,
         on_too_long: Callable[[], None] = lambda: None,
+        on_rejected: Callable[[str, int, list], None] = lambda path, line, refused: None,
     ) -> None:
         self.path = path
         self._fh = os.fdopen(open_regular(path), "rb")
@@ -152,6 +157,9 @@ class FileReader:
         self.spans_from = 0  # lines ending at or before this offset emit no spans
         self.last_growth = time.monotonic()
         self.on_too_long = on_too_long  # a line over the limit was cut while it streamed
+        self.on_rejected = on_rejected  # (path, line number of the batch's first, rejections)
+        self.lines_read = 0  # lines handed on since the file was opened (or restarted)
+        self.unreported = (0, 0)  # lines and bytes read since the tailer last took them
 
     def cursor(self) -> Cursor:
         head_len = min(HEAD_BYTES, self.offset)
@@ -189,6 +197,20 @@ class FileReader:
         self.spans_from = 0
         self._partial.clear()
         self._skipping = False
+        self.lines_read = 0
+
+    def take_unreported(self) -> tuple[int, int]:
+        """Lines and bytes read since the last call (for the per-file series)."""
+        taken, self.unreported = self.unreported, (0, 0)
+        return taken
+
+    def _hand_on(self, lines: list[bytes], spans_from: int) -> None:
+        first = self.lines_read + 1
+        self.lines_read += len(lines)
+        self.unreported = (self.unreported[0] + len(lines), self.unreported[1])
+        rejections = self._sink(lines, spans_from)
+        if rejections:
+            self.on_rejected(self.path, first, rejections)
 
     def read_available(self, budget: int | None = None) -> int:
         """Hand on every complete line written since the last call, or those in the next
@@ -199,6 +221,7 @@ class FileReader:
             if not chunk:
                 break
             total += len(chunk)
+            self.unreported = (self.unreported[0], self.unreported[1] + len(chunk))
             self._feed(chunk)
         if total:
             self.last_growth = time.monotonic()
@@ -230,7 +253,7 @@ class FileReader:
             elif lines[0].endswith(b"\r"):  # a CRLF whose \r came with the previous read
                 lines[0] = lines[0][:-1]
             self.offset = self._read_pos - len(tail)
-            self._sink(lines, spans_from)
+            self._hand_on(lines, spans_from)
         if not tail or self._skipping:
             return
         if len(self._partial) + len(tail) > self._max:
@@ -246,7 +269,10 @@ class FileReader:
             line = bytes(self._partial)
             self._partial.clear()
             self.offset = self._read_pos
-            self._sink([line], 0 if self.offset > self.spans_from else 1)
+            self._hand_on([line], 0 if self.offset > self.spans_from else 1)
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
 
     def close(self) -> None:
         self._fh.close()
@@ -281,6 +307,8 @@ class Tailer(Worker):
         cursor_store: CursorStore | None = None,
         poll_interval: float = 1.0,
         force_polling: bool = False,
+        progress: FileProgressTable | None = None,
+        source: str = "jsonl",
     ) -> None:
         super().__init__("runwatch-tail", join_timeout=10)
         self.patterns = [os.path.abspath(p) for p in patterns]
@@ -301,6 +329,10 @@ class Tailer(Worker):
         self._refused: set[str] = set()  # paths that are not regular files, counted once each
         self._save_failed = False  # the state file could not be written (warned once)
         self._closed = False  # stopped, cursors saved and files closed
+        self._progress = progress
+        self._source = source
+        self._rejections = RejectionLog()
+        self._waiting: set[str] = set()  # patterns said to match nothing yet
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -411,9 +443,53 @@ class Tailer(Worker):
                 reader.flush_partial()
                 reader.close()
                 self._rotated.remove(reader)
+        self._report(full=paths is None)
+        self._rejections.summarise()
         if self._store is not None and time.monotonic() - self._last_save > 1.0:
             self._last_save = time.monotonic()
             self.save_cursors()
+
+    def _report(self, full: bool) -> None:
+        """Per-file progress into the table; on a full pass, files no longer followed leave
+        it and patterns that match nothing are said so (once, until they match)."""
+        if self._progress is not None:
+            now = time.time()
+            for reader in [*self._rotated, *self.files.values()]:
+                lines, read = reader.take_unreported()
+                current = self.files.get(reader.path) is reader
+                try:
+                    size = os.fstat(reader.fileno()).st_size if current else 0
+                except OSError:
+                    size = 0
+                if current:
+                    self._progress.update(self._source, reader.path, lines, read,
+                                          reader.offset, size, now if read else None)  # fmt: skip
+                elif lines or read:  # a rotated file's last lines count to its path
+                    self._progress.update(self._source, reader.path, lines, read, 0, 0, now)
+            if full:
+                followed = {r.path for r in [*self._rotated, *self.files.values()]}
+                self._progress.retain(self._source, followed)
+        if full:
+            self._say_what_is_missing()
+
+    def _say_what_is_missing(self) -> None:
+        for pattern in self.patterns:
+            if any(fnmatch.fnmatchcase(path, pattern) for path in self.files):
+                self._waiting.discard(pattern)
+                continue
+            if pattern in self._waiting:
+                continue
+            self._waiting.add(pattern)
+            directory = os.path.dirname(pattern)
+            if GLOB_CHARS & set(pattern):
+                log.warning("no file matches %s yet; waiting for one", pattern)
+            elif not os.path.isdir(directory):
+                log.warning("%s does not exist, nor does its directory %s; waiting for it "
+                            "(a typo?)", pattern, directory)  # fmt: skip
+            elif not os.path.lexists(pattern):
+                log.warning("%s does not exist yet; waiting for it", pattern)
+            else:
+                self._waiting.discard(pattern)  # there but refused or unreadable: said so
 
     def _refuse(self, path: str, exc: NotRegularFile) -> None:
         if path not in self._refused:
@@ -466,9 +542,11 @@ class Tailer(Worker):
         if reader is not None:
             self._rotated.remove(reader)
         else:
-            reader = FileReader(path, self._sink, self._max, self._on_too_long)
+            reader = FileReader(path, self._sink, self._max, self._on_too_long,
+                                self._rejections.note)  # fmt: skip
             saved = self._saved.pop(reader.identity, None)
             if saved is not None:
                 reader.resume(saved)
+            log.info("following %s", path)
         self.files[path] = reader
         return reader

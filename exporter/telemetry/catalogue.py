@@ -25,6 +25,7 @@ from exporter.handshake import ACK_BUCKETS, ACK_METRIC
 from exporter.pipeline import Pipeline, View
 from exporter.readings import SourceStatus
 from exporter.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
+from exporter.stats import MAX_FILE_SERIES, FileProgress
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
 from exporter.telemetry.router_metrics import ROUTER_METRICS, rule_metrics
@@ -123,6 +124,18 @@ def _per_run_key(items: Callable[[Run], Iterable[tuple[str, Any]]]) -> Sampler:
         for run in _runs(view):
             for key, value in items(run):
                 yield (run.run_id, key), value
+
+    return sample
+
+
+FILE = ("source", "path")
+
+
+def _files(value: Callable[[FileProgress], float | None]) -> Sampler:
+    def sample(view: View) -> Iterator[Sample]:
+        for key, progress in view.stats.files.snapshot():
+            if (reading := value(progress)) is not None:
+                yield key, reading
 
     return sample
 
@@ -293,6 +306,21 @@ METRICS: tuple[Metric, ...] = (
     Metric("runwatch_file_rotations_total", "runwatch.file.rotations", "", C, ("kind",),
            "Event files seen rotated (renamed and replaced) or truncated.",
            stats_counter(lambda s: s.file_rotations)),
+    Metric("runwatch_file_lines_read_total", "runwatch.file.lines_read", "{line}", C,
+           FILE, f"Lines read from each followed file (event files: source jsonl; router "
+           f"traces: router), the first {MAX_FILE_SERIES} files per source.",
+           _files(lambda p: p.lines)),
+    Metric("runwatch_file_read_bytes_total", "runwatch.file.read", "By", C, FILE,
+           "Bytes read from each followed file.", _files(lambda p: p.bytes)),
+    Metric("runwatch_file_offset_bytes", "runwatch.file.offset", "By", G, FILE,
+           "Where reading has got to in the file the path names now: the end of its last "
+           "complete line.", _files(lambda p: p.offset)),
+    Metric("runwatch_file_size_bytes", "runwatch.file.size", "By", G, FILE,
+           "The file's size at the last look; size minus offset is how far runwatch is "
+           "behind its writer.", _files(lambda p: p.size)),
+    Metric("runwatch_file_last_read_timestamp_seconds", "runwatch.file.last_read_timestamp",
+           "s", G, FILE, "When new bytes were last read from the file, Unix seconds.",
+           _files(lambda p: p.last_read)),
     Metric("runwatch_otlp_exported_total", "runwatch.otlp.exported", "", C, ("signal",),
            "Spans, log records and metric points the OTLP endpoint accepted.",
            stats_counter(lambda s: s.otlp_exported)),
