@@ -391,7 +391,7 @@ def _parse(option: Option, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: {exc}") from None
 
 
-def yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: yaml.YAMLError) -> str:
     """PyYAML's error on one line, placed in the file by line and column (its own text names
     the stream, ``<unicode string>``, not the file)."""
     mark = getattr(exc, "problem_mark", None)
@@ -400,19 +400,27 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return where + " ".join(str(problem).split())
 
 
+def read_yaml_file(
+    path: str, limit: int, where: str, error: type[ConfigError] = ConfigError
+) -> Any:
+    """A YAML file's document, or ``error`` with one line that starts with ``where`` (a file
+    that cannot be read, is not UTF-8 or not YAML, or nests too deep)."""
+    try:
+        return yaml.safe_load(read_regular(path, limit).decode())
+    except OSError as exc:
+        raise error(f"{where}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}: not UTF-8 (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise error(f"{where}: nested too deep") from None
+
+
 def _load_yaml(path: str | None, names: list[str]) -> dict[str, Any]:
     if not path:
         return {}
-    try:
-        loaded = yaml.safe_load(read_regular(path, MAX_CONFIG_BYTES).decode()) or {}
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path}: not UTF-8 (byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML: {yaml_problem(exc)}") from None
-    except RecursionError:
-        raise ConfigError(f"config file {path}: nested too deep") from None
+    loaded = read_yaml_file(path, MAX_CONFIG_BYTES, f"config file {path}") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path}: expected a mapping of option: value")
     unknown = sorted(k if isinstance(k, str) and k.isidentifier() else repr(k)

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from exporter.config import ConfigError, yaml_problem
+from exporter.config import ConfigError, read_yaml_file
 from exporter.sources.regular_files import read_regular
 
 log = logging.getLogger(__name__)
@@ -186,14 +184,7 @@ def _known(section: dict[str, Any], known: set[str], where: str) -> None:
 
 def load_web_config(path: str) -> WebConfig:
     where = f"web config file {path}"
-    try:
-        data = yaml.safe_load(read_regular(path, MAX_WEB_CONFIG_BYTES).decode())
-    except OSError as exc:
-        raise WebConfigError(f"{where}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise WebConfigError(f"{where}: not UTF-8 (byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        raise WebConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
+    data = read_yaml_file(path, MAX_WEB_CONFIG_BYTES, where, WebConfigError)
     config = parse_web_config(data, where, Path(path).resolve().parent)
     if config.tls is not None:
         tls_context(config.tls, where)  # fails here, on one line, not at the first client

@@ -29,6 +29,26 @@ def test_help_lists_every_option_with_its_environment_variable() -> None:
         assert option.flag in text and option.env in text
 
 
+COMMANDS = ("serve", "replay", "demo", "dashboards", "router", "schema", "mixin")
+
+
+def test_every_help_names_each_command_once_in_plain_words() -> None:
+    top = run("--help").stdout
+    for command in COMMANDS:
+        assert len(re.findall(rf"^    {command}\b", top, re.M)) == 1, command
+    assert "RUNWATCH_EVENTS=a.jsonl,b.jsonl" in top  # the list form of the environment
+    helps = [top, *(run(command, "--help").stdout for command in COMMANDS)]
+    bridge = [*RUNWATCH[:-1], "exporter.reference_bridge", "--help"]
+    helps.append(subprocess.run(bridge, capture_output=True, text=True, cwd=ROOT).stdout)
+    for text in helps:
+        assert not re.search(r"seed \d|``|:class:|:func:", text, re.I), text
+
+
+def test_router_check_counts_in_words() -> None:
+    said = run("router", "check").stdout.splitlines()[0]
+    assert re.search(r"\b1 flow\b", said) and not re.search(r"\b1 \w+s\b", said), said
+
+
 def settings_for(argv: list[str], env: dict[str, str], monkeypatch) -> dict:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
