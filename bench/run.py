@@ -186,7 +186,7 @@ Each tool read the same file from start to end and printed its metrics, alternat
 {len(next(iter(results.values())))} rounds; medians of wall time and CPU time, peak RSS the
 maximum. mtail runs `bench/mtail/runwatch.mtail` (events by type, progress by run and
 stage); runwatch computes its whole catalogue, parsing in a forked worker process while
-the main process reduces (`exporter/sources/parallel.py`), so its CPU time covers both.
+the main process reduces (`exporter/sources/files/parallel.py`), so its CPU time covers both.
 
 | tool | events/s | wall s | CPU s / 1M events | peak RSS MB, largest process | all |
 |---|---:|---:|---:|---:|---:|

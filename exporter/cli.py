@@ -17,13 +17,13 @@ import orjson
 from prometheus_client import generate_latest
 
 from exporter import __version__
-from exporter.assemble import SOURCE, build_pipeline, read_files_once, read_router_files_once
+from exporter.app.wiring import SOURCE, build_pipeline, read_files_once, read_router_files_once
 from exporter.config import OPTIONS, ConfigError, add_arguments, listen_address, resolve
-from exporter.demo import synthetic_router_cycle, synthetic_run
+from exporter.core.schema import render_schema
 from exporter.log_format import configure_logging
 from exporter.pipeline import Pipeline
-from exporter.schema import render_schema
-from exporter.sources.parallel import ParallelReader, worth_it
+from exporter.simulate.demo import synthetic_router_cycle, synthetic_run
+from exporter.sources.files.parallel import ParallelReader, worth_it
 from exporter.telemetry.prometheus import catalogue_registry
 from exporter.telemetry.step_history import HistoryRecorder, openmetrics
 
@@ -195,15 +195,22 @@ def _command(args: argparse.Namespace) -> int:
         return replay(args.paths, settings, args.history)
     if args.command == "demo":
         return demo(settings, args.event_interval)
-    from exporter.runtime import Runtime  # the web stack only for the server
+    from exporter.app.runtime import Runtime  # the web stack only for the server
 
     Runtime(settings).serve()
     return 0
 
 
 def dashboards(directory: Path, check: bool) -> int:
-    from exporter.dashboards.build import stale, write
-
+    try:
+        from exporter.dashboards.build import stale, write
+    except ModuleNotFoundError as exc:  # grafana-foundation-sdk is the dashboards extra
+        if not (exc.name or "").startswith("grafana_foundation_sdk"):
+            raise
+        print(f"runwatch: dashboards build needs {exc.name}: pip install 'runwatch[dashboards]' "
+              "(the built boards ship with the package: runwatch mixin export DIR)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if check:
         outdated = stale(directory)
         for name in outdated:
@@ -217,7 +224,8 @@ def dashboards(directory: Path, check: bool) -> int:
 
 
 def check_mapping(path: str | None) -> int:
-    from exporter.router.mapping import MappingError, load_mapping
+    from exporter.core.router.mapping import MappingError
+    from exporter.sources.files.router_mapping import load_mapping
     from exporter.telemetry.router_metrics import rule_metrics
 
     try:
@@ -330,7 +338,7 @@ def _demo(settings: dict, interval: float, directory: Path) -> int:
         "bridge_url": settings["bridge_url"] or reference,
         "backend_url": settings["backend_url"] or reference,
     }
-    from exporter.runtime import Runtime
+    from exporter.app.runtime import Runtime
 
     # The demo plays the training process: its PID file names this process, which the
     # fake GPUs (with --fake-gpus) show as their compute process, attributed to the run.
@@ -367,7 +375,7 @@ def _start_reference_bridge() -> str:
 
     import uvicorn
 
-    from exporter.reference_bridge import create_bridge_app
+    from exporter.simulate.reference_bridge import create_bridge_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from exporter.sources.regular_files import read_regular
+from exporter.sources.files.regular_files import read_regular
 
 MAX_CONFIG_BYTES = 1 << 20
 

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from exporter.engine_cycles import EngineCycles
-from exporter.events import (
+from exporter.core.engine_cycles import EngineCycles
+from exporter.core.events import (
     CustomEvent,
     Event,
     Parsed,
@@ -31,11 +31,12 @@ from exporter.events import (
     parse_lines,
     validate,
 )
-from exporter.handshake import ACK_METRIC, Handshakes
-from exporter.readings import Readings, ReadingsCache
-from exporter.router.reducer import RouterState
-from exporter.state import Limits, Observed, Output, ProcessObservation, State
-from exporter.stats import Stats
+from exporter.core.handshake import ACK_METRIC, Handshakes
+from exporter.core.outputs import Observed, Output
+from exporter.core.router.reducer import RouterState
+from exporter.core.state import Limits, ProcessObservation, State
+from exporter.sources.sampled.readings import Readings, ReadingsCache
+from exporter.telemetry.self_stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ class Pipeline:
         self.stats.count(self.stats.rejected, (source, rejected.reason))
 
     def input_failed(self, source: str, exc: Exception) -> Refused:
-        """Count an input whose handling raised (see :func:`~exporter.events.failure`): one
+        """Count an input whose handling raised (see :func:`~exporter.core.events.failure`): one
         rejection, and the traceback logged once per source."""
         refused = failure(exc).as_refused()
         self.reject(source, refused)

@@ -6,7 +6,7 @@ leave something out.
     python fuzz/targets.py TARGET [libFuzzer flags] [CORPUS_DIR ...]
 
 ``scripts/fuzz`` runs every target for a while; a crash file it finds is kept under
-``fuzz/findings/<target>/`` and replayed by ``tests/test_fuzz.py`` from then on.
+``fuzz/findings/<target>/`` and replayed by ``tests/integration/test_fuzz.py`` from then on.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from exporter.events import REJECT_REASONS, Rejected, parse_lines
+from exporter.core.events import REJECT_REASONS, Rejected, parse_lines
 from exporter.pipeline import Pipeline
 
 _TMP = Path(tempfile.mkdtemp(prefix="runwatch-fuzz-"))
@@ -73,7 +73,7 @@ def pid_file(data: bytes) -> None:
 
 
 def state_file(data: bytes) -> None:
-    from exporter.sources.jsonl import CursorStore
+    from exporter.sources.files.jsonl import CursorStore
 
     path = _TMP / "state.json"
     path.write_bytes(data)
@@ -82,14 +82,14 @@ def state_file(data: bytes) -> None:
 
 @functools.cache
 def _builtin_mapping():  # type: ignore[no-untyped-def]
-    from exporter.router.mapping import load_mapping
+    from exporter.sources.files.router_mapping import load_mapping
 
     return load_mapping(None)
 
 
 def router_lines(data: bytes) -> None:
-    from exporter.router.reducer import RouterState
-    from exporter.sources.router import decode_lines
+    from exporter.core.router.reducer import RouterState
+    from exporter.sources.peers.router import decode_lines
 
     pipeline = Pipeline()
     pipeline.router = RouterState(_builtin_mapping())
@@ -99,7 +99,7 @@ def router_lines(data: bytes) -> None:
 
 
 def mapping(data: bytes) -> None:
-    from exporter.router.mapping import MappingError, parse_mapping
+    from exporter.core.router.mapping import MappingError, parse_mapping
 
     with contextlib.suppress(MappingError):
         parse_mapping(data.decode("utf-8", "replace"), "fuzzed.yaml")
@@ -107,9 +107,9 @@ def mapping(data: bytes) -> None:
 
 def websocket_frames(data: bytes) -> None:
     """Frames of the bridge's event bus and of the backend's /ws."""
-    from exporter.sources.backend import BackendEvents
-    from exporter.sources.bridge import BusEvents
-    from exporter.stats import Stats
+    from exporter.sources.peers.backend import BackendEvents
+    from exporter.sources.peers.bridge import BusEvents
+    from exporter.telemetry.self_stats import Stats
 
     BusEvents(Stats(), lambda stage, at: None, lambda *event: None)(data)
     pipeline = Pipeline()

@@ -36,6 +36,17 @@ settings.register_profile("long", max_examples=2000, deadline=None, suppress_hea
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked by its folder: ``scripts/test -m unit`` is the quick loop."""
+    for item in items:
+        layer = item.path.parent.name
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -377,7 +388,7 @@ def prometheus(bin_dir: Path, tmp_path: Path) -> Iterator:
 
 
 class Bridge:
-    """``python -m exporter.reference_bridge`` on a fixed port, restartable."""
+    """``python -m exporter.simulate.reference_bridge`` on a fixed port, restartable."""
 
     def __init__(self, tmp: Path, tick: float, warmup: int = 0) -> None:
         self.port = free_port()
@@ -389,7 +400,7 @@ class Bridge:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "exporter.reference_bridge", "--listen",
+            [sys.executable, "-m", "exporter.simulate.reference_bridge", "--listen",
              f"127.0.0.1:{self.port}", *self._args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip

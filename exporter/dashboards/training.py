@@ -7,6 +7,7 @@ from grafana_foundation_sdk.builders import dashboard, stat, statetimeline, tabl
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
+from exporter.core.event_log import STAGE_TAGS as TAG_OF_STAGE
 from exporter.dashboards.style import (
     ACCENT,
     AMBER,
@@ -25,7 +26,6 @@ from exporter.dashboards.style import (
     thresholds,
     value_map,
 )
-from exporter.event_log import STAGE_TAGS as TAG_OF_STAGE
 
 RUN = f'{SEL}, run_id=~"$run"'
 # seed 002's status badges: [● RUNNING] green, [✗ FAILED] red, [✓ COMPLETED] green

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from exporter.events import Refused
+from exporter.core.events import Refused
 from exporter.pipeline import Pipeline
-from exporter.stats import HTTP_SOURCE as SOURCE
+from exporter.telemetry.self_stats import HTTP_SOURCE as SOURCE
 
 MAX_LISTED_REJECTIONS = 100
 

@@ -28,10 +28,10 @@ from typing import Annotated
 import msgspec
 import psutil
 
-from exporter.events import Ident, Rejected, Timestamp, epoch_seconds
-from exporter.sources.regular_files import FileTooLarge, NotRegularFile, read_regular
-from exporter.state import ProcessObservation
-from exporter.worker import Worker
+from exporter.core.events import Ident, Rejected, Timestamp, epoch_seconds
+from exporter.core.state import ProcessObservation
+from exporter.sources.files.regular_files import FileTooLarge, NotRegularFile, read_regular
+from exporter.sources.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ appears on ``/metrics`` and as its OTel name and unit (see
 translation and push to a real OTLP-ingesting store to confirm.
 
 A sampler reads the current state and yields ``(label values, value)``; for the
-histogram the value is a :class:`~exporter.state.Histogram`. This module holds
+histogram the value is a :class:`~exporter.core.state.Histogram`. This module holds
 the training and self metrics; the sampled sources' are in
 :mod:`exporter.telemetry.hardware_metrics`.
 """
@@ -19,18 +19,18 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from exporter.build_info import build_labels
-from exporter.events import STATUSES
-from exporter.handshake import ACK_BUCKETS, ACK_METRIC
+from exporter.core.events import STATUSES
+from exporter.core.handshake import ACK_BUCKETS, ACK_METRIC
+from exporter.core.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
+from exporter.core.trace_ids import trace_id_hex
 from exporter.pipeline import Pipeline, View
-from exporter.readings import SourceStatus
-from exporter.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
-from exporter.stats import MAX_FILE_SERIES, FileProgress
+from exporter.sources.sampled.readings import SourceStatus
+from exporter.telemetry.build_info import build_labels
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
 from exporter.telemetry.router_metrics import ROUTER_METRICS, rule_metrics
+from exporter.telemetry.self_stats import MAX_FILE_SERIES, FileProgress
 from exporter.telemetry.trading_metrics import TRADING_METRICS
-from exporter.trace_ids import trace_id_hex
 
 
 def _runs(view: View) -> Iterator[Run]:
@@ -358,7 +358,7 @@ METRICS: tuple[Metric, ...] = (
 def documented_metrics() -> tuple[Metric, ...]:
     """The catalogue with the families of the built-in router mapping: what the README lists
     and what the shipped dashboards and alerts may use."""
-    from exporter.router.mapping import load_mapping
+    from exporter.sources.files.router_mapping import load_mapping
 
     return METRICS + rule_metrics(load_mapping(None))
 

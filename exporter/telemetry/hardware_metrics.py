@@ -1,5 +1,5 @@
 """Catalogue entries for the sampled sources: GPUs (NVML), the host and run processes
-(psutil), and GPU use per run. They read :class:`~exporter.readings.Readings`, the
+(psutil), and GPU use per run. They read :class:`~exporter.sources.sampled.readings.Readings`, the
 latest cached samples, never a source itself.
 
 OTel names follow the semantic conventions where one exists (``hw.*``,
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from exporter.pipeline import View
-from exporter.readings import GpuReading, GpuSample, HostReading, RunProcesses
+from exporter.sources.sampled.readings import GpuReading, GpuSample, HostReading, RunProcesses
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type
 
 G, C = Type.GAUGE, Type.COUNTER

@@ -16,8 +16,8 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from exporter import __version__
-from exporter.event_log import ERROR, INFO, WARN
-from exporter.state import LogLine
+from exporter.core.event_log import ERROR, INFO, WARN
+from exporter.core.outputs import LogLine
 from exporter.telemetry.spans import SCOPE, context_of, ns
 
 SEVERITIES = {INFO: SeverityNumber.INFO, WARN: SeverityNumber.WARN, ERROR: SeverityNumber.ERROR}

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from exporter.core.outputs import Histogram
 from exporter.pipeline import View
-from exporter.state import Histogram
-from exporter.stats import Stats
+from exporter.telemetry.self_stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ Sampler = Callable[[View], Iterable[Sample]]
 
 
 def stats_counter(select: Callable[[Stats], Counter]) -> Sampler:
-    """Samples from one of runwatch's own counters (:class:`~exporter.stats.Stats`)."""
+    """Samples from one of runwatch's own counters
+    (:class:`~exporter.telemetry.self_stats.Stats`)."""
 
     def sample(view: View) -> Iterator[Sample]:
         for key, count in view.stats.snapshot(select(view.stats)):

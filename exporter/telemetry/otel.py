@@ -29,13 +29,13 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from exporter import __version__
+from exporter.core.outputs import FinishedSpan, LogLine, Observed, Output
 from exporter.pipeline import Pipeline
-from exporter.state import FinishedSpan, LogLine, Observed, Output
-from exporter.stats import Stats
 from exporter.telemetry.catalogue import metrics_for
 from exporter.telemetry.log_records import LogWriter
 from exporter.telemetry.metric import Metric, RenderErrors, Type, rendered_samples
 from exporter.telemetry.otlp_settings import OtlpSettings
+from exporter.telemetry.self_stats import Stats
 from exporter.telemetry.shipper import LogQueue, Shipper, SpanQueue
 from exporter.telemetry.spans import SpanWriter
 

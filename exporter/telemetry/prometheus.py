@@ -15,8 +15,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from exporter.core.outputs import Histogram
 from exporter.pipeline import Pipeline, View
-from exporter.state import Histogram
 from exporter.telemetry.catalogue import metrics_for
 from exporter.telemetry.metric import Metric as CatalogueEntry
 from exporter.telemetry.metric import RenderErrors, Type, rendered_samples

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import httpx
 
 from exporter import __version__
-from exporter.state import Output, StepValues
-from exporter.stats import Stats
+from exporter.core.outputs import Output, StepValues
 from exporter.telemetry.prompb import write_request
+from exporter.telemetry.self_stats import Stats
 from exporter.telemetry.shipper import Shipper
 from exporter.telemetry.step_history import STEP_METRIC, SeriesClock, millis
 

@@ -1,4 +1,4 @@
-"""Catalogue entries for router events (:mod:`exporter.router`).
+"""Catalogue entries for router events (:mod:`exporter.core.router`).
 
 The families every mapping has (events by type, spans, flows) are fixed, so
 dashboards and alerts can rely on them; the counters and gauges a mapping
@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from exporter.pipeline import View
-from exporter.router.mapping import (
+from exporter.core.router.mapping import (
     CounterRule,
     GaugeRule,
     HistogramRule,
@@ -20,13 +19,14 @@ from exporter.router.mapping import (
     counter_family,
     gauge_family,
 )
-from exporter.router.reducer import (
+from exporter.core.router.reducer import (
     DURATION_BUCKETS,
     FLOW_DURATION_METRIC,
     FLOW_STEP_METRIC,
     SPAN_DURATION_METRIC,
     RouterState,
 )
+from exporter.pipeline import View
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type
 
 

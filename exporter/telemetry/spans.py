@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from exporter.state import FinishedSpan, OpenSpan
-from exporter.trace_ids import trace_id_for
+from exporter.core.outputs import FinishedSpan, OpenSpan
+from exporter.core.trace_ids import trace_id_for
 
 SCOPE = "runwatch"
 

@@ -13,7 +13,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
-from exporter.state import Output, StepValues
+from exporter.core.outputs import Output, StepValues
 
 STEP_METRIC = "training_step_metric"
 HELP = "Every logged value of a step metric (metric_update, checkpoint), at the event's time."

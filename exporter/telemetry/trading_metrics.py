@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from exporter.pipeline import View
-from exporter.readings import TradingSample
+from exporter.sources.sampled.readings import TradingSample
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
 
 if TYPE_CHECKING:  # annotations only, so /metrics does not load pydantic
-    from exporter.sources.bridge_contract import Arm, Position
+    from exporter.sources.peers.bridge_contract import Arm, Position
 
 G, C = Type.GAUGE, Type.COUNTER
 

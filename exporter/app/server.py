@@ -1,0 +1,253 @@
+"""The HTTP face: a landing page, ``/metrics``, ``/healthz``, ``/readyz``, ``/api/runs`` and
+``POST /v1/events``.
+
+FastAPI on uvicorn rather than prometheus-client's built-in server, because
+runwatch also takes POSTed events (with a body-size limit and JSON errors) and
+serves JSON, with TLS and basic auth on the same port; ``/metrics`` still comes
+from prometheus-client's own encoders, content negotiation included, gzipped when
+the scraper asks (Prometheus does). FastAPI's ``/docs`` and ``/openapi.json`` are
+off: Swagger UI loads from a CDN an offline host cannot reach, and the README
+documents every endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import html
+import math
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from exporter import __version__
+from exporter.app.basic_auth import BcryptUsers, credentials
+from exporter.app.web_config import LiveWebConfig, WebConfigError
+from exporter.core.events import Rejected
+from exporter.core.state import Run
+from exporter.pipeline import Pipeline
+from exporter.sources.http import SOURCE, ingest_body
+from exporter.telemetry.prometheus import catalogue_registry
+
+OPEN_PATHS = frozenset({"/healthz"})
+GZIP_LEVEL = 6  # a 1 MB exposition to about 80 KB in a few ms
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """A run as ``GET /api/runs`` shows it."""
+    return {
+        "run_id": run.run_id,
+        "name": run.name,
+        "status": run.status,
+        "stage": run.stage,
+        "start": run.start,
+        "last_event": run.last_event,
+        "end": run.end,
+        "duration_seconds": run.duration,
+        "process_up": run.process_up,
+        "config": run.config,
+        "progress": {name: stage.progress_ratio for name, stage in run.stages.items()},
+        "stage_seconds": {name: stage.seconds for name, stage in run.stages.items()},
+        "targets_total": run.targets_total,
+        "targets_completed": run.targets_completed,
+        "targets_successful": run.targets_successful,
+        "current_target": run.current_target,
+        "stage_targets": {
+            name: {
+                "total": stage.targets_total,
+                "completed": stage.targets_completed,
+                "message": stage.message,
+            }
+            for name, stage in run.stages.items()
+        },
+        "target_completions": dict(run.target_completions),
+        "target_best_auc": [
+            {"stage": stage, "target": target, "best_auc": _number(auc)}
+            for (stage, target), auc in run.target_best_auc.items()
+        ],
+        "step": run.step,
+        "metrics": {key: _number(value) for key, value in run.metrics.items()},
+        "non_finite_metrics": dict(run.non_finite),
+        "errors": [
+            {"error_type": error_type, "recoverable": recoverable, "count": count}
+            for (error_type, recoverable), count in run.errors.items()
+        ],
+        "best_checkpoint": run.best_checkpoint,
+        "checkpoints": [
+            {
+                "checkpoint_id": checkpoint_id,
+                "step": checkpoint.step,
+                "is_best": checkpoint.is_best,
+                "metrics": {key: _number(value) for key, value in checkpoint.metrics.items()},
+                "filepath": checkpoint.filepath,
+                "timestamp": checkpoint.timestamp,
+            }
+            for checkpoint_id, checkpoint in run.checkpoints.items()
+        ],
+    }
+
+
+def _number(value: float) -> float | str:
+    """JSON has no NaN or infinities: they are written as the event format spells them."""
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (and not with q=0)."""
+    for item in accept_encoding.split(","):
+        name, _, params = item.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def landing_page(telemetry_path: str) -> str:
+    """The page at ``/``, as node_exporter has one: what runwatch is and where to look."""
+    links = [(telemetry_path, "Metrics"), ("/api/runs", "Runs (JSON)"),
+             ("/healthz", "Health"), ("/readyz", "Readiness")]  # fmt: skip
+    items = "".join(f'<li><a href="{html.escape(path)}">{html.escape(title)}</a> '
+                    f"<code>{html.escape(path)}</code></li>" for path, title in links)  # fmt: skip
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>runwatch</title></head>'
+        f"<body><h1>runwatch {html.escape(__version__)}</h1><p>Prometheus exporter for ML "
+        "training runs, trading bridges and GPUs. Events are taken on <code>POST "
+        f"/v1/events</code>.</p><ul>{items}</ul></body></html>"
+    )
+
+
+def _web_config_middleware(app: FastAPI, web: LiveWebConfig) -> None:
+    """Basic auth (bcrypt users) and the configured headers, from the web configuration as it
+    is for each request."""
+    users = BcryptUsers()
+
+    @app.middleware("http")
+    async def web_config(request: Request, call_next):  # type: ignore[no-untyped-def]
+        try:
+            config = web.current()
+        except WebConfigError:  # logged when it changed; answered as the toolkit does
+            return _error(500, "the web configuration is invalid; see runwatch's log")
+        response = None
+        if config.users and request.url.path not in OPEN_PATHS:
+            given = credentials(request.headers.get("authorization", ""))
+            passed = given is not None and await run_in_threadpool(
+                users.check, config.users, *given
+            )
+            if not passed:
+                response = JSONResponse(
+                    {"error": "authentication required"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Basic realm="runwatch"'},
+                )
+        if response is None:
+            response = await call_next(request)
+        response.headers.update(config.headers)
+        return response
+
+
+def create_app(
+    pipeline: Pipeline,
+    registry: CollectorRegistry | None = None,
+    *,
+    ready: Callable[[], bool] = lambda: True,
+    max_body_bytes: int = 16 << 20,
+    body_timeout: float = 30.0,
+    web: LiveWebConfig | None = None,
+    telemetry_path: str = "/metrics",
+    lifespan: Any = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="runwatch",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    if web is not None:
+        _web_config_middleware(app, web)
+    page = landing_page(telemetry_path)
+    registry = registry or catalogue_registry(pipeline)
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.api_route(telemetry_path, methods=["GET", "HEAD"])
+    def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        body = encoder(registry)
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
+            return Response(
+                gzip.compress(body, GZIP_LEVEL),
+                media_type=content_type,
+                headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+            )
+        return Response(body, media_type=content_type, headers={"Vary": "Accept-Encoding"})
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        if ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "reading existing events"}, status_code=503)
+
+    @app.get("/api/runs")
+    def runs() -> list[dict[str, Any]]:
+        return [run_json(run) for run in pipeline.snapshot().state.runs.values()]
+
+    @app.post("/v1/events", status_code=202)
+    async def post_events(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            return _too_large(pipeline, max_body_bytes)
+        body = bytearray()
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > max_body_bytes:
+                        return _too_large(pipeline, max_body_bytes)
+        except (TimeoutError, ClientDisconnect):
+            pipeline.reject(SOURCE, Rejected("body_incomplete", "body not received whole"))
+            return _error(408, f"the body did not arrive whole within {body_timeout:g} s")
+        if not body.strip():
+            return _error(400, "empty body: send one event, a JSON array, or NDJSON")
+        # Parsed and applied off the event loop (in slices of the pipeline lock), so a big
+        # body never holds up /metrics or other clients.
+        result = await run_in_threadpool(ingest_body, bytes(body), pipeline)
+        payload = {"accepted": result.accepted, "rejected": result.rejected}
+        if result.rejected:
+            return _error(
+                400,
+                f"{result.rejected} event(s) rejected; the {result.accepted} valid ones "
+                "were applied",
+                **payload,
+                rejections=result.rejections,
+            )
+        return JSONResponse(payload, status_code=202)
+
+    return app
+
+
+def _too_large(pipeline: Pipeline, limit: int) -> JSONResponse:
+    pipeline.reject(SOURCE, Rejected("body_too_large", f"over {limit} bytes"))
+    return _error(413, f"body over the limit of {limit} bytes (--max-body-bytes)")

@@ -1,0 +1,320 @@
+"""Wiring shared by every command: settings to pipeline, OTLP output and file readers."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from exporter.app.sampling import PeriodicSampler
+from exporter.config import ConfigError
+from exporter.core.events import Rejected
+from exporter.core.state import Limits
+from exporter.pipeline import Pipeline
+from exporter.sources.attribution import RunRoots
+from exporter.sources.files.jsonl import CursorStore, LineSink, Tailer, read_whole_files
+from exporter.sources.worker import Worker
+from exporter.telemetry.otlp_settings import otlp_settings_from
+from exporter.telemetry.self_stats import BACKEND_SOURCE, BRIDGE_SOURCE, ROUTER_SOURCE, Stats
+from exporter.telemetry.self_stats import JSONL_SOURCE as SOURCE
+
+if TYPE_CHECKING:
+    from exporter.telemetry.otel import OtlpOutput
+    from exporter.telemetry.remote_write import RemoteWriteOutput
+
+
+def limits_from(settings: dict[str, Any]) -> Limits:
+    return Limits(
+        max_runs=settings["max_runs"],
+        finished_run_retention=settings["finished_run_retention"],
+        max_stages_per_run=settings["max_stages_per_run"],
+        max_targets_per_run=settings["max_targets_per_run"],
+        max_metric_keys_per_run=settings["max_metric_keys_per_run"],
+        max_checkpoints_per_run=settings["max_checkpoints_per_run"],
+        max_error_types_per_run=settings["max_error_types_per_run"],
+        max_clock_skew_seconds=settings["max_clock_skew"],
+        max_history_steps_per_second=settings["max_history_steps_per_second"],
+    )
+
+
+def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | None]:
+    """The pipeline with its OTLP output attached when OTLP is configured."""
+    pipeline = Pipeline(
+        limits_from(settings), settings["max_line_bytes"], settings["strict_events"]
+    )
+    if any(settings.get(name) for name in ("router_events", "router_sqlite", "router_mapping")):
+        _attach_router(pipeline, settings.get("router_mapping"))
+    try:
+        otlp_settings = otlp_settings_from(
+            settings.get("otlp_endpoint"),
+            settings.get("otlp_protocol"),
+            settings.get("service_name"),
+            settings.get("otlp_naming") or "semconv",
+            settings.get("otlp_metrics", True),
+            settings.get("otlp_logs", True),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if otlp_settings is None:
+        return pipeline, None
+    from exporter.telemetry.otel import OtlpOutput  # the OTel SDK only when it is used
+
+    otlp = OtlpOutput(pipeline, otlp_settings)
+    pipeline.add_sink(otlp, logs=otlp.logs)
+    return pipeline, otlp
+
+
+def attach_remote_write(pipeline: Pipeline, settings: dict[str, Any]) -> RemoteWriteOutput | None:
+    """The step history's remote-write output, when --remote-write-url is set."""
+    url = settings.get("remote_write_url")
+    if not url:
+        return None
+    if not re.match(r"https?://[^/]", url):
+        raise ConfigError(f"--remote-write-url: {url!r} is not an http:// or https:// URL")
+    from exporter.telemetry.remote_write import RemoteWriteOutput, RemoteWriteSettings
+
+    instance = settings.get("history_instance") or _scraped_address(settings["listen"][0])
+    output = RemoteWriteOutput(
+        RemoteWriteSettings(url, settings["history_job"], instance), pipeline.stats
+    )
+    pipeline.add_sink(output, spans=False, steps=True)
+    return output
+
+
+def _scraped_address(listen: tuple[str, int]) -> str:
+    """Where Prometheus most likely scrapes runwatch: the listen address, or this host's
+    name for a wildcard one."""
+    host, port = listen
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _attach_router(pipeline: Pipeline, mapping_path: str | None) -> None:
+    """The router state of the mapping (built-in without a path); refused here, at start."""
+    from exporter.core.router.mapping import MappingError
+    from exporter.core.router.reducer import RouterState
+    from exporter.sources.files.router_mapping import load_mapping
+    from exporter.sources.peers.router import REJECT_REASONS
+
+    try:
+        mapping = load_mapping(mapping_path)
+    except MappingError as exc:
+        raise ConfigError(f"router mapping {exc}") from None
+    pipeline.router = RouterState(mapping)
+    stats = pipeline.stats
+    stats.declare(stats.ingested, [ROUTER_SOURCE])
+    stats.declare(stats.rejected, [(ROUTER_SOURCE, reason) for reason in REJECT_REASONS])
+
+
+def read_files_once(pipeline: Pipeline, paths: list[str]) -> None:
+    """Feed whole files to the pipeline (``runwatch replay``); OSError if one can't be read."""
+    read_whole_files(
+        paths, _line_sink(pipeline), pipeline.max_line_bytes, _too_long_counter(pipeline)
+    )
+
+
+def read_router_files_once(pipeline: Pipeline, paths: list[str]) -> None:
+    """Feed whole router traces to the pipeline's mapping (``runwatch replay``)."""
+    too_long = _too_long_counter(pipeline, ROUTER_SOURCE)
+    read_whole_files(paths, _router_line_sink(pipeline), pipeline.max_line_bytes, too_long)
+
+
+def file_tailer(
+    pipeline: Pipeline,
+    patterns: list[str],
+    sink: LineSink | None = None,
+    source: str = SOURCE,
+    **options: Any,
+) -> Tailer:
+    """A Tailer that feeds the pipeline (training events, unless another ``sink`` is given)
+    and counts what it cuts, under ``source``, or sees rotate, and how far it has read each
+    file (the runwatch_file_* series)."""
+    stats = pipeline.stats
+    return Tailer(
+        patterns,
+        sink or _line_sink(pipeline),
+        max_line_bytes=pipeline.max_line_bytes,
+        on_too_long=_too_long_counter(pipeline, source),
+        on_rotation=lambda kind: stats.count(stats.file_rotations, kind),
+        on_refused=lambda path: pipeline.reject(source, NOT_REGULAR),
+        progress=stats.files,
+        source=source,
+        **options,
+    )
+
+
+NOT_REGULAR = Rejected("not_a_regular_file", "an event path that is a FIFO, device or directory")
+
+
+def _line_sink(pipeline: Pipeline) -> LineSink:
+    return lambda lines, spans_from: pipeline.ingest_lines(lines, SOURCE, spans_from)
+
+
+def _router_line_sink(pipeline: Pipeline) -> LineSink:
+    from exporter.sources.peers.router import line_sink
+
+    return line_sink(_router_deliver(pipeline))
+
+
+def _router_deliver(pipeline: Pipeline) -> Callable[[list[Any], float, int], None]:
+    """Where both router readers (trace lines, table rows) hand their decoded events."""
+    return lambda values, received_at, spans_from: pipeline.ingest_router(
+        values, ROUTER_SOURCE, received_at, spans_from
+    )
+
+
+def _too_long_counter(pipeline: Pipeline, source: str = SOURCE) -> Callable[[], None]:
+    reject = Rejected("line_too_long", f"over {pipeline.max_line_bytes} bytes")
+    return lambda: pipeline.reject(source, reject)
+
+
+def build_background(
+    settings: dict[str, Any],
+    pipeline: Pipeline,
+    run_roots: RunRoots,
+    fake_gpu_pids: Sequence[int] = (),
+) -> list[Worker]:
+    """Every source with a thread of its own: the sampled ones (nvml, system, bridge REST,
+    backend REST), each on its own clock, and the WebSocket followers."""
+    return [
+        *_hardware(settings, pipeline, run_roots, fake_gpu_pids),
+        *_bridge(settings, pipeline),
+        *_backend(settings, pipeline),
+        *_router(settings, pipeline),
+    ]
+
+
+def _hardware(
+    settings: dict[str, Any], pipeline: Pipeline, run_roots: RunRoots, fake_gpu_pids: Sequence[int]
+) -> list[Worker]:
+    """With ``fake_gpus`` the NVML source talks to a simulated NVML; ``fake_gpu_pids`` are
+    processes it shows running on every fake GPU (the demo's own, to show attribution)."""
+    samplers: list[Worker] = []
+    if settings["nvml"] or settings["fake_gpus"]:
+        from exporter.sources.sampled.nvml import NVML_SOURCE, NvmlSource
+
+        if settings["fake_gpus"]:
+            from exporter.simulate.fake_nvml import fake_nvml
+
+            nvml: Any = fake_nvml(settings["fake_gpus"], fake_gpu_pids)
+        else:
+            import pynvml as nvml
+        stats = pipeline.stats
+        source = NvmlSource(
+            nvml,
+            run_roots,
+            lambda reason: stats.count(stats.source_errors, (NVML_SOURCE, reason)),
+            pcie_throughput=settings["gpu_pcie_throughput"],
+        )
+        samplers.append(PeriodicSampler(source, pipeline.readings, settings["gpu_interval"]))
+    if settings["system"]:
+        from exporter.sources.sampled.system import SystemSource
+
+        samplers.append(
+            PeriodicSampler(SystemSource(run_roots), pipeline.readings, settings["system_interval"])
+        )
+    return samplers
+
+
+def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
+    """The trading bridge: REST poller, /ws/events and /ws/training followers."""
+    url = settings.get("bridge_url")
+    if not url:
+        return []
+    from exporter.sources.peers.bridge import BridgePoller, BusEvents
+    from exporter.sources.peers.websocket import WebSocketFollower
+
+    stats = pipeline.stats
+    _declare(stats, BRIDGE_SOURCE)
+    stats.declare(stats.series_dropped, ["max_positions"])
+    poller = BridgePoller(url, settings["bridge_timeout"], stats, settings["max_positions"],
+                          settings["max_response_bytes"])  # fmt: skip
+    bus = BusEvents(
+        stats,
+        lambda stage, at: pipeline.observe_engine_stage(url, stage, at),
+        lambda event_type, data, at: pipeline.log_bus_event(url, event_type, data, at),
+    )
+
+    def training(message: str | bytes) -> None:  # core-format events, one per frame
+        line = message.encode() if isinstance(message, str) else message
+        pipeline.ingest_lines([line], BRIDGE_SOURCE)
+
+    base, timeout = _ws_base(url), settings["bridge_timeout"]
+    failed = _failure_counter(pipeline, BRIDGE_SOURCE)
+    return [
+        PeriodicSampler(poller, pipeline.readings, settings["bridge_interval"]),
+        WebSocketFollower(base + "/ws/events", "events", stats, bus, failed, timeout),
+        WebSocketFollower(base + "/ws/training", "training", stats, training, failed, timeout),
+    ]
+
+
+def _backend(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
+    """The training backend: /ws follower and REST poller sharing one translator."""
+    url = settings.get("backend_url")
+    if not url:
+        return []
+    from exporter.sources.peers.backend import BackendEvents, BackendPoller
+    from exporter.sources.peers.websocket import WebSocketFollower
+
+    stats = pipeline.stats
+    _declare(stats, BACKEND_SOURCE)
+    pipeline.handshakes.timeout = settings["backend_ack_timeout"]
+    events = BackendEvents(pipeline)
+    timeout = settings["backend_timeout"]
+    follower = WebSocketFollower(
+        _ws_base(url) + "/ws", "backend", stats, events,
+        _failure_counter(pipeline, BACKEND_SOURCE), timeout,
+    )  # fmt: skip
+    poller = BackendPoller(
+        url, timeout, settings["max_response_bytes"], events,
+        lambda: stats.websocket_connected.get("backend", 0) == 1,
+    )  # fmt: skip
+    return [follower, PeriodicSampler(poller, pipeline.readings, settings["backend_interval"])]
+
+
+def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
+    """Router events: the JSONL trace followed, the SQLite queue polled (build_pipeline has
+    attached the mapping's state)."""
+    if pipeline.router is None:
+        return []
+    from exporter.sources.peers.router import RouterTable
+
+    background: list[Worker] = []
+    if settings.get("router_events"):
+        state_file = settings.get("state_file")
+        store = CursorStore(Path(state_file + ".router")) if state_file else None
+        background.append(file_tailer(
+            pipeline, settings["router_events"], _router_line_sink(pipeline), ROUTER_SOURCE,
+            cursor_store=store, poll_interval=settings["poll_interval"],
+            force_polling=settings["force_polling"],
+        ))  # fmt: skip
+    if settings.get("router_sqlite"):
+        stats = pipeline.stats
+        stats.declare(stats.source_errors, [(ROUTER_SOURCE, "database_locked")])
+        table = RouterTable(
+            settings["router_sqlite"],
+            settings["router_sqlite_table"],
+            pipeline.router.mapping.payload_field,
+            _router_deliver(pipeline),
+            lambda reason: stats.count(stats.source_errors, (ROUTER_SOURCE, reason)),
+        )
+        background.append(PeriodicSampler(table, pipeline.readings, settings["router_interval"]))
+    return background
+
+
+def _failure_counter(pipeline: Pipeline, source: str) -> Callable[[Exception], object]:
+    return lambda exc: pipeline.input_failed(source, exc)
+
+
+def _declare(stats: Stats, source: str) -> None:
+    from exporter.sources.peers.contract import REJECT_REASONS
+
+    stats.declare(stats.ingested, [source])
+    stats.declare(stats.rejected, [(source, reason) for reason in REJECT_REASONS])
+
+
+def _ws_base(url: str) -> str:
+    return re.sub(r"^http", "ws", url.rstrip("/"))
