@@ -167,6 +167,6 @@ def failed_alert(series: str) -> dict[str, dict[str, str]]:
         "exp_annotations": {
             "summary": f"Training run {run} failed.",
             "description": f"Run {run} on {instance} completed with status failed.",
-            "runbook_url": "https://github.com/runwatch/runwatch#runwatchrunfailed",
+            "runbook_url": "https://github.com/runwatch/runwatch/blob/main/docs/alerts.md#runwatchrunfailed",
         },
     }

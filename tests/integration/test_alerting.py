@@ -216,7 +216,7 @@ def test_a_killed_training_process_pages_and_resolves_after_its_retention(
         assert alert["annotations"] == {
             "summary": "Training run crash_e2e crashed.",
             "description": f"The process of run crash_e2e on {target} exited without run_complete.",
-            "runbook_url": "https://github.com/runwatch/runwatch#runwatchruncrashed",
+            "runbook_url": "https://github.com/runwatch/runwatch/blob/main/docs/alerts.md#runwatchruncrashed",
         }
         assert at - crashed_at < RETENTION  # paged well within the retention
 

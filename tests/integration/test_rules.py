@@ -1,7 +1,7 @@
 """The Prometheus rules: promtool checks the config and rules and runs the unit tests, and
 vmalert-tool runs the same unit tests through vmalert's engine (the scale variant's
 evaluator, which must answer alike); every alert has a test that fires it beside series
-that must stay quiet, a runbook in the README, and only metrics runwatch exposes."""
+that must stay quiet, a runbook in docs/alerts.md, and only metrics runwatch exposes."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.yml"))
 
 DOCUMENTED = documented_metrics()  # the catalogue and the built-in router mapping's
+
+RUNBOOKS = "https://github.com/runwatch/runwatch/blob/main/docs/alerts.md"
 
 
 def promtool(bin_dir: Path, *args: object) -> subprocess.CompletedProcess:
@@ -59,7 +61,7 @@ def test_vmalert_passes_the_same_unit_tests(bin_dir: Path, tmp_path: Path) -> No
 def test_every_alert_is_tested_firing_and_quiet_and_has_a_runbook() -> None:
     alerts = [rule for rule in rules() if "alert" in rule]
     tests = [test for path in TEST_FILES for test in yaml.safe_load(path.read_text())["tests"]]
-    readme = (ROOT / "README.md").read_text()
+    runbooks = (ROOT / "docs" / "alerts.md").read_text()
     assert len(alerts) >= 18
     for alert in alerts:
         name = alert["alert"]
@@ -72,8 +74,9 @@ def test_every_alert_is_tested_firing_and_quiet_and_has_a_runbook() -> None:
         assert {"severity"} <= set(alert["labels"]) and alert["labels"]["severity"] in (
             "warning", "critical")  # fmt: skip
         assert {"summary", "description", "runbook_url"} <= set(alert["annotations"])
-        anchor = alert["annotations"]["runbook_url"].rsplit("#", 1)[1]
-        assert anchor == name.lower() and f"\n### {name}\n" in readme, f"{name}: no runbook"
+        page, anchor = alert["annotations"]["runbook_url"].rsplit("#", 1)
+        assert page == RUNBOOKS and anchor == name.lower(), f"{name}: not its runbook's address"
+        assert f"\n## {name}\n" in runbooks, f"{name}: no runbook"
 
 
 def test_rules_only_use_metrics_runwatch_exposes() -> None:

@@ -205,6 +205,6 @@ def test_schema_accepts_valid_events_and_refuses_broken_ones() -> None:
         assert not validator.is_valid(value), value
 
 
-def test_the_readme_carries_the_schema() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert "```json\n" + render_schema() + "```" in readme
+def test_the_event_format_page_carries_the_schema() -> None:
+    page = (ROOT / "docs" / "events.md").read_text()
+    assert "```json\n" + render_schema() + "```" in page
