@@ -98,10 +98,6 @@ class Refused(msgspec.Struct, tag_field="event_type", tag="__refused__", gc=Fals
     detail: str
 
 
-def _doc(kind: Any, text: str) -> Any:
-    return Annotated[kind, Meta(description=text)]
-
-
 MAX_EXACT_INTEGER = 2**53
 """Largest count accepted: every value becomes a float sample, exact only up to 2**53, and
 an integer past a float's range would break every scrape of the run."""
@@ -141,93 +137,125 @@ class Event(msgspec.Struct, tag_field="event_type", kw_only=True, gc=False):
     """Fields common to every event. After :func:`parse_line`, ``timestamp`` is epoch
     seconds, unless the pipeline has a leniency to apply (see :data:`LENIENCIES`)."""
 
-    run_id: _doc(Ident | None, "Identifies the run; every event of a run should carry it.") = None
-    timestamp: _doc(Timestamp | None, "When it happened; defaults to when it was read.") = None
+    run_id: Annotated[
+        Ident | None, Meta(description="Identifies the run; every event of a run should carry it.")
+    ] = None
+    timestamp: Annotated[
+        Timestamp | None, Meta(description="When it happened; defaults to when it was read.")
+    ] = None
 
 
 class RunStart(Event, tag="run_start"):
     """A run begins. Optional: a run also begins with its first event of any type."""
 
-    name: _doc(Ident | None, "Human-readable run name; defaults to the run_id.") = None
-    config: _doc(dict[str, Any] | None, "Hyper-parameters and settings.") = None
+    name: Annotated[
+        Ident | None, Meta(description="Human-readable run name; defaults to the run_id.")
+    ] = None
+    config: Annotated[dict[str, Any] | None, Meta(description="Hyper-parameters and settings.")] = (
+        None
+    )
 
 
 class Progress(Event, tag="progress"):
     """Progress within a stage, emitted periodically by long stages."""
 
-    stage: _doc(Ident, "Stage the progress belongs to.")
-    progress_pct: _doc(Annotated[float, Meta(ge=0, le=100)], "Percent done, 0..100.")
-    current_target: _doc(str | None, "Target being processed (informational).") = None
-    targets_complete: _doc(Count | None, "Targets finished so far.") = None
-    targets_total: _doc(Count | None, "Targets in the run.") = None
-    message: _doc(str | None, "Free text for the event log.") = None
+    stage: Annotated[Ident, Meta(description="Stage the progress belongs to.")]
+    progress_pct: Annotated[
+        Annotated[float, Meta(ge=0, le=100)], Meta(description="Percent done, 0..100.")
+    ]
+    current_target: Annotated[
+        str | None, Meta(description="Target being processed (informational).")
+    ] = None
+    targets_complete: Annotated[Count | None, Meta(description="Targets finished so far.")] = None
+    targets_total: Annotated[Count | None, Meta(description="Targets in the run.")] = None
+    message: Annotated[str | None, Meta(description="Free text for the event log.")] = None
 
 
 class StageChange(Event, tag="stage_change"):
     """The run moves to new_stage (the 'effective stage'; falls back to 'stage')."""
 
-    new_stage: _doc(Ident | None, "Stage entered.") = None
-    stage: _doc(Ident | None, "Used as the new stage when new_stage is absent.") = None
-    previous_stage: _doc(str | None, "Stage left (informational).") = None
+    new_stage: Annotated[Ident | None, Meta(description="Stage entered.")] = None
+    stage: Annotated[
+        Ident | None, Meta(description="Used as the new stage when new_stage is absent.")
+    ] = None
+    previous_stage: Annotated[str | None, Meta(description="Stage left (informational).")] = None
 
 
 class TargetStart(Event, tag="target_start"):
     """Processing of one target begins."""
 
-    target: _doc(Ident, "Target name.")
-    target_index: _doc(Count | None, "Position of the target in the run.") = None
-    total_targets: _doc(Count | None, "Targets in the run.") = None
+    target: Annotated[Ident, Meta(description="Target name.")]
+    target_index: Annotated[
+        Count | None, Meta(description="Position of the target in the run.")
+    ] = None
+    total_targets: Annotated[Count | None, Meta(description="Targets in the run.")] = None
 
 
 class TargetComplete(Event, tag="target_complete"):
     """Processing of one target ends."""
 
-    target: _doc(Ident, "Target name.")
-    status: _doc(Ident | None, "success, failed, skipped (others count as 'other').") = None
-    best_auc: _doc(float | None, "Best AUC reached for the target.") = None
-    duration_seconds: _doc(Seconds | None, "Time spent on the target.") = None
+    target: Annotated[Ident, Meta(description="Target name.")]
+    status: Annotated[
+        Ident | None, Meta(description="success, failed, skipped (others count as 'other').")
+    ] = None
+    best_auc: Annotated[float | None, Meta(description="Best AUC reached for the target.")] = None
+    duration_seconds: Annotated[Seconds | None, Meta(description="Time spent on the target.")] = (
+        None
+    )
 
 
 class RunComplete(Event, tag="run_complete"):
     """The run ends."""
 
     status: Status
-    total_targets: _doc(Count | None, "Targets in the run.") = None
-    successful_targets: _doc(Count | None, "Targets that succeeded.") = None
-    duration_seconds: _doc(Seconds | None, "Run duration as the run measured it.") = None
+    total_targets: Annotated[Count | None, Meta(description="Targets in the run.")] = None
+    successful_targets: Annotated[Count | None, Meta(description="Targets that succeeded.")] = None
+    duration_seconds: Annotated[
+        Seconds | None, Meta(description="Run duration as the run measured it.")
+    ] = None
 
 
 class Error(Event, tag="error"):
     """Something went wrong; recoverable errors do not end the run."""
 
-    error_message: _doc(str, "What happened.")
-    error_type: _doc(Ident | None, "Class of error, e.g. the exception type.") = None
-    recoverable: _doc(bool | None, "Whether the run goes on (default false).") = None
-    target: _doc(Ident | None, "Target being processed when it happened.") = None
+    error_message: Annotated[str, Meta(description="What happened.")]
+    error_type: Annotated[
+        Ident | None, Meta(description="Class of error, e.g. the exception type.")
+    ] = None
+    recoverable: Annotated[
+        bool | None, Meta(description="Whether the run goes on (default false).")
+    ] = None
+    target: Annotated[
+        Ident | None, Meta(description="Target being processed when it happened.")
+    ] = None
 
 
 class MetricUpdate(Event, tag="metric_update"):
     """Step metrics: loss, learning_rate, accuracy or any other key."""
 
-    metrics: _doc(NumberMap, "Metric key -> number (non-finite ones counted per key).")
-    step: _doc(Count | None, "Training step.") = None
+    metrics: Annotated[
+        NumberMap, Meta(description="Metric key -> number (non-finite ones counted per key).")
+    ]
+    step: Annotated[Count | None, Meta(description="Training step.")] = None
 
 
 class CheckpointSaved(Event, tag="checkpoint_saved"):
     """A checkpoint was written."""
 
-    checkpoint_id: _doc(Ident, "Identifies the checkpoint.")
-    filepath: _doc(str | None, "Where it was written.") = None
-    step: _doc(Count | None, "Step it was taken at.") = None
-    metrics: _doc(NumberMap | None, "Metrics at that step.") = None
-    is_best: _doc(bool | None, "Marks it as the run's best (one best per run).") = None
+    checkpoint_id: Annotated[Ident, Meta(description="Identifies the checkpoint.")]
+    filepath: Annotated[str | None, Meta(description="Where it was written.")] = None
+    step: Annotated[Count | None, Meta(description="Step it was taken at.")] = None
+    metrics: Annotated[NumberMap | None, Meta(description="Metrics at that step.")] = None
+    is_best: Annotated[
+        bool | None, Meta(description="Marks it as the run's best (one best per run).")
+    ] = None
 
 
 class StatusChange(Event, tag="status_change"):
     """The run's status changes."""
 
     new_status: Status
-    old_status: _doc(str | None, "Previous status (informational).") = None
+    old_status: Annotated[str | None, Meta(description="Previous status (informational).")] = None
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (
