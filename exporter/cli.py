@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ from prometheus_client import generate_latest
 
 from exporter import __version__
 from exporter.app.wiring import SOURCE, build_pipeline, read_files_once, read_router_files_once
-from exporter.config import OPTIONS, ConfigError, add_arguments, listen_address, resolve
+from exporter.config import OPTIONS, ConfigError, Settings, add_arguments, listen_address, resolve
 from exporter.core.schema import render_schema
 from exporter.log_format import configure_logging
 from exporter.pipeline import Pipeline
@@ -190,7 +191,7 @@ def _command(args: argparse.Namespace) -> int:
         return 0
     names = {"serve": SERVE, "replay": REPLAY, "demo": DEMO}[args.command]
     settings = resolve(args, names)
-    configure_logging(settings["log_level"], settings["log_format"])
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "replay":
         return replay(args.paths, settings, args.history)
     if args.command == "demo":
@@ -255,8 +256,8 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word[:-1] + 'ies' if word.endswith('y') else word + 's'}"
 
 
-def replay(paths: list[str], settings: dict, history: str | None = None) -> int:
-    router_paths = settings["router_events"]
+def replay(paths: list[str], settings: Settings, history: str | None = None) -> int:
+    router_paths = settings.router_events
     if not paths and not router_paths:
         print("runwatch: replay needs event files (PATH) or --router-events", file=sys.stderr)
         return 2
@@ -268,7 +269,7 @@ def replay(paths: list[str], settings: dict, history: str | None = None) -> int:
             print(f"runwatch: {path}: {problem}", file=sys.stderr)
             return 2
     # Large inputs are parsed in a forked worker; it forks before the OTLP threads start.
-    parallel = ParallelReader(paths, settings["max_line_bytes"]) if worth_it(paths) else None
+    parallel = ParallelReader(paths, settings.max_line_bytes) if worth_it(paths) else None
     pipeline, otlp = build_pipeline(settings)
     recorder = HistoryRecorder()
     if history:
@@ -294,9 +295,9 @@ def replay(paths: list[str], settings: dict, history: str | None = None) -> int:
     return 0
 
 
-def _write_history(recorder: HistoryRecorder, pipeline: Pipeline, settings: dict) -> None:
+def _write_history(recorder: HistoryRecorder, pipeline: Pipeline, settings: Settings) -> None:
     """The step history as OpenMetrics on stdout; what was left out, on stderr."""
-    labels = {"job": settings["history_job"], "instance": settings["history_instance"] or "replay"}
+    labels = {"job": settings.history_job, "instance": settings.history_instance or "replay"}
     refused = [0]
     sys.stdout.writelines(openmetrics(recorder.steps, labels, refused))
     thinned = pipeline.state.dropped["step_rate"]
@@ -306,7 +307,7 @@ def _write_history(recorder: HistoryRecorder, pipeline: Pipeline, settings: dict
               f"last (same millisecond or out of order) left out", file=sys.stderr)  # fmt: skip
 
 
-def demo(settings: dict, interval: float) -> int:
+def demo(settings: Settings, interval: float) -> int:
     """The demo, in a temporary folder removed when it ends (however it ends)."""
     directory = Path(tempfile.mkdtemp(prefix="runwatch-demo-"))
     # The server re-raises the SIGTERM it stopped on; as SystemExit, this finally still runs.
@@ -321,23 +322,23 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _demo(settings: dict, interval: float, directory: Path) -> int:
+def _demo(settings: Settings, interval: float, directory: Path) -> int:
     events = directory / "events.jsonl"
     events.touch()
     pid_file = directory / "run.pid"
     router_trace = directory / "router.jsonl"
     router_trace.touch()
-    needs_reference = not (settings["bridge_url"] and settings["backend_url"])
+    needs_reference = not (settings.bridge_url and settings.backend_url)
     reference = _start_reference_bridge() if needs_reference else None
-    settings = {
-        **settings,
-        "events": [str(events)],
-        "router_events": [*settings["router_events"], str(router_trace)],
-        "state_file": None,
-        "pid_file": [*settings["pid_file"], str(pid_file)],
-        "bridge_url": settings["bridge_url"] or reference,
-        "backend_url": settings["backend_url"] or reference,
-    }
+    settings = dataclasses.replace(
+        settings,
+        events=[str(events)],
+        router_events=[*settings.router_events, str(router_trace)],
+        state_file=None,
+        pid_file=[*settings.pid_file, str(pid_file)],
+        bridge_url=settings.bridge_url or reference,
+        backend_url=settings.backend_url or reference,
+    )
     from exporter.app.runtime import Runtime
 
     # The demo plays the training process: its PID file names this process, which the
@@ -345,7 +346,7 @@ def _demo(settings: dict, interval: float, directory: Path) -> int:
     runtime = Runtime(settings, fake_gpu_pids=(os.getpid(),))
     threading.Thread(target=_generate, args=(events, pid_file, interval), daemon=True).start()
     threading.Thread(target=_route, args=(router_trace, interval), daemon=True).start()
-    host, port = settings["listen"][0]
+    host, port = settings.listen[0]
     address = listen_address("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, port)
     base = f"{'https' if runtime.web and runtime.web.tls_at_start else 'http'}://{address}"
     print(
@@ -353,10 +354,10 @@ def _demo(settings: dict, interval: float, directory: Path) -> int:
         f"  metrics:   {base}/metrics\n"
         f"  runs:      {base}/api/runs\n"
         f"  router:    events of a synthetic event router in {router_trace} (router_*)\n"
-        f"  bridge:    {settings['bridge_url']} (trading_* metrics)\n"
-        f"  backend:   {settings['backend_url']} (jobs as runs, training_job_*)\n"
-        f"  GPUs:      {settings['fake_gpus'] or 'NVML, if a driver is present'}"
-        f"{' simulated (--fake-gpus)' if settings['fake_gpus'] else ''}\n"
+        f"  bridge:    {settings.bridge_url} (trading_* metrics)\n"
+        f"  backend:   {settings.backend_url} (jobs as runs, training_job_*)\n"
+        f"  GPUs:      {settings.fake_gpus or 'NVML, if a driver is present'}"
+        f"{' simulated (--fake-gpus)' if settings.fake_gpus else ''}\n"
         f"  Prometheus: add to prometheus.yml\n"
         f"    scrape_configs:\n"
         f"      - job_name: runwatch\n"

@@ -1,7 +1,8 @@
 """Configuration: command-line flags, then ``RUNWATCH_*`` variables, then a YAML file.
 
-Every option is declared once in :data:`OPTIONS`; the argparse flags, the
-environment variable names, the YAML keys and ``--help`` all come from it.
+Every option is declared once, as a field of :class:`Settings` (typed, with its default
+and help); the argparse flags, the environment variable names, the YAML keys and
+``--help`` all come from it, and every command is built from the frozen Settings.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import yaml
@@ -138,6 +139,8 @@ def _telemetry_path(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Option:
+    """How one :class:`Settings` field is set: its flag, variable, YAML key and help."""
+
     name: str  # attribute, YAML key; flag is --name-with-dashes, env RUNWATCH_NAME
     default: Any
     help: str
@@ -164,170 +167,282 @@ class Option:
         return "RUNWATCH_" + self.name.upper()
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("events", [], "JSONL event file or glob to follow (repeatable). Read from the start "
-           "to recover runs in progress, then tailed; rotation and truncation are followed and "
-           "files that do not exist yet are waited for.", many=True, group="inputs",
-           metavar="PATH_OR_GLOB"),
-    Option("pid_file", [], "PID file of a training process (repeatable): JSON with pid, run_id "
-           "and started_at. Gives training_process_up; a run whose process is gone without "
-           "run_complete becomes 'crashed'.", many=True, group="inputs", metavar="PATH"),
-    Option("state_file", None, "Where to keep the file cursors (identity and offset) so a "
-           "restart does not emit the spans of finished runs again.", group="inputs",
-           metavar="PATH"),
-    Option("poll_interval", 1.0, "Seconds between file rescans when inotify is unavailable, "
-           "and the safety rescan period when it is.", _positive_float, group="inputs"),
-    Option("force_polling", False, "Poll files instead of using inotify (network filesystems).",
-           _bool, group="inputs"),
-    Option("pid_interval", 1.0, "Seconds between PID-file liveness checks.", _positive_float,
-           group="inputs"),
-    Option("max_line_bytes", 1 << 20, "Longest event line accepted; longer ones are skipped and "
-           "counted as line_too_long.", _positive_int, group="inputs"),
-    Option("strict_events", False, "Refuse events that lack a UTC offset, a timestamp or a "
-           "run_id (counted as invalid_timestamp / missing_field) instead of completing them "
-           "as the training dashboard's own reader does (counted in "
-           "runwatch_events_lenient_total).", _bool,
-           group="inputs"),
-    Option("max_body_bytes", 16 << 20, "Largest POST /v1/events body; larger ones get 413.",
-           _positive_int, group="inputs"),
-    Option("body_timeout", 30.0, "Seconds a POST /v1/events body may take to arrive; a "
-           "client that stalls longer gets 408 and its body is counted as body_incomplete.",
-           _positive_float, group="inputs"),
-    Option("max_response_bytes", 8 << 20, "Largest REST response read from the trading "
-           "bridge or the training backend; a larger one is cut off, left out of that poll "
-           "and counted as response_too_large.", _positive_int, group="inputs"),
-    Option("listen", [("127.0.0.1", DEFAULT_PORT)], "HOST:PORT to serve /metrics, /healthz, "
-           "/readyz, /api/runs and POST /v1/events on (repeatable: several addresses); "
-           ":PORT listens on every interface.", _listen, many=True, group="server",
-           metavar="HOST:PORT", standard="--web.listen-address"),
-    Option("web_config_file", None, "Web configuration in the exporter-toolkit format "
-           "(node_exporter's): tls_server_config (certificate, key, client certificates, "
-           "min/max TLS version), basic_auth_users (bcrypt hashes), http_server_config "
-           "headers. Re-read when it or its certificates change, for each new connection.",
-           group="server", metavar="FILE", standard="--web.config.file"),
-    Option("telemetry_path", "/metrics", "The path the metrics are served on.",
-           _telemetry_path, group="server", metavar="PATH", standard="--web.telemetry-path"),
-    Option("tls_cert_file", None, "PEM certificate: serve HTTPS (with --tls-key-file); "
-           "--web.config.file does this and more.", group="server"),
-    Option("tls_key_file", None, "PEM private key for --tls-cert-file.", group="server"),
-    Option("basic_auth_user", None, "Require HTTP basic auth with this user (all endpoints but "
-           "/healthz); --web.config.file's basic_auth_users takes several.", group="server"),
-    Option("basic_auth_password_file", None, "File holding the basic-auth password "
-           "(or set RUNWATCH_BASIC_AUTH_PASSWORD).", group="server"),
-    Option("otlp_endpoint", None, "OTLP endpoint, e.g. http://localhost:4318 (HTTP) or "
-           "http://localhost:4317 (gRPC). Default: OTEL_EXPORTER_OTLP_ENDPOINT; OTLP is off "
-           "when neither is set.", group="otlp"),
-    Option("otlp_protocol", None, "grpc or http/protobuf. Default: OTEL_EXPORTER_OTLP_PROTOCOL, "
-           "else http/protobuf.", _one_of(*OTLP_PROTOCOLS), group="otlp"),
-    Option("service_name", None, "service.name resource attribute. Default: OTEL_SERVICE_NAME, "
-           "else runwatch.", group="otlp"),
-    Option("otlp_naming", "semconv", "OTel metric names: 'semconv' (semantic conventions: "
-           "hw.gpu.utilization, hw.power, process.cpu.time, ...) or 'prometheus' (names that "
-           "translate to exactly those on /metrics, so the shipped dashboards work through a "
-           "collector unchanged).", _one_of(*OTLP_NAMINGS), group="otlp"),
-    Option("otlp_metrics", True, "Send metrics over OTLP as well as spans; --no-otlp-metrics "
-           "when Prometheus scrapes /metrics and OTLP should carry only the traces (no "
-           "duplicate series).", _bool, group="otlp"),
-    Option("otlp_logs", True, "Send every event as an OTLP log record (the event log: a "
-           "readable line, its severity, and the trace and span ids of its run, stage or "
-           "target span); --no-otlp-logs for spans and metrics only.", _bool, group="otlp"),
-    Option("remote_write_url", None, "Prometheus remote-write receiver, e.g. "
-           "http://127.0.0.1:9090/api/v1/write (Prometheus started with "
-           "--web.enable-remote-write-receiver): every logged step's values are written as "
-           "training_step_metric{run_id, key} at the event's time, up to "
-           "--max-history-steps-per-second per run. Off when unset.", group="step history",
-           metavar="URL"),
-    Option("history_job", "runwatch", "The job label of training_step_metric: the job "
-           "Prometheus scrapes runwatch as, so the boards' $job filter finds both.",
-           group="step history", metavar="JOB"),
-    Option("history_instance", None, "The instance label of training_step_metric: the "
-           "address Prometheus scrapes runwatch at. Default: --listen (this host's name "
-           "instead of a wildcard address); replay: 'replay'.", group="step history",
-           metavar="HOST:PORT"),
-    Option("nvml", True, "Sample GPUs through NVML (nvidia-ml-py). Without a driver the nvml "
-           "source reports runwatch_source_up 0, says why once, retries every minute, and the "
-           "rest runs.", _bool, group="gpu and system"),
-    Option("gpu_interval", 5.0, "Seconds between GPU samples (scrapes read the last one).",
-           _positive_float, group="gpu and system"),
-    Option("gpu_pcie_throughput", False, "Also sample PCIe throughput (NVML measures a 20 ms "
-           "window per direction, per GPU, per sample).", _bool, group="gpu and system"),
-    Option("fake_gpus", 0, "Simulate this many GPUs instead of NVML (moving readings; for "
-           "trying dashboards and alerts without a GPU).", _non_negative_int,
-           group="gpu and system", metavar="N"),
-    Option("system", True, "Sample the host (CPU, load, memory, disk, network) and each run's "
-           "process tree (from its PID file) with psutil.", _bool, group="gpu and system"),
-    Option("system_interval", 5.0, "Seconds between host and process samples.",
-           _positive_float, group="gpu and system"),
-    Option("bridge_url", None, "Base URL of a trading bridge, e.g. "
-           "http://127.0.0.1:8765: its REST endpoints are polled and its /ws/events followed.",
-           group="trading bridge", metavar="URL"),
-    Option("bridge_interval", 5.0, "Seconds between polls of the bridge's REST endpoints.",
-           _positive_float, group="trading bridge"),
-    Option("bridge_timeout", 2.0, "Seconds one bridge request may take, from connecting to "
-           "its last byte; a slower one is cut off and counted as a timeout.", _positive_float,
-           group="trading bridge"),
-    Option("backend_url", None, "Base URL of a training backend, e.g. "
-           "http://127.0.0.1:8000: its /ws messages become runs (job_id as run_id), GET / is "
-           "its health; runwatch's own POST /start_training passes starts through to it (the "
-           "202 and its job_id start the handshake clock; so does GET /jobs where the backend "
-           "has one).", group="training backend",
-           metavar="URL"),
-    Option("backend_interval", 10.0, "Seconds between REST checks of the backend (health, "
-           "job listing, job status while the WebSocket is down).", _positive_float,
-           group="training backend"),
-    Option("backend_timeout", 2.0, "Seconds one backend request may take, from connecting to "
-           "its last byte.", _positive_float, group="training backend"),
-    Option("backend_ack_timeout", 30.0, "Seconds a job may wait between accepted and "
-           "training.started before it counts in training_job_ack_timeouts_total.",
-           _positive_float, group="training backend"),
-    Option("router_events", [], "JSONL trace of an event router (path or glob, repeatable): "
-           "each line a JSON event with a type field, turned into telemetry by the router "
-           "mapping; followed like --events.", many=True, group="event router",
-           metavar="PATH_OR_GLOB"),
-    Option("router_sqlite", None, "SQLite database of an event router's cross-process queue, "
-           "read-only: its table (--router-sqlite-table) is polled by rowid, columns as "
-           "fields, the payload column's JSON decoded.", group="event router", metavar="PATH"),
-    Option("router_sqlite_table", "events", "The table of --router-sqlite holding the events.",
-           group="event router", metavar="TABLE"),
-    Option("router_interval", 2.0, "Seconds between polls of --router-sqlite.", _positive_float,
-           group="event router"),
-    Option("router_mapping", None, "YAML mapping from router events to counters, spans, gauges "
-           "and flows (see the README). Default: the built-in mapping of the event router's "
-           "catalogue (training, evaluation, model, data sync, cluster, daemon events).",
-           group="event router", metavar="FILE"),
-    Option("max_runs", 100, "Runs kept. When a new run would pass it, the finished run that "
-           "ended first is forgotten (failed and crashed ones last, so their alerts stay); "
-           "only when all are live is one cut, counted in runwatch_series_dropped_total.",
-           _positive_int, group="limits"),
-    Option("finished_run_retention", 86400.0, "How long a finished run (completed, failed, "
-           "crashed, ...) is kept, from when runwatch saw it end: its series, and the alert "
-           "on a failed or crashed run, last this long. Seconds or 90s, 30m, 24h, 7d.",
-           _duration, group="limits", metavar="DURATION"),
-    Option("max_positions", 100, "Positions with series, the largest by market value first.",
-           _positive_int, group="limits"),
-    Option("max_stages_per_run", 32, "Stages kept per run.", _positive_int, group="limits"),
-    Option("max_targets_per_run", 500, "Targets with a best-AUC series per run.", _positive_int,
-           group="limits"),
-    Option("max_metric_keys_per_run", 100, "Step-metric keys per run (first come, kept).",
-           _positive_int, group="limits"),
-    Option("max_checkpoints_per_run", 50, "Checkpoints per run; the oldest non-best go first.",
-           _positive_int, group="limits"),
-    Option("max_error_types_per_run", 32, "Error types per run; more fold into 'other'.",
-           _positive_int, group="limits"),
-    Option("max_history_steps_per_second", 100, "Steps of step history kept per run per "
-           "second of event time; above it every Nth step is kept (N from the second before) "
-           "and the values thinned out are counted in runwatch_series_dropped_total"
-           "{reason=\"step_rate\"}.", _positive_int, group="limits"),
-    Option("max_clock_skew", 5.0, "Seconds an event may be older than its run's latest (or "
-           "start) before it is rejected as out_of_order (before_run_start).",
-           _non_negative_float, group="limits"),
-    Option("log_level", "info", "debug, info, warning or error.",
-           _one_of(*LOG_LEVELS, fold_case=True), group="general", standard="--log.level"),
-    Option("log_format", "logfmt", "logfmt (key=value, as Prometheus and its exporters log) or "
-           "json, for runwatch's and the web server's lines alike.", _one_of(*LOG_FORMATS),
-           group="general", standard="--log.format"),
-)  # fmt: skip
+OPTION = "runwatch.option"  # the metadata key of a Settings field's Option
 
+
+def option(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    *,
+    many: bool = False,
+    group: str = "general",
+    metavar: str = "",
+    standard: str = "",
+) -> Any:
+    """A :class:`Settings` field with its :class:`Option` (named after the field) as metadata."""
+    spec = Option("", default, help, parse, many, group, metavar, standard)
+    if isinstance(default, list):  # each Settings gets its own list
+        return field(default_factory=lambda: list(default), metadata={OPTION: spec})
+    return field(default=default, metadata={OPTION: spec})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every option, typed: what :func:`resolve` returns and every command is built from.
+    Each is declared once, here, with its default and help; its flag, environment variable,
+    YAML key and ``--help`` (:data:`OPTIONS`) all come from the field."""
+
+    # fmt: off
+    events: list[str] = option(
+        [], "JSONL event file or glob to follow (repeatable). Read from the start "
+        "to recover runs in progress, then tailed; rotation and truncation are followed and "
+        "files that do not exist yet are waited for.", many=True, group="inputs",
+        metavar="PATH_OR_GLOB"
+    )
+    pid_file: list[str] = option(
+        [], "PID file of a training process (repeatable): JSON with pid, run_id "
+        "and started_at. Gives training_process_up; a run whose process is gone without "
+        "run_complete becomes 'crashed'.", many=True, group="inputs", metavar="PATH"
+    )
+    state_file: str | None = option(
+        None, "Where to keep the file cursors (identity and offset) so a "
+        "restart does not emit the spans of finished runs again.", group="inputs",
+        metavar="PATH"
+    )
+    poll_interval: float = option(
+        1.0, "Seconds between file rescans when inotify is unavailable, "
+        "and the safety rescan period when it is.", _positive_float, group="inputs"
+    )
+    force_polling: bool = option(
+        False, "Poll files instead of using inotify (network filesystems).",
+        _bool, group="inputs"
+    )
+    pid_interval: float = option(1.0, "Seconds between PID-file liveness checks.", _positive_float,
+                                 group="inputs")
+    max_line_bytes: int = option(
+        1 << 20, "Longest event line accepted; longer ones are skipped and "
+        "counted as line_too_long.", _positive_int, group="inputs"
+    )
+    strict_events: bool = option(
+        False, "Refuse events that lack a UTC offset, a timestamp or a "
+        "run_id (counted as invalid_timestamp / missing_field) instead of completing them "
+        "as the training dashboard's own reader does (counted in "
+        "runwatch_events_lenient_total).", _bool,
+        group="inputs"
+    )
+    max_body_bytes: int = option(16 << 20, "Largest POST /v1/events body; larger ones get 413.",
+                                 _positive_int, group="inputs")
+    body_timeout: float = option(
+        30.0, "Seconds a POST /v1/events body may take to arrive; a "
+        "client that stalls longer gets 408 and its body is counted as body_incomplete.",
+        _positive_float, group="inputs"
+    )
+    max_response_bytes: int = option(
+        8 << 20, "Largest REST response read from the trading "
+        "bridge or the training backend; a larger one is cut off, left out of that poll "
+        "and counted as response_too_large.", _positive_int, group="inputs"
+    )
+    listen: list[tuple[str, int]] = option(
+        [("127.0.0.1", DEFAULT_PORT)], "HOST:PORT to serve /metrics, /healthz, "
+        "/readyz, /api/runs and POST /v1/events on (repeatable: several addresses); "
+        ":PORT listens on every interface.", _listen, many=True, group="server",
+        metavar="HOST:PORT", standard="--web.listen-address"
+    )
+    web_config_file: str | None = option(
+        None, "Web configuration in the exporter-toolkit format "
+        "(node_exporter's): tls_server_config (certificate, key, client certificates, "
+        "min/max TLS version), basic_auth_users (bcrypt hashes), http_server_config "
+        "headers. Re-read when it or its certificates change, for each new connection.",
+        group="server", metavar="FILE", standard="--web.config.file"
+    )
+    telemetry_path: str = option(
+        "/metrics", "The path the metrics are served on.",
+        _telemetry_path, group="server", metavar="PATH", standard="--web.telemetry-path"
+    )
+    tls_cert_file: str | None = option(None, "PEM certificate: serve HTTPS (with --tls-key-file); "
+                                       "--web.config.file does this and more.", group="server")
+    tls_key_file: str | None = option(None, "PEM private key for --tls-cert-file.", group="server")
+    basic_auth_user: str | None = option(
+        None, "Require HTTP basic auth with this user (all endpoints but "
+        "/healthz); --web.config.file's basic_auth_users takes several.", group="server"
+    )
+    basic_auth_password_file: str | None = option(
+        None, "File holding the basic-auth password "
+        "(or set RUNWATCH_BASIC_AUTH_PASSWORD).", group="server"
+    )
+    otlp_endpoint: str | None = option(
+        None, "OTLP endpoint, e.g. http://localhost:4318 (HTTP) or "
+        "http://localhost:4317 (gRPC). Default: OTEL_EXPORTER_OTLP_ENDPOINT; OTLP is off "
+        "when neither is set.", group="otlp"
+    )
+    otlp_protocol: str | None = option(
+        None, "grpc or http/protobuf. Default: OTEL_EXPORTER_OTLP_PROTOCOL, "
+        "else http/protobuf.", _one_of(*OTLP_PROTOCOLS), group="otlp"
+    )
+    service_name: str | None = option(
+        None, "service.name resource attribute. Default: OTEL_SERVICE_NAME, "
+        "else runwatch.", group="otlp"
+    )
+    otlp_naming: str = option(
+        "semconv", "OTel metric names: 'semconv' (semantic conventions: "
+        "hw.gpu.utilization, hw.power, process.cpu.time, ...) or 'prometheus' (names that "
+        "translate to exactly those on /metrics, so the shipped dashboards work through a "
+        "collector unchanged).", _one_of(*OTLP_NAMINGS), group="otlp"
+    )
+    otlp_metrics: bool = option(
+        True, "Send metrics over OTLP as well as spans; --no-otlp-metrics "
+        "when Prometheus scrapes /metrics and OTLP should carry only the traces (no "
+        "duplicate series).", _bool, group="otlp"
+    )
+    otlp_logs: bool = option(
+        True, "Send every event as an OTLP log record (the event log: a "
+        "readable line, its severity, and the trace and span ids of its run, stage or "
+        "target span); --no-otlp-logs for spans and metrics only.", _bool, group="otlp"
+    )
+    remote_write_url: str | None = option(
+        None, "Prometheus remote-write receiver, e.g. "
+        "http://127.0.0.1:9090/api/v1/write (Prometheus started with "
+        "--web.enable-remote-write-receiver): every logged step's values are written as "
+        "training_step_metric{run_id, key} at the event's time, up to "
+        "--max-history-steps-per-second per run. Off when unset.", group="step history",
+        metavar="URL"
+    )
+    history_job: str = option(
+        "runwatch", "The job label of training_step_metric: the job "
+        "Prometheus scrapes runwatch as, so the boards' $job filter finds both.",
+        group="step history", metavar="JOB"
+    )
+    history_instance: str | None = option(
+        None, "The instance label of training_step_metric: the "
+        "address Prometheus scrapes runwatch at. Default: --listen (this host's name "
+        "instead of a wildcard address); replay: 'replay'.", group="step history",
+        metavar="HOST:PORT"
+    )
+    nvml: bool = option(
+        True, "Sample GPUs through NVML (nvidia-ml-py). Without a driver the nvml "
+        "source reports runwatch_source_up 0, says why once, retries every minute, and the "
+        "rest runs.", _bool, group="gpu and system"
+    )
+    gpu_interval: float = option(5.0, "Seconds between GPU samples (scrapes read the last one).",
+                                 _positive_float, group="gpu and system")
+    gpu_pcie_throughput: bool = option(
+        False, "Also sample PCIe throughput (NVML measures a 20 ms "
+        "window per direction, per GPU, per sample).", _bool, group="gpu and system"
+    )
+    fake_gpus: int = option(0, "Simulate this many GPUs instead of NVML (moving readings; for "
+                            "trying dashboards and alerts without a GPU).", _non_negative_int,
+                            group="gpu and system", metavar="N")
+    system: bool = option(
+        True, "Sample the host (CPU, load, memory, disk, network) and each run's "
+        "process tree (from its PID file) with psutil.", _bool, group="gpu and system"
+    )
+    system_interval: float = option(5.0, "Seconds between host and process samples.",
+                                    _positive_float, group="gpu and system")
+    bridge_url: str | None = option(
+        None, "Base URL of a trading bridge, e.g. "
+        "http://127.0.0.1:8765: its REST endpoints are polled and its /ws/events followed.",
+        group="trading bridge", metavar="URL"
+    )
+    bridge_interval: float = option(5.0, "Seconds between polls of the bridge's REST endpoints.",
+                                    _positive_float, group="trading bridge")
+    bridge_timeout: float = option(
+        2.0, "Seconds one bridge request may take, from connecting to "
+        "its last byte; a slower one is cut off and counted as a timeout.", _positive_float,
+        group="trading bridge"
+    )
+    backend_url: str | None = option(
+        None, "Base URL of a training backend, e.g. "
+        "http://127.0.0.1:8000: its /ws messages become runs (job_id as run_id), GET / is "
+        "its health; runwatch's own POST /start_training passes starts through to it (the "
+        "202 and its job_id start the handshake clock; so does GET /jobs where the backend "
+        "has one).", group="training backend",
+        metavar="URL"
+    )
+    backend_interval: float = option(
+        10.0, "Seconds between REST checks of the backend (health, "
+        "job listing, job status while the WebSocket is down).", _positive_float,
+        group="training backend"
+    )
+    backend_timeout: float = option(2.0, "Seconds one backend request may take, from connecting to "
+                                    "its last byte.", _positive_float, group="training backend")
+    backend_ack_timeout: float = option(
+        30.0, "Seconds a job may wait between accepted and "
+        "training.started before it counts in training_job_ack_timeouts_total.",
+        _positive_float, group="training backend"
+    )
+    router_events: list[str] = option(
+        [], "JSONL trace of an event router (path or glob, repeatable): "
+        "each line a JSON event with a type field, turned into telemetry by the router "
+        "mapping; followed like --events.", many=True, group="event router",
+        metavar="PATH_OR_GLOB"
+    )
+    router_sqlite: str | None = option(
+        None, "SQLite database of an event router's cross-process queue, "
+        "read-only: its table (--router-sqlite-table) is polled by rowid, columns as "
+        "fields, the payload column's JSON decoded.", group="event router", metavar="PATH"
+    )
+    router_sqlite_table: str = option("events", "The table of --router-sqlite holding the events.",
+                                      group="event router", metavar="TABLE")
+    router_interval: float = option(
+        2.0, "Seconds between polls of --router-sqlite.", _positive_float,
+        group="event router"
+    )
+    router_mapping: str | None = option(
+        None, "YAML mapping from router events to counters, spans, gauges "
+        "and flows (see the README). Default: the built-in mapping of the event router's "
+        "catalogue (training, evaluation, model, data sync, cluster, daemon events).",
+        group="event router", metavar="FILE"
+    )
+    max_runs: int = option(
+        100, "Runs kept. When a new run would pass it, the finished run that "
+        "ended first is forgotten (failed and crashed ones last, so their alerts stay); "
+        "only when all are live is one cut, counted in runwatch_series_dropped_total.",
+        _positive_int, group="limits"
+    )
+    finished_run_retention: float = option(
+        86400.0, "How long a finished run (completed, failed, "
+        "crashed, ...) is kept, from when runwatch saw it end: its series, and the alert "
+        "on a failed or crashed run, last this long. Seconds or 90s, 30m, 24h, 7d.",
+        _duration, group="limits", metavar="DURATION"
+    )
+    max_positions: int = option(100, "Positions with series, the largest by market value first.",
+                                _positive_int, group="limits")
+    max_stages_per_run: int = option(32, "Stages kept per run.", _positive_int, group="limits")
+    max_targets_per_run: int = option(500, "Targets with a best-AUC series per run.", _positive_int,
+                                      group="limits")
+    max_metric_keys_per_run: int = option(100, "Step-metric keys per run (first come, kept).",
+                                          _positive_int, group="limits")
+    max_checkpoints_per_run: int = option(50, "Checkpoints per run; the oldest non-best go first.",
+                                          _positive_int, group="limits")
+    max_error_types_per_run: int = option(32, "Error types per run; more fold into 'other'.",
+                                          _positive_int, group="limits")
+    max_history_steps_per_second: int = option(
+        100, "Steps of step history kept per run per "
+        "second of event time; above it every Nth step is kept (N from the second before) "
+        "and the values thinned out are counted in runwatch_series_dropped_total"
+        "{reason=\"step_rate\"}.", _positive_int, group="limits"
+    )
+    max_clock_skew: float = option(
+        5.0, "Seconds an event may be older than its run's latest (or "
+        "start) before it is rejected as out_of_order (before_run_start).",
+        _non_negative_float, group="limits"
+    )
+    log_level: str = option(
+        "info", "debug, info, warning or error.",
+        _one_of(*LOG_LEVELS, fold_case=True), group="general", standard="--log.level"
+    )
+    log_format: str = option(
+        "logfmt", "logfmt (key=value, as Prometheus and its exporters log) or "
+        "json, for runwatch's and the web server's lines alike.", _one_of(*LOG_FORMATS),
+        group="general", standard="--log.format"
+    )
+    # fmt: on
+
+
+OPTIONS: tuple[Option, ...] = tuple(
+    replace(f.metadata[OPTION], name=f.name) for f in fields(Settings)
+)
 _BY_NAME = {option.name: option for option in OPTIONS}
 
 
@@ -360,10 +475,11 @@ def add_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
             )
 
 
-def resolve(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
-    """Flags, then environment, then the YAML file of --config, then defaults."""
+def resolve(args: argparse.Namespace, names: list[str]) -> Settings:
+    """The named options from flags, then environment, then the YAML file of --config; the
+    others, and those set nowhere, at their defaults."""
     from_file = _load_yaml(getattr(args, "config", None), names)
-    settings: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     for name in names:
         option = _BY_NAME[name]
         value = getattr(args, name, None)
@@ -374,11 +490,9 @@ def resolve(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
                 value = [item for item in value.split(",") if item]
         if value is None and name in from_file:
             value, origin = from_file[name], f"{name} in the config file"
-        if value is None:
-            settings[name] = option.default
-            continue
-        settings[name] = _parse(option, value, origin)
-    return settings
+        if value is not None:
+            given[name] = _parse(option, value, origin)
+    return Settings(**given)
 
 
 def _parse(option: Option, value: Any, origin: str) -> Any:
@@ -386,7 +500,7 @@ def _parse(option: Option, value: Any, origin: str) -> Any:
         if option.many:
             items = value if isinstance(value, list) else [value]
             return [option.parse(str(item)) for item in items]
-        return option.parse(value if isinstance(value, bool) else str(value))
+        return option.parse(str(value))  # YAML's true is "True", which _bool reads
     except ValueError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Protocol, cast
 
 from exporter.core.engine_cycles import EngineCycles
 from exporter.core.events import (
@@ -59,7 +60,7 @@ class View:
 
 
 class OutputSink(Protocol):
-    def handle(self, outputs: list[Output], emit_spans: bool) -> None:
+    def handle(self, outputs: Sequence[Output], emit_spans: bool) -> None:
         """Receive spans that ended and durations observed by one reduction."""
 
 
@@ -117,7 +118,7 @@ class Pipeline:
         return rejections[0][1] if rejections else None
 
     def apply_parsed(
-        self, items: list[Parsed], source: str, spans_from: int = 0
+        self, items: Sequence[Parsed], source: str, spans_from: int = 0
     ) -> list[tuple[int, Refused]]:
         """Apply parsed lines under one lock; items before index ``spans_from`` emit no spans
         (they were exported before a restart). Returns the index and rejection of each item
@@ -130,11 +131,11 @@ class Pipeline:
                     item = items[index]
                     if item is None:
                         continue
-                    if item.__class__ is Refused:
+                    if isinstance(item, Refused):
                         self.reject(source, item)
                         rejections.append((index, item))
                         continue
-                    if item.run_id is None or item.timestamp.__class__ is not float:
+                    if item.run_id is None or not isinstance(item.timestamp, float):
                         try:
                             self._complete(item, source, items, range(indices.start, index))
                         except Rejected as rejected:
@@ -153,7 +154,7 @@ class Pipeline:
                         continue
                     if outputs:
                         self._hand_on(outputs, index >= spans_from)
-                    if item.__class__ is CustomEvent and self.router is not None:
+                    if isinstance(item, CustomEvent) and self.router is not None:
                         self._map_custom(item, index >= spans_from)
             latest = _latest_run_id(items, indices)
             if latest is not None:
@@ -162,7 +163,7 @@ class Pipeline:
         self.stats.count(self.stats.ingested, source, accepted)
         return rejections
 
-    def _complete(self, event: Event, source: str, items: list[Parsed], before: range) -> None:
+    def _complete(self, event: Event, source: str, items: Sequence[Parsed], before: range) -> None:
         """Apply the LENIENCIES an event needs, counting each; raises Rejected when
         ``strict_events`` is set or no run can be named. ``before``: the items of this slice
         before the event (earlier slices are in ``_latest_run``)."""
@@ -185,10 +186,12 @@ class Pipeline:
             # a file read long after it was written (or a clock far off ours): the time of
             # the run's latest event keeps it in order with its neighbours
             skew = self.state.limits.max_clock_skew_seconds
-            far = run is not None and abs(now - run.last_event) > skew
-            event.timestamp = run.last_event if far else now
+            if run is not None and abs(now - run.last_event) > skew:
+                event.timestamp = run.last_event
+            else:
+                event.timestamp = now
             self._lenient(source, "missing_timestamp")
-        elif event.timestamp.__class__ is not float:
+        elif isinstance(event.timestamp, datetime):
             if self.strict_events:
                 raise Rejected("invalid_timestamp", "no UTC offset (--strict-events)")
             event.timestamp = naive_seconds(event.timestamp)
@@ -205,10 +208,11 @@ class Pipeline:
             return
         value: dict[str, Any] = {**event.fields, "run_id": event.run_id,
                                  mapping.type_field: event.type_name}  # fmt: skip
+        timestamp = cast(float, event.timestamp)  # completed before it was applied
         if mapping.time_field is not None:
-            value[mapping.time_field] = event.timestamp
+            value[mapping.time_field] = timestamp
         try:
-            outputs = router.apply(value, event.timestamp)
+            outputs = router.apply(value, timestamp)
         except Rejected:  # its fields broke a rule's expectations; the core event stands
             return
         if outputs:
@@ -342,7 +346,7 @@ class Pipeline:
         self._snapshot = (time.monotonic(), view)
         return view
 
-    def _hand_on(self, outputs: list[Output], emit_spans: bool) -> None:
+    def _hand_on(self, outputs: Sequence[Output], emit_spans: bool) -> None:
         for sink in self._sinks:
             try:
                 sink.handle(outputs, emit_spans)
@@ -352,10 +356,10 @@ class Pipeline:
                     log.exception("output %r failed; ingestion goes on", sink)
 
 
-def _latest_run_id(items: list[Parsed], indices: range) -> str | None:
+def _latest_run_id(items: Sequence[Parsed], indices: range) -> str | None:
     """The run id of the last event among ``items[indices]`` that names one."""
     for index in reversed(indices):
         item = items[index]
-        if item is not None and item.__class__ is not Refused and item.run_id is not None:
+        if isinstance(item, Event) and item.run_id is not None:
             return item.run_id
     return None

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,11 +20,12 @@ from exporter.app.retention import RetentionSweeper
 from exporter.app.server import create_app
 from exporter.app.web_config import LiveWebConfig, ReloadingServerContext, TlsSettings, WebConfig
 from exporter.app.wiring import attach_remote_write, build_background, build_pipeline, file_tailer
-from exporter.config import ConfigError, listen_address
+from exporter.config import ConfigError, Settings, listen_address
 from exporter.sources.attribution import no_runs
 from exporter.sources.files.jsonl import CursorStore, Tailer
 from exporter.sources.peers.start_proxy import add_start_proxy
 from exporter.sources.pidfile import PidFileWatcher
+from exporter.sources.worker import Worker
 from exporter.telemetry.prometheus import catalogue_registry
 from exporter.telemetry.self_stats import PID_FILE_SOURCE
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 5.0
 """Longest a shutdown waits for threads and the last OTLP export, after the cursors."""
-GRACEFUL_SHUTDOWN_SECONDS = 3.0
+GRACEFUL_SHUTDOWN_SECONDS = 3  # uvicorn takes whole seconds
 """Longest the server waits for open connections (a stalled client) before stopping."""
 
 
@@ -41,31 +41,31 @@ LEGACY_WEB_FLAGS = ("tls_cert_file", "tls_key_file", "basic_auth_user", "basic_a
 LISTEN_BACKLOG = 2048
 
 
-def web_config(settings: dict[str, Any]) -> LiveWebConfig | None:
+def web_config(settings: Settings) -> LiveWebConfig | None:
     """The web configuration: --web.config.file's, or the one the older TLS and basic-auth
     flags describe; None when neither asks for anything."""
-    legacy = [name for name in LEGACY_WEB_FLAGS if settings.get(name)]
-    path = settings.get("web_config_file")
+    legacy = [name for name in LEGACY_WEB_FLAGS if getattr(settings, name)]
+    path = settings.web_config_file
     if path and legacy:
         flags = ", ".join("--" + name.replace("_", "-") for name in legacy)
         raise ConfigError(f"--web.config.file replaces {flags}: give one or the other")
     if path:
         return LiveWebConfig(path)
-    cert, key = settings.get("tls_cert_file"), settings.get("tls_key_file")
+    cert, key = settings.tls_cert_file, settings.tls_key_file
     if bool(cert) != bool(key):
         raise ConfigError("--tls-cert-file and --tls-key-file go together")
-    user = settings.get("basic_auth_user")
+    user = settings.basic_auth_user
     users = {user: hash_password(_legacy_password(settings))} if user else {}
     if not (cert or users):
         return None
     return LiveWebConfig(None, WebConfig(TlsSettings(cert, key) if cert else None, users))
 
 
-def _legacy_password(settings: dict[str, Any]) -> str:
+def _legacy_password(settings: Settings) -> str:
     password = os.environ.get("RUNWATCH_BASIC_AUTH_PASSWORD")
-    if settings.get("basic_auth_password_file"):
+    if settings.basic_auth_password_file:
         try:
-            password = Path(settings["basic_auth_password_file"]).read_text().strip()
+            password = Path(settings.basic_auth_password_file).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"--basic-auth-password-file: {exc}") from None
     if not password:
@@ -124,28 +124,28 @@ def _bind_any(port: int) -> socket.socket:
 class Runtime:
     """Everything ``runwatch serve`` runs; started and stopped with the HTTP server."""
 
-    def __init__(self, settings: dict[str, Any], fake_gpu_pids: tuple[int, ...] = ()) -> None:
+    def __init__(self, settings: Settings, fake_gpu_pids: tuple[int, ...] = ()) -> None:
         self.settings = settings
         self.web = web_config(settings)
         self.pipeline, self.otlp = build_pipeline(settings)
         self.remote_write = attach_remote_write(self.pipeline, settings)
         self.tailer: Tailer | None = None
-        if settings["events"]:
-            store = CursorStore(Path(settings["state_file"])) if settings["state_file"] else None
+        if settings.events:
+            store = CursorStore(Path(settings.state_file)) if settings.state_file else None
             self.tailer = file_tailer(
                 self.pipeline,
-                settings["events"],
+                settings.events,
                 cursor_store=store,
-                poll_interval=settings["poll_interval"],
-                force_polling=settings["force_polling"],
+                poll_interval=settings.poll_interval,
+                force_polling=settings.force_polling,
             )
         self.pid_watcher: PidFileWatcher | None = None
-        if settings["pid_file"]:
+        if settings.pid_file:
             self.pid_watcher = PidFileWatcher(
-                settings["pid_file"],
+                settings.pid_file,
                 self.pipeline.observe_process,
                 lambda rejected: self.pipeline.reject(PID_FILE_SOURCE, rejected),
-                settings["pid_interval"],
+                settings.pid_interval,
             )
         self.background = build_background(
             settings,
@@ -158,17 +158,17 @@ class Runtime:
             self.pipeline,
             catalogue_registry(self.pipeline, own_process=True),
             ready=lambda: self.tailer is None or self.tailer.ready.is_set(),
-            max_body_bytes=settings["max_body_bytes"],
-            body_timeout=settings["body_timeout"],
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout=settings.body_timeout,
             web=self.web,
-            telemetry_path=settings["telemetry_path"],
+            telemetry_path=settings.telemetry_path,
             lifespan=self._lifespan,
         )
-        if settings["backend_url"]:
-            add_start_proxy(self.app, self.pipeline, settings["backend_url"])
+        if settings.backend_url:
+            add_start_proxy(self.app, self.pipeline, settings.backend_url)
         self.sockets: list[socket.socket] = []
         try:  # last: a port in use is refused before any thread starts
-            for host, port in settings["listen"]:
+            for host, port in settings.listen:
                 self.sockets.append(bind(host, port))
         except ConfigError:
             for sock in self.sockets:
@@ -200,7 +200,7 @@ class Runtime:
             log.info("stopping within %g s (a second SIGINT or SIGTERM exits at once)",
                      SHUTDOWN_SECONDS)  # fmt: skip
             deadline = time.monotonic() + SHUTDOWN_SECONDS
-            workers = [w for w in (self.tailer, self.pid_watcher) if w is not None]
+            workers: list[Worker] = [w for w in (self.tailer, self.pid_watcher) if w is not None]
             workers += self.background
             for worker in workers:
                 worker.request_stop()
@@ -214,7 +214,7 @@ class Runtime:
         config = uvicorn.Config(
             self.app,
             log_config=None,  # runwatch's handler and format (exporter.log_format)
-            log_level=self.settings["log_level"],
+            log_level=self.settings.log_level,
             access_log=False,
             # stalled clients do not hold up an exit
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

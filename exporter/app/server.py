@@ -16,7 +16,7 @@ import asyncio
 import gzip
 import html
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -137,12 +137,14 @@ def _web_config_middleware(app: FastAPI, web: LiveWebConfig) -> None:
     users = BcryptUsers()
 
     @app.middleware("http")
-    async def web_config(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def web_config(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         try:
             config = web.current()
         except WebConfigError:  # logged when it changed; answered as the toolkit does
             return _error(500, "the web configuration is invalid; see runwatch's log")
-        response = None
+        response: Response | None = None
         if config.users and request.url.path not in OPEN_PATHS:
             given = credentials(request.headers.get("authorization", ""))
             passed = given is not None and await run_in_threadpool(

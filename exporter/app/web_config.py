@@ -234,7 +234,7 @@ def _load_inline_chain(context: ssl.SSLContext, tls: TlsSettings) -> None:
 
 def _signature(paths: list[str]) -> tuple[tuple[int, int, int, int] | None, ...]:
     """What changes when a file is rewritten, replaced or rotated."""
-    out = []
+    out: list[tuple[int, int, int, int] | None] = []
     for path in paths:
         try:
             info = os.stat(path)
@@ -315,5 +315,7 @@ class ReloadingServerContext(ssl.SSLContext):
     def wrap_bio(self, incoming: Any, outgoing: Any, server_side: bool = False,
                  server_hostname: Any = None, session: Any = None) -> ssl.SSLObject:  # fmt: skip
         # self has no certificate: while the configuration is bad, the handshake fails
-        context = self.live.tls() or super()
+        context = self.live.tls()
+        if context is None:
+            return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
         return context.wrap_bio(incoming, outgoing, server_side, server_hostname, session)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.app.sampling import PeriodicSampler
-from exporter.config import ConfigError
+from exporter.config import ConfigError, Settings
 from exporter.core.events import Rejected
 from exporter.core.state import Limits
 from exporter.pipeline import Pipeline
@@ -25,35 +25,33 @@ if TYPE_CHECKING:
     from exporter.telemetry.remote_write import RemoteWriteOutput
 
 
-def limits_from(settings: dict[str, Any]) -> Limits:
+def limits_from(settings: Settings) -> Limits:
     return Limits(
-        max_runs=settings["max_runs"],
-        finished_run_retention=settings["finished_run_retention"],
-        max_stages_per_run=settings["max_stages_per_run"],
-        max_targets_per_run=settings["max_targets_per_run"],
-        max_metric_keys_per_run=settings["max_metric_keys_per_run"],
-        max_checkpoints_per_run=settings["max_checkpoints_per_run"],
-        max_error_types_per_run=settings["max_error_types_per_run"],
-        max_clock_skew_seconds=settings["max_clock_skew"],
-        max_history_steps_per_second=settings["max_history_steps_per_second"],
+        max_runs=settings.max_runs,
+        finished_run_retention=settings.finished_run_retention,
+        max_stages_per_run=settings.max_stages_per_run,
+        max_targets_per_run=settings.max_targets_per_run,
+        max_metric_keys_per_run=settings.max_metric_keys_per_run,
+        max_checkpoints_per_run=settings.max_checkpoints_per_run,
+        max_error_types_per_run=settings.max_error_types_per_run,
+        max_clock_skew_seconds=settings.max_clock_skew,
+        max_history_steps_per_second=settings.max_history_steps_per_second,
     )
 
 
-def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | None]:
+def build_pipeline(settings: Settings) -> tuple[Pipeline, OtlpOutput | None]:
     """The pipeline with its OTLP output attached when OTLP is configured."""
-    pipeline = Pipeline(
-        limits_from(settings), settings["max_line_bytes"], settings["strict_events"]
-    )
-    if any(settings.get(name) for name in ("router_events", "router_sqlite", "router_mapping")):
-        _attach_router(pipeline, settings.get("router_mapping"))
+    pipeline = Pipeline(limits_from(settings), settings.max_line_bytes, settings.strict_events)
+    if settings.router_events or settings.router_sqlite or settings.router_mapping:
+        _attach_router(pipeline, settings.router_mapping)
     try:
         otlp_settings = otlp_settings_from(
-            settings.get("otlp_endpoint"),
-            settings.get("otlp_protocol"),
-            settings.get("service_name"),
-            settings.get("otlp_naming") or "semconv",
-            settings.get("otlp_metrics", True),
-            settings.get("otlp_logs", True),
+            settings.otlp_endpoint,
+            settings.otlp_protocol,
+            settings.service_name,
+            settings.otlp_naming,
+            settings.otlp_metrics,
+            settings.otlp_logs,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -66,18 +64,18 @@ def build_pipeline(settings: dict[str, Any]) -> tuple[Pipeline, OtlpOutput | Non
     return pipeline, otlp
 
 
-def attach_remote_write(pipeline: Pipeline, settings: dict[str, Any]) -> RemoteWriteOutput | None:
+def attach_remote_write(pipeline: Pipeline, settings: Settings) -> RemoteWriteOutput | None:
     """The step history's remote-write output, when --remote-write-url is set."""
-    url = settings.get("remote_write_url")
+    url = settings.remote_write_url
     if not url:
         return None
     if not re.match(r"https?://[^/]", url):
         raise ConfigError(f"--remote-write-url: {url!r} is not an http:// or https:// URL")
     from exporter.telemetry.remote_write import RemoteWriteOutput, RemoteWriteSettings
 
-    instance = settings.get("history_instance") or _scraped_address(settings["listen"][0])
+    instance = settings.history_instance or _scraped_address(settings.listen[0])
     output = RemoteWriteOutput(
-        RemoteWriteSettings(url, settings["history_job"], instance), pipeline.stats
+        RemoteWriteSettings(url, settings.history_job, instance), pipeline.stats
     )
     pipeline.add_sink(output, spans=False, steps=True)
     return output
@@ -172,7 +170,7 @@ def _too_long_counter(pipeline: Pipeline, source: str = SOURCE) -> Callable[[], 
 
 
 def build_background(
-    settings: dict[str, Any],
+    settings: Settings,
     pipeline: Pipeline,
     run_roots: RunRoots,
     fake_gpu_pids: Sequence[int] = (),
@@ -188,40 +186,42 @@ def build_background(
 
 
 def _hardware(
-    settings: dict[str, Any], pipeline: Pipeline, run_roots: RunRoots, fake_gpu_pids: Sequence[int]
+    settings: Settings, pipeline: Pipeline, run_roots: RunRoots, fake_gpu_pids: Sequence[int]
 ) -> list[Worker]:
     """With ``fake_gpus`` the NVML source talks to a simulated NVML; ``fake_gpu_pids`` are
     processes it shows running on every fake GPU (the demo's own, to show attribution)."""
     samplers: list[Worker] = []
-    if settings["nvml"] or settings["fake_gpus"]:
+    if settings.nvml or settings.fake_gpus:
         from exporter.sources.sampled.nvml import NVML_SOURCE, NvmlSource
 
-        if settings["fake_gpus"]:
+        if settings.fake_gpus:
             from exporter.simulate.fake_nvml import fake_nvml
 
-            nvml: Any = fake_nvml(settings["fake_gpus"], fake_gpu_pids)
+            nvml: Any = fake_nvml(settings.fake_gpus, fake_gpu_pids)
         else:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         stats = pipeline.stats
         source = NvmlSource(
             nvml,
             run_roots,
             lambda reason: stats.count(stats.source_errors, (NVML_SOURCE, reason)),
-            pcie_throughput=settings["gpu_pcie_throughput"],
+            pcie_throughput=settings.gpu_pcie_throughput,
         )
-        samplers.append(PeriodicSampler(source, pipeline.readings, settings["gpu_interval"]))
-    if settings["system"]:
+        samplers.append(PeriodicSampler(source, pipeline.readings, settings.gpu_interval))
+    if settings.system:
         from exporter.sources.sampled.system import SystemSource
 
         samplers.append(
-            PeriodicSampler(SystemSource(run_roots), pipeline.readings, settings["system_interval"])
+            PeriodicSampler(SystemSource(run_roots), pipeline.readings, settings.system_interval)
         )
     return samplers
 
 
-def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
+def _bridge(settings: Settings, pipeline: Pipeline) -> list[Worker]:
     """The trading bridge: REST poller, /ws/events and /ws/training followers."""
-    url = settings.get("bridge_url")
+    url = settings.bridge_url
     if not url:
         return []
     from exporter.sources.peers.bridge import BridgePoller, BusEvents
@@ -230,8 +230,8 @@ def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
     stats = pipeline.stats
     _declare(stats, BRIDGE_SOURCE)
     stats.declare(stats.series_dropped, ["max_positions"])
-    poller = BridgePoller(url, settings["bridge_timeout"], stats, settings["max_positions"],
-                          settings["max_response_bytes"])  # fmt: skip
+    poller = BridgePoller(url, settings.bridge_timeout, stats, settings.max_positions,
+                          settings.max_response_bytes)  # fmt: skip
     bus = BusEvents(
         stats,
         lambda stage, at: pipeline.observe_engine_stage(url, stage, at),
@@ -242,18 +242,18 @@ def _bridge(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
         line = message.encode() if isinstance(message, str) else message
         pipeline.ingest_lines([line], BRIDGE_SOURCE)
 
-    base, timeout = _ws_base(url), settings["bridge_timeout"]
+    base, timeout = _ws_base(url), settings.bridge_timeout
     failed = _failure_counter(pipeline, BRIDGE_SOURCE)
     return [
-        PeriodicSampler(poller, pipeline.readings, settings["bridge_interval"]),
+        PeriodicSampler(poller, pipeline.readings, settings.bridge_interval),
         WebSocketFollower(base + "/ws/events", "events", stats, bus, failed, timeout),
         WebSocketFollower(base + "/ws/training", "training", stats, training, failed, timeout),
     ]
 
 
-def _backend(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
+def _backend(settings: Settings, pipeline: Pipeline) -> list[Worker]:
     """The training backend: /ws follower and REST poller sharing one translator."""
-    url = settings.get("backend_url")
+    url = settings.backend_url
     if not url:
         return []
     from exporter.sources.peers.backend import BackendEvents, BackendPoller
@@ -261,21 +261,21 @@ def _backend(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
 
     stats = pipeline.stats
     _declare(stats, BACKEND_SOURCE)
-    pipeline.handshakes.timeout = settings["backend_ack_timeout"]
+    pipeline.handshakes.timeout = settings.backend_ack_timeout
     events = BackendEvents(pipeline)
-    timeout = settings["backend_timeout"]
+    timeout = settings.backend_timeout
     follower = WebSocketFollower(
         _ws_base(url) + "/ws", "backend", stats, events,
         _failure_counter(pipeline, BACKEND_SOURCE), timeout,
     )  # fmt: skip
     poller = BackendPoller(
-        url, timeout, settings["max_response_bytes"], events,
+        url, timeout, settings.max_response_bytes, events,
         lambda: stats.websocket_connected.get("backend", 0) == 1,
     )  # fmt: skip
-    return [follower, PeriodicSampler(poller, pipeline.readings, settings["backend_interval"])]
+    return [follower, PeriodicSampler(poller, pipeline.readings, settings.backend_interval)]
 
 
-def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
+def _router(settings: Settings, pipeline: Pipeline) -> list[Worker]:
     """Router events: the JSONL trace followed, the SQLite queue polled (build_pipeline has
     attached the mapping's state)."""
     if pipeline.router is None:
@@ -283,25 +283,25 @@ def _router(settings: dict[str, Any], pipeline: Pipeline) -> list[Worker]:
     from exporter.sources.peers.router import RouterTable
 
     background: list[Worker] = []
-    if settings.get("router_events"):
-        state_file = settings.get("state_file")
+    if settings.router_events:
+        state_file = settings.state_file
         store = CursorStore(Path(state_file + ".router")) if state_file else None
         background.append(file_tailer(
-            pipeline, settings["router_events"], _router_line_sink(pipeline), ROUTER_SOURCE,
-            cursor_store=store, poll_interval=settings["poll_interval"],
-            force_polling=settings["force_polling"],
+            pipeline, settings.router_events, _router_line_sink(pipeline), ROUTER_SOURCE,
+            cursor_store=store, poll_interval=settings.poll_interval,
+            force_polling=settings.force_polling,
         ))  # fmt: skip
-    if settings.get("router_sqlite"):
+    if settings.router_sqlite:
         stats = pipeline.stats
         stats.declare(stats.source_errors, [(ROUTER_SOURCE, "database_locked")])
         table = RouterTable(
-            settings["router_sqlite"],
-            settings["router_sqlite_table"],
+            settings.router_sqlite,
+            settings.router_sqlite_table,
             pipeline.router.mapping.payload_field,
             _router_deliver(pipeline),
             lambda reason: stats.count(stats.source_errors, (ROUTER_SOURCE, reason)),
         )
-        background.append(PeriodicSampler(table, pipeline.readings, settings["router_interval"]))
+        background.append(PeriodicSampler(table, pipeline.readings, settings.router_interval))
     return background
 
 

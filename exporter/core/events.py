@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, cast, get_args
 
 import msgspec
 from msgspec import Meta
@@ -258,11 +258,13 @@ class StatusChange(Event, tag="status_change"):
     old_status: Annotated[str | None, Meta(description="Previous status (informational).")] = None
 
 
-EVENT_TYPES: tuple[type[Event], ...] = (
-    RunStart, Progress, StageChange, TargetStart, TargetComplete, RunComplete, Error,
-    MetricUpdate, CheckpointSaved, StatusChange,
+KnownEvent = (
+    RunStart | Progress | StageChange | TargetStart | TargetComplete | RunComplete | Error
+    | MetricUpdate | CheckpointSaved | StatusChange
 )  # fmt: skip
-EVENT_TYPE_NAMES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in EVENT_TYPES)
+"""The types a line may name in event_type."""
+EVENT_TYPES: tuple[type[Event], ...] = get_args(KnownEvent)
+EVENT_TYPE_NAMES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in EVENT_TYPES)
 
 MAX_CUSTOM_FIELDS = 32
 """Fields of an event of an unknown type kept for the event log (strings, numbers, bools)."""
@@ -276,8 +278,8 @@ class CustomEvent(Event, tag="__custom__"):
     fields: dict[str, str | float | bool] = {}
 
 
-AnyEvent = Union[(*EVENT_TYPES, CustomEvent)]  # every Struct a parsed line may become
-KnownEvent = Union[EVENT_TYPES]  # noqa: UP007 - the types a line may name in event_type
+AnyEvent = KnownEvent | CustomEvent
+"""Every Struct a parsed line may become (what a decoder of parsed events is given)."""
 
 
 class _Header(msgspec.Struct, kw_only=True):
@@ -337,7 +339,7 @@ def parse_line(line: bytes) -> Event:
     (parsed,) = parse_lines([line], len(line))
     if parsed is None:
         raise Rejected("invalid_json", "empty line")
-    if parsed.__class__ is Refused:
+    if isinstance(parsed, Refused):
         raise Rejected(parsed.reason, parsed.detail)
     return parsed
 
@@ -423,7 +425,7 @@ def _complete(event: Event) -> Event:
     """What decoding leaves to do: epoch seconds (a naive datetime is left to the pipeline,
     see LENIENCIES), and the normalisations of a few types."""
     timestamp = event.timestamp
-    if timestamp.__class__ is not float and timestamp is not None:
+    if isinstance(timestamp, datetime):
         aware = timestamp.tzinfo is not None  # the hot path: replace() only for naive ones
         seconds = (timestamp if aware else timestamp.replace(tzinfo=UTC)).timestamp()
         if not 0 <= seconds <= MAX_EPOCH_SECONDS:
@@ -475,6 +477,12 @@ def _normalise(event: Event) -> None:
         if event.stage is None:
             raise Rejected("missing_field", "new_stage")
         event.new_stage = event.stage
+
+
+def metric_values(metrics: NumberMap) -> dict[str, float]:
+    """A parsed event's metrics as the floats they are: parsing replaced the spellings of
+    NaN and the infinities (:data:`NON_FINITE`) in place."""
+    return cast(dict[str, float], metrics)
 
 
 def _non_finite(metrics: dict[str, Any]) -> None:

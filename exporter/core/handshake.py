@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from typing import TypeVar
 
 from exporter.core.outputs import Histogram
+
+V = TypeVar("V")
 
 ACK_METRIC = "training_job_ack_seconds"
 ACK_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -63,7 +66,7 @@ class Handshakes:
         return len(expired)
 
 
-def _bounded_set(mapping: OrderedDict, key: str, value: object) -> None:
+def _bounded_set(mapping: OrderedDict[str, V], key: str, value: V) -> None:
     mapping[key] = value
     while len(mapping) > MAX_TRACKED:
         mapping.popitem(last=False)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from exporter.core import event_log
 from exporter.core.events import (
@@ -33,6 +33,7 @@ from exporter.core.events import (
     StatusChange,
     TargetComplete,
     TargetStart,
+    metric_values,
 )
 from exporter.core.outputs import (
     FinishedSpan,
@@ -270,19 +271,21 @@ class State:
 
         Raises Rejected (before_run_start, out_of_order) without changing anything.
         """
-        run = self.runs.get(event.run_id)
-        ts = event.timestamp
+        run_id, ts = event.run_id, event.timestamp
+        if run_id is None or not isinstance(ts, float | int):
+            raise TypeError(f"not completed by the pipeline (run_id, epoch seconds): {event!r}")
+        run = self.runs.get(run_id)
         if run is None:
-            run = self._new_run(event.run_id, ts)
+            run = self._new_run(run_id, ts)
         elif ts > run.last_event:
             run.last_event = ts
         elif ts < run.last_event - self.limits.max_clock_skew_seconds:
             if ts < run.start - self.limits.max_clock_skew_seconds:
-                raise Rejected("before_run_start", f"{event.run_id}: {ts} < {run.start}")
-            raise Rejected("out_of_order", f"{event.run_id}: {ts} < {run.last_event}")
+                raise Rejected("before_run_start", f"{run_id}: {ts} < {run.start}")
+            raise Rejected("out_of_order", f"{run_id}: {ts} < {run.last_event}")
         handler, name = self._handlers[event.__class__]
         if name == CUSTOM:
-            name = event.type_name
+            name = cast(CustomEvent, event).type_name
             if (
                 name not in self.events_by_type
                 and len(self.events_by_type) >= len(EVENT_TYPE_NAMES) + MAX_CUSTOM_EVENT_TYPES
@@ -366,6 +369,7 @@ class State:
             run.stage_span.add_event(ts, "progress", attributes)
 
     def _on_stage_change(self, run: Run, event: StageChange, ts: float, out: list[Output]) -> None:
+        assert event.new_stage is not None  # parsing fills it in from stage
         self._enter_stage(run, event.new_stage, ts, out)
 
     def _on_target_start(self, run: Run, event: TargetStart, ts: float, out: list[Output]) -> None:
@@ -451,7 +455,7 @@ class State:
     ) -> None:
         if event.step is not None:
             run.step = event.step
-        values = event.metrics
+        values = metric_values(event.metrics)
         self._set_metrics(run.metrics, values)
         if self.history:
             if run.step_rate.keep(ts, self.limits.max_history_steps_per_second):
@@ -480,7 +484,7 @@ class State:
                 return
             del checkpoints[oldest]
         metrics: dict[str, float] = {}
-        self._set_metrics(metrics, event.metrics or {})
+        self._set_metrics(metrics, metric_values(event.metrics or {}))
         previous = checkpoints.get(checkpoint_id)
         # re-saving the best keeps its star unless another one is marked
         is_best = bool(event.is_best) or (previous is not None and previous.is_best)
@@ -514,7 +518,7 @@ class State:
             span.add_event(ts, event.type_name, dict(event.fields))
 
     _handlers: ClassVar[dict[type[Event], tuple[Callable[..., None], str]]] = {
-        event_type: (handler, event_type.__struct_config__.tag)
+        event_type: (handler, str(event_type.__struct_config__.tag))
         for event_type, handler in (
             (RunStart, _on_run_start),
             (Progress, _on_progress),
@@ -636,7 +640,7 @@ class State:
             ):
                 into[key] = value
 
-    def _admit(self, existing: Any, key: str, limit: int, reason: str) -> bool:
+    def _admit(self, existing: Collection[object], key: object, limit: int, reason: str) -> bool:
         """Whether a new key fits under its bound; counts the drop when it does not."""
         if key in existing or len(existing) < limit:
             return True

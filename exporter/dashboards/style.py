@@ -11,7 +11,7 @@ type-check the built JSON against them), so no choice is left to a plugin defaul
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from grafana_foundation_sdk.builders import (
     bargauge,
@@ -23,10 +23,10 @@ from grafana_foundation_sdk.builders import (
     stat,
     statetimeline,
     table,
+    text,
     timeseries,
 )
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
@@ -87,6 +87,15 @@ def _single_stat(panel: Any) -> Any:
 
 
 # Grafana 11.3's defaults (each plugin's defaultOptions in @grafana/schema), written out
+Panel = (
+    timeseries.Panel | stat.Panel | table.Panel | statetimeline.Panel | gauge.Panel
+    | bargauge.Panel | logs.Panel | text.Panel
+)  # fmt: skip
+"""The panel builders runwatch's boards use."""
+P = TypeVar("P", timeseries.Panel, stat.Panel, table.Panel, statetimeline.Panel, gauge.Panel,
+            bargauge.Panel)  # fmt: skip
+"""One of the panel builders :data:`OPTIONS` styles."""
+
 OPTIONS: dict[type, Any] = {
     timeseries.Panel: lambda panel: panel.legend(_legend()).tooltip(_tooltip()),
     stat.Panel: lambda panel: (
@@ -133,7 +142,7 @@ OPTIONS: dict[type, Any] = {
 }
 
 
-def styled(panel: Builder, title: str, unit: str, queries: Sequence[Any]) -> Builder:
+def styled(panel: P, title: str, unit: str, queries: Sequence[Any]) -> P:
     """Every option of the panel's plugin, title, unit, data source, targets and the amber
     default colour, on any panel."""
     panel = OPTIONS[type(panel)](panel).title(title).unit(unit).datasource(PROMETHEUS)
@@ -178,7 +187,7 @@ def thresholds(*steps: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
     )
 
 
-def value_map(mapping: dict[str, tuple[str, str]]) -> list[model.ValueMap]:
+def value_map(mapping: dict[str, tuple[str, str]]) -> list[model.ValueMapping]:
     """``{"1": ("★", AMBER)}``: values shown as text in a colour."""
     return [
         model.ValueMap(
@@ -190,9 +199,10 @@ def value_map(mapping: dict[str, tuple[str, str]]) -> list[model.ValueMap]:
     ]
 
 
-def layout(rows: Sequence[tuple[int, Sequence[Builder]]]) -> list[Builder]:
+def layout(rows: Sequence[tuple[int, Sequence[Panel]]]) -> list[Panel]:
     """Rows of (height, panels), each row's panels sharing the 24 columns equally."""
-    placed, y = [], 0
+    placed: list[Panel] = []
+    y = 0
     for height, panels in rows:
         width = 24 // len(panels)
         for column, panel in enumerate(panels):
@@ -264,7 +274,7 @@ def board(
     title: str,
     description: str,
     variables: Sequence[str],
-    rows: Sequence[tuple[int, Sequence[Builder]]],
+    rows: Sequence[tuple[int, Sequence[Panel]]],
 ) -> dashboard.Dashboard:
     """A runwatch dashboard: stable uid, version and tag, variables, links to the others."""
     built = (

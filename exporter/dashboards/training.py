@@ -6,6 +6,7 @@ from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard, stat, statetimeline, table, text, timeseries
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.text import TextMode
 
 from exporter.core.event_log import STAGE_TAGS as TAG_OF_STAGE
 from exporter.dashboards.style import (
@@ -66,7 +67,7 @@ def _run_list() -> table.Panel:
     )
     return (
         styled(table.Panel(), "RUN LIST", "none", [query(expr, table=True)])
-        .data_links([dashboard.DashboardLink("trace").url(TRACE_LINK)])  # type: ignore[list-item]
+        .data_links([dashboard.DashboardLink("trace").url(TRACE_LINK)])
         .with_transformation(
             model.DataTransformerConfig(
                 id_val="organize",
@@ -240,7 +241,7 @@ def build() -> dashboard.Dashboard:
     actions = (
         text.Panel()
         .title("ACTIONS / LINKS")
-        .mode("markdown")
+        .mode(TextMode.MARKDOWN)
         .content(
             '* [Traces of the runs in Tempo](/explore?left={"datasource":"' + TEMPO + '",'
             '"queries":[{"refId":"A","queryType":"traceql","query":"{ .training.run_id =~ '

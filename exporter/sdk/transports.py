@@ -186,7 +186,7 @@ class HttpTransport:
                     attempt = 0
                     continue  # more may have come meanwhile
                 self.failed_posts += 1
-                delay = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]
+                delay: float = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]
                 attempt += 1
                 if closing:
                     delay = min(delay, self._deadline - time.monotonic())

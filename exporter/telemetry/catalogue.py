@@ -8,7 +8,7 @@ appears on ``/metrics`` and as its OTel name and unit (see
 translation and push to a real OTLP-ingesting store to confirm.
 
 A sampler reads the current state and yields ``(label values, value)``; for the
-histogram the value is a :class:`~exporter.core.state.Histogram`. This module holds
+histogram the value is a :class:`~exporter.core.outputs.Histogram`. This module holds
 the training and self metrics; the sampled sources' are in
 :mod:`exporter.telemetry.hardware_metrics`.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 from exporter.core.events import STATUSES
 from exporter.core.handshake import ACK_BUCKETS, ACK_METRIC
+from exporter.core.outputs import Histogram
 from exporter.core.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
 from exporter.core.trace_ids import trace_id_hex
 from exporter.pipeline import Pipeline, View
@@ -109,7 +110,7 @@ def _config(view: View) -> Iterator[Sample]:
             yield (run.run_id, key, text), 1.0
 
 
-def _per_run(attribute: Callable[[Run], float | None]) -> Sampler:
+def _per_run(attribute: Callable[[Run], float | Histogram | None]) -> Sampler:
     def sample(view: View) -> Iterator[Sample]:
         for run in _runs(view):
             value = attribute(run)

@@ -51,7 +51,9 @@ def _per_gpu_key(items: Callable[[GpuReading], Iterable[tuple[str, Any]]]) -> Sa
 
 def _gpu_info(view: View) -> Iterator[Sample]:
     sample = _gpu_sample(view)
-    for gpu in _gpus(view):
+    if sample is None:
+        return
+    for gpu in sample.gpus:
         device = gpu.device
         yield (*device.labels, device.name, sample.driver_version, device.pci_bus_id), 1.0
 

@@ -44,7 +44,7 @@ Sample = tuple[tuple[str, ...], Any]
 Sampler = Callable[[View], Iterable[Sample]]
 
 
-def stats_counter(select: Callable[[Stats], Counter]) -> Sampler:
+def stats_counter(select: Callable[[Stats], Counter[Any]]) -> Sampler:
     """Samples from one of runwatch's own counters
     (:class:`~exporter.telemetry.self_stats.Stats`)."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -46,16 +47,22 @@ SNAPSHOT_REUSE_SECONDS = 0.5
 
 def _exporters(settings: OtlpSettings) -> tuple[SpanExporter, MetricExporter, LogRecordExporter]:
     base = settings.endpoint.rstrip("/") if settings.endpoint else None
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    return _grpc_exporters(base) if settings.protocol == "grpc" else _http_exporters(base)
 
-        return (
-            OTLPSpanExporter(endpoint=base),
-            OTLPMetricExporter(endpoint=base),
-            OTLPLogExporter(endpoint=base),
-        )
+
+def _grpc_exporters(base: str | None) -> tuple[SpanExporter, MetricExporter, LogRecordExporter]:
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return (
+        OTLPSpanExporter(endpoint=base),
+        OTLPMetricExporter(endpoint=base),
+        OTLPLogExporter(endpoint=base),
+    )
+
+
+def _http_exporters(base: str | None) -> tuple[SpanExporter, MetricExporter, LogRecordExporter]:
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -68,11 +75,11 @@ def _exporters(settings: OtlpSettings) -> tuple[SpanExporter, MetricExporter, Lo
 
 
 def _shipper(signal: str, exporter: SpanExporter | LogRecordExporter, stats: Stats,
-             max_queue: int) -> Shipper:  # fmt: skip
+             max_queue: int) -> Shipper[Any]:  # fmt: skip
     """A Shipper sending one signal's batches to its OTLP exporter, counted under it."""
     succeeded = (SpanExportResult.SUCCESS, LogRecordExportResult.SUCCESS)
 
-    def send(batch: list) -> str | None:
+    def send(batch: list[Any]) -> str | None:
         return None if exporter.export(batch) in succeeded else "export_failed"
 
     return Shipper(
@@ -178,19 +185,18 @@ class OtlpOutput:
                                    log_exporter.shutdown)  # fmt: skip
         self._logs = LogWriter(resource, self._log_queue)
 
-    def handle(self, outputs: list[Output], emit_spans: bool) -> None:
+    def handle(self, outputs: Sequence[Output], emit_spans: bool) -> None:
         """Record histogram observations; write finished spans and log lines when
         ``emit_spans`` (off for what was exported before a restart)."""
         for output in outputs:
-            kind = output.__class__
-            if kind is Observed:
+            if isinstance(output, Observed):
                 metric, instrument = self._histograms[output.metric]
                 instrument.record(output.value, metric.otel_attributes(output.labels, self._naming))
             elif not emit_spans:
                 continue
-            elif kind is FinishedSpan:
+            elif isinstance(output, FinishedSpan):
                 self._spans.write(output)
-            elif kind is LogLine and self.logs:
+            elif isinstance(output, LogLine) and self.logs:
                 self._logs.write(output)
 
     def flush(self) -> None:
@@ -205,11 +211,15 @@ class OtlpOutput:
         self._logs.provider.shutdown()
         self.meter_provider.shutdown()
 
+    def _flush_and_shut_down(self) -> None:
+        self.flush()
+        self.shutdown()
+
     def close(self, within: float) -> bool:
         """Flush and shut down, giving up after ``within`` seconds (an endpoint that hangs
         or refuses must not hold up an exit); whether it finished."""
-        closing = threading.Thread(target=lambda: (self.flush(), self.shutdown()),
-                                   name="runwatch-otlp-close", daemon=True)  # fmt: skip
+        closing = threading.Thread(target=self._flush_and_shut_down, name="runwatch-otlp-close",
+                                   daemon=True)  # fmt: skip
         closing.start()
         closing.join(within)
         if closing.is_alive():

@@ -23,7 +23,8 @@ from exporter.telemetry.metric import RenderErrors, Type, rendered_samples
 
 
 def _buckets(hist: Histogram) -> list[tuple[str, float]]:
-    out, running = [], 0
+    out: list[tuple[str, float]] = []
+    running = 0
     for bound, count in zip((*hist.bounds, float("inf")), hist.counts, strict=True):
         running += count
         out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
@@ -56,10 +57,10 @@ class CatalogueCollector(Collector):
         labels = metric.prometheus_labels
         samples = rendered_samples(metric, view, self._failed)
         if metric.type is Type.HISTOGRAM:
-            family = HistogramMetricFamily(metric.name, metric.help, labels=labels)
+            histograms = HistogramMetricFamily(metric.name, metric.help, labels=labels)
             for label_values, hist in samples:
-                family.add_metric(list(label_values), _buckets(hist), hist.total)
-            return family
+                histograms.add_metric(list(label_values), _buckets(hist), hist.total)
+            return histograms
         kind = CounterMetricFamily if metric.type is Type.COUNTER else GaugeMetricFamily
         family = kind(metric.name, metric.help, labels=labels)
         for label_values, value in samples:

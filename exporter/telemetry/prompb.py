@@ -59,4 +59,5 @@ def write_request(series: list[tuple[dict[str, str], list[tuple[int, float]]]]) 
             timeseries.labels.add(name=name, value=labels[name])
         for timestamp, value in samples:
             timeseries.samples.add(value=value, timestamp=timestamp)
-    return snappy.compress(request.SerializeToString())
+    compressed: bytes = snappy.compress(request.SerializeToString())
+    return compressed

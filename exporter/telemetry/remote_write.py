@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -80,7 +81,7 @@ class RemoteWriteOutput:
             batch_size=settings.batch_size,
         )
 
-    def handle(self, outputs: list[Output], emit_spans: bool) -> None:
+    def handle(self, outputs: Sequence[Output], emit_spans: bool) -> None:
         """Queue the step values; not those re-read after a restart (``emit_spans`` off:
         they were sent before, and Prometheus would refuse them as out of order)."""
         if not emit_spans:

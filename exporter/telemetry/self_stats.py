@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from exporter.core.events import LENIENCIES, REJECT_REASONS
+
+K = TypeVar("K")
 
 JSONL_SOURCE = "jsonl"
 HTTP_SOURCE = "http"
@@ -106,20 +109,20 @@ class Stats:
         self.backend_log_lines: Counter[tuple[()]] = Counter({(): 0})  # new log-tail lines
         self.files = FileProgressTable(lambda: self.count(self.series_dropped, "max_file_series"))
 
-    def declare(self, counter: Counter, keys: list[object]) -> None:
+    def declare(self, counter: Counter[K], keys: Iterable[K]) -> None:
         """Start these series at 0 (a source that is configured declares its own)."""
         with self._lock:
             for key in keys:
                 counter[key] += 0
 
-    def count(self, counter: Counter, key: object, amount: int = 1) -> None:
+    def count(self, counter: Counter[K], key: K, amount: int = 1) -> None:
         with self._lock:
             counter[key] += amount
 
-    def set(self, counter: Counter, key: object, value: int) -> None:
+    def set(self, counter: Counter[K], key: K, value: int) -> None:
         with self._lock:
             counter[key] = value
 
-    def snapshot(self, counter: Counter) -> list[tuple[object, int]]:
+    def snapshot(self, counter: Counter[K]) -> list[tuple[K, int]]:
         with self._lock:
             return list(counter.items())

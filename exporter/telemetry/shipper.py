@@ -30,7 +30,7 @@ class Shipper(Generic[T]):
 
     def __init__(
         self,
-        send: Send,
+        send: Send[T],
         on_sent: Callable[[int], None],
         on_dropped: Callable[[str, int], None],
         *,
@@ -89,7 +89,7 @@ class Shipper(Generic[T]):
     def _drain(self) -> None:
         with self._send_lock:
             while self._queue:
-                batch = []
+                batch: list[T] = []
                 while self._queue and len(batch) < self._batch_size:
                     batch.append(self._queue.popleft())
                 self._in_flight = len(batch)
@@ -104,11 +104,11 @@ class Shipper(Generic[T]):
                     self._on_dropped(lost, len(batch))
 
 
-class _Queued:
+class _Queued(Generic[T]):
     """What the SDK's span and log-record processors share: flush and shut down a Shipper
     (then the exporter behind it, through ``on_shutdown``)."""
 
-    def __init__(self, shipper: Shipper, on_shutdown: Callable[[], None]) -> None:
+    def __init__(self, shipper: Shipper[T], on_shutdown: Callable[[], None]) -> None:
         self.shipper = shipper
         self._on_shutdown = on_shutdown
 
@@ -121,14 +121,14 @@ class _Queued:
         self._on_shutdown()
 
 
-class SpanQueue(_Queued, SpanProcessor):
+class SpanQueue(_Queued[ReadableSpan], SpanProcessor):
     """Finished spans into a Shipper: a TracerProvider's processor."""
 
     def on_end(self, span: ReadableSpan) -> None:
         self.shipper.put(span)
 
 
-class LogQueue(_Queued, LogRecordProcessor):
+class LogQueue(_Queued[ReadableLogRecord], LogRecordProcessor):
     """Emitted log records into a Shipper: a LoggerProvider's processor."""
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:

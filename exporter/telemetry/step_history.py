@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from exporter.core.outputs import Output, StepValues
 
@@ -49,7 +49,7 @@ class HistoryRecorder:
     def __init__(self) -> None:
         self.steps: list[StepValues] = []
 
-    def handle(self, outputs: list[Output], emit_spans: bool) -> None:
+    def handle(self, outputs: Sequence[Output], emit_spans: bool) -> None:
         self.steps.extend(output for output in outputs if output.__class__ is StepValues)
 
 

@@ -17,7 +17,7 @@ from exporter.sources.sampled.readings import TradingSample
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
 
 if TYPE_CHECKING:  # annotations only, so /metrics does not load pydantic
-    from exporter.sources.peers.bridge_contract import Arm, Position
+    from exporter.sources.peers.bridge_contract import Arm, EngineState, Position
 
 G, C = Type.GAUGE, Type.COUNTER
 
@@ -44,14 +44,14 @@ def _value(select: Callable[[TradingSample], Any], field: str, scale: float = 1.
     return _part(select, values)
 
 
-def _one_of(current: Callable[[TradingSample], str | None],
+def _one_of(current: Callable[[EngineState], str | None],
             seen: Callable[[TradingSample], tuple[str, ...]]) -> Sampler:  # fmt: skip
     """1 for the current value, 0 for the others seen (like training_run_stage)."""
 
     def sample(view: View) -> Iterator[Sample]:
         trading = view.readings.trading
         if trading is not None and trading.state is not None:
-            now = current(trading)
+            now = current(trading.state)
             for value in seen(trading):
                 yield (value,), 1.0 if value == now else 0.0
 
@@ -102,10 +102,10 @@ TRADING_METRICS: tuple[Metric, ...] = (
            "Engine errors, as the engine counts them.", _value(_metrics, "errors_total")),
     Metric("trading_engine_status", "trading.engine.status", "", G, ("status",),
            "1 for the engine's current status, 0 for others seen.",
-           _one_of(lambda t: t.state.status, lambda t: t.statuses)),
+           _one_of(lambda state: state.status, lambda t: t.statuses)),
     Metric("trading_engine_stage", "trading.engine.stage", "", G, ("stage",),
            "1 for the engine's current pipeline stage, 0 for others seen.",
-           _one_of(lambda t: t.state.current_stage, lambda t: t.stages)),
+           _one_of(lambda state: state.current_stage, lambda t: t.stages)),
     Metric("trading_position_quantity", "trading.position.quantity", "", G, ("symbol",),
            "Quantity held per symbol (negative: short).", _per_position("quantity")),
     Metric("trading_position_market_value", "trading.position.market_value", "", G,

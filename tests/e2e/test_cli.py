@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.config import OPTIONS, ConfigError, add_arguments, resolve
+from exporter.config import OPTIONS, ConfigError, Settings, add_arguments, resolve
 from tests.conftest import ROOT, RUNWATCH, event, free_port, jsonl, wait_for
 
 
@@ -48,7 +48,7 @@ def test_router_check_counts_in_words() -> None:
     assert re.search(r"\b1 flow\b", said) and not re.search(r"\b1 \w+s\b", said), said
 
 
-def settings_for(argv: list[str], env: dict[str, str], monkeypatch) -> dict:
+def settings_for(argv: list[str], env: dict[str, str], monkeypatch) -> Settings:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     parser = argparse.ArgumentParser()
@@ -70,27 +70,27 @@ def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch) -> None:
         monkeypatch,
     )
     assert (
-        settings["max_runs"],
-        settings["max_targets_per_run"],
-        settings["max_metric_keys_per_run"],
+        settings.max_runs,
+        settings.max_targets_per_run,
+        settings.max_metric_keys_per_run,
     ) == (1, 3, 9)
-    assert settings["events"] == ["a.jsonl", "b.jsonl"]
-    assert settings["listen"] == [("0.0.0.0", 9999)]
-    assert settings["max_checkpoints_per_run"] == 50  # the default
+    assert settings.events == ["a.jsonl", "b.jsonl"]
+    assert settings.listen == [("0.0.0.0", 9999)]
+    assert settings.max_checkpoints_per_run == 50  # the default
 
 
 def test_source_switches_come_from_flags_environment_or_file(tmp_path: Path, monkeypatch) -> None:
     config = tmp_path / "runwatch.yaml"
     config.write_text("nvml: false\nfake_gpus: 2\n")
     settings = settings_for(["--config", str(config)], {}, monkeypatch)
-    assert (settings["nvml"], settings["fake_gpus"], settings["system"]) == (False, 2, True)
+    assert (settings.nvml, settings.fake_gpus, settings.system) == (False, 2, True)
     settings = settings_for(
         ["--config", str(config), "--nvml", "--no-system"],
         {"RUNWATCH_GPU_INTERVAL": "0.5", "RUNWATCH_OTLP_NAMING": "prometheus"},
         monkeypatch,
     )
-    assert (settings["nvml"], settings["system"], settings["gpu_interval"]) == (True, False, 0.5)
-    assert settings["otlp_naming"] == "prometheus"
+    assert (settings.nvml, settings.system, settings.gpu_interval) == (True, False, 0.5)
+    assert settings.otlp_naming == "prometheus"
     negative = run("serve", "--fake-gpus", "-1")
     assert negative.returncode == 2 and negative.stderr == "runwatch: --fake-gpus: -1 is negative\n"
     naming = run("serve", "--otlp-naming", "otel")
@@ -104,8 +104,8 @@ def test_the_retention_takes_durations_as_prometheus_writes_them(
     text, seconds, monkeypatch
 ) -> None:
     settings = settings_for(["--finished-run-retention", text], {}, monkeypatch)
-    assert settings["finished_run_retention"] == seconds
-    assert settings_for([], {}, monkeypatch)["finished_run_retention"] == 86400  # 24 h
+    assert settings.finished_run_retention == seconds
+    assert settings_for([], {}, monkeypatch).finished_run_retention == 86400  # 24 h
 
 
 @pytest.mark.parametrize("text", ["0", "-1h", "abc", "h", "nan", "inf", "24x"])

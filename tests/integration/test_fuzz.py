@@ -358,7 +358,7 @@ def test_a_config_file_is_settings_or_a_one_line_error(document: Any) -> None:
             assert "\n" not in str(error)  # printed on one line
             return
     for name in ("gpu_interval", "system_interval", "poll_interval", "bridge_timeout"):
-        assert 0 < settings[name] < float("inf")
+        assert 0 < getattr(settings, name) < float("inf")
 
 
 BUILTIN = (ROOT / "exporter/core/router/builtin.yaml").read_text()

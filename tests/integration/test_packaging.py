@@ -128,9 +128,9 @@ def test_the_kubernetes_manifests_fit_together_and_runwatch_accepts_their_args()
             container["readinessProbe"]["httpGet"]["path"]} == {"/healthz", "/readyz"}  # fmt: skip
     args = _parser().parse_args(container["args"])
     settings = resolve(args, [n for n in vars(args) if n not in ("command", "config")])
-    assert settings["listen"] == [("", DEFAULT_PORT)]  # every interface of the pod
+    assert settings.listen == [("", DEFAULT_PORT)]  # every interface of the pod
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    for path in [*settings["events"], *settings["pid_file"], settings["state_file"]]:
+    for path in [*settings.events, *settings.pid_file, settings.state_file]:
         assert any(path.startswith(mount + "/") for mount in mounts), path
 
 

@@ -142,19 +142,20 @@ class _KeyProblem(Exception):
         self.line, self.reason = line, reason
 
 
-class _Lines(dict):
+class _Lines(dict[str, Any]):
     """A YAML mapping that remembers its own line and each key's."""
 
     line: int
     key_lines: dict[str, int]
 
 
-class _LineList(list):
+class _LineList(list[Any]):
     line: int
 
 
 class _LineLoader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Lines:
+    # yaml types a mapping's keys as any Hashable; this loader refuses all but strings
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Lines:  # type: ignore[override]
         self.flatten_mapping(node)
         out = _Lines()
         out.line, out.key_lines = node.start_mark.line + 1, {}
@@ -229,8 +230,8 @@ class _Checker:
                 self.names[event_type] = spelling.strip()
 
     def rules(self, document: _Lines, section: str) -> list[_Lines]:
-        rules = document.get(section, [])
-        if not isinstance(rules, list):
+        rules = document.get(section, _LineList())
+        if not isinstance(rules, _LineList):
             raise self.fail(document.key_lines[section], f"{section} must be a list of rules")
         for rule in rules:
             if not isinstance(rule, _Lines):

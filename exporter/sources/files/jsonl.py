@@ -46,6 +46,7 @@ import msgspec
 import orjson
 import watchfiles
 
+from exporter.core.events import Refused
 from exporter.sources.files.regular_files import NotRegularFile, open_regular, read_regular
 from exporter.sources.files.rejection_log import RejectionLog
 from exporter.sources.worker import Worker
@@ -61,7 +62,8 @@ CURSOR_VERSION = 1
 ROTATED_IDLE_SECONDS = 5.0  # how long a rotated-away file is kept open after its last write
 GLOB_CHARS = frozenset("*?[")
 
-LineSink = Callable[[list[bytes], int], object]
+Refusals = list[tuple[int, Refused]]
+LineSink = Callable[[list[bytes], int], Refusals | None]
 """Receives complete lines (no newlines; empty ones are to be skipped) and the index of the
 first line whose spans are to be emitted; may return the (index, Refused) of lines it refused,
 which are then logged with their file and line number."""
@@ -140,7 +142,7 @@ class FileReader:
         sink: LineSink,
         max_line_bytes: int,
         on_too_long: Callable[[], None] = lambda: None,
-        on_rejected: Callable[[str, int, list], None] = lambda path, line, refused: None,
+        on_rejected: Callable[[str, int, Refusals], None] = lambda path, line, refused: None,
     ) -> None:
         self.path = path
         self._fh = os.fdopen(open_regular(path), "rb")
@@ -514,7 +516,7 @@ class Tailer(Worker):
             info = os.stat(path)
         except FileNotFoundError:
             info = None
-        identity = info and (info.st_dev, info.st_ino)
+        identity = None if info is None else (info.st_dev, info.st_ino)
         if reader is not None and reader.identity != identity:
             # moved away (and perhaps replaced): drain it, keep it open for late writers
             reader.read_available()
@@ -529,7 +531,7 @@ class Tailer(Worker):
         if reader is None:
             if any(r.identity == identity for r in self.files.values()):
                 return None  # the same file under another path (a symlink): followed there
-            reader = self._adopt_or_open(path, identity)
+            reader = self._adopt_or_open(path, (info.st_dev, info.st_ino))
         elif reader.rewritten():
             reader.restart()
             self._on_rotation("truncated")

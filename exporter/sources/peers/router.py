@@ -149,10 +149,11 @@ class RouterTable:
 
     def _event(self, columns: list[str], row: tuple[Any, ...]) -> Any:
         event = dict(zip(columns, row, strict=True))
-        payload = event.get(self._payload_field) if self._payload_field else None
-        if isinstance(payload, str | bytes):
+        field = self._payload_field
+        payload = event.get(field) if field else None
+        if field and isinstance(payload, str | bytes):
             try:
-                event[self._payload_field] = orjson.loads(payload)
+                event[field] = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 return Rejected("invalid_json", f"column {self._payload_field} is not JSON")
         return event

@@ -360,7 +360,7 @@ class NvmlSource:
         except pynvml.NVMLError as exc:
             log.warning("XID errors not watched: NVML events: %s", exc)
             return
-        by_uuid = {}
+        by_uuid: dict[str, GpuDevice] = {}
         for device in self._devices:
             if device.mig:
                 continue
@@ -377,15 +377,15 @@ class NvmlSource:
                     data = nvml.nvmlEventSetWait_v2(event_set, XID_WAIT_MS)
                     if not data.eventType & pynvml.nvmlEventTypeXidCriticalError:
                         continue
-                    device = by_uuid.get(_text(nvml.nvmlDeviceGetUUID(data.device)))
+                    gpu = by_uuid.get(_text(nvml.nvmlDeviceGetUUID(data.device)))
                 except pynvml.NVMLError as exc:
                     if exc.value != pynvml.NVML_ERROR_TIMEOUT:
                         self._count_error(error_reason(exc.value))
                         self._xid_stop.wait(XID_WAIT_MS / 1000)  # no busy loop on a broken set
                     continue
-                if device is not None:
+                if gpu is not None:
                     with self._xid_lock:
-                        self._xids[(device, int(data.eventData))] += 1
+                        self._xids[(gpu, int(data.eventData))] += 1
         finally:
             with contextlib.suppress(pynvml.NVMLError):
                 nvml.nvmlEventSetFree(event_set)

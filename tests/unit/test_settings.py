@@ -1,0 +1,52 @@
+"""Settings: one typed, frozen field per option, and the options derived from them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+
+import pytest
+
+from exporter.config import OPTIONS, Settings, add_arguments, listen_address, resolve
+
+pytestmark = pytest.mark.unit
+
+HINTS = typing.get_type_hints(Settings)
+
+
+def test_every_field_is_an_option_and_settings_are_frozen() -> None:
+    assert [o.name for o in OPTIONS] == [f.name for f in dataclasses.fields(Settings)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().max_runs = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.name)
+def test_each_default_has_its_declared_type(option) -> None:
+    hint = HINTS[option.name]
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    origins = tuple(typing.get_origin(t) or t for t in allowed)
+    assert isinstance(option.default, origins), (option.name, hint, option.default)
+    if option.many:
+        (item,) = typing.get_args(hint)
+        assert all(isinstance(v, typing.get_origin(item) or item) for v in option.default)
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o.default not in (None, [])],
+                         ids=lambda o: o.name)  # fmt: skip
+def test_each_default_written_as_its_variable_reads_back(option, monkeypatch) -> None:
+    """What --help shows as the default, set in the environment, is the default again."""
+    values = option.default if option.many else [option.default]
+    written = [listen_address(*v) if option.name == "listen" else str(v) for v in values]
+    monkeypatch.setenv(option.env, ",".join(written))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, [option.name])
+    settings = resolve(parser.parse_args([]), [option.name])
+    assert getattr(settings, option.name) == option.default
+
+
+def test_list_defaults_are_not_shared() -> None:
+    first, second = Settings(), Settings()
+    first.events.append("a.jsonl")
+    assert second.events == [] and Settings().events == []
