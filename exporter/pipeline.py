@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
+import msgspec
+
 from exporter.core.engine_cycles import EngineCycles
 from exporter.core.events import (
     CustomEvent,
@@ -116,6 +118,11 @@ class Pipeline:
             parsed = rejected.as_refused()
         rejections = self.apply_parsed([parsed], source)
         return rejections[0][1] if rejections else None
+
+    def ingest_event(self, event: Event, source: str) -> Refused | None:
+        """An event built in code (a peer's message, translated), held to the same bounds
+        and normalisations as a parsed one: a peer's strings may be of any length."""
+        return self.ingest_value(msgspec.to_builtins(event), source)
 
     def apply_parsed(
         self, items: Sequence[Parsed], source: str, spans_from: int = 0

@@ -131,6 +131,8 @@ MetricValue = Annotated[
     Meta(description="A number; NaN and infinities as the strings NaN, Infinity, -Infinity."),
 ]
 NumberMap = dict[Ident, MetricValue]
+TargetName = Annotated[Ident, Meta(description="Target name.")]
+TargetCount = Annotated[Count | None, Meta(description="Targets in the run.")]
 
 
 class Event(msgspec.Struct, tag_field="event_type", kw_only=True, gc=False):
@@ -160,14 +162,12 @@ class Progress(Event, tag="progress"):
     """Progress within a stage, emitted periodically by long stages."""
 
     stage: Annotated[Ident, Meta(description="Stage the progress belongs to.")]
-    progress_pct: Annotated[
-        Annotated[float, Meta(ge=0, le=100)], Meta(description="Percent done, 0..100.")
-    ]
+    progress_pct: Annotated[float, Meta(ge=0, le=100, description="Percent done, 0..100.")]
     current_target: Annotated[
         str | None, Meta(description="Target being processed (informational).")
     ] = None
     targets_complete: Annotated[Count | None, Meta(description="Targets finished so far.")] = None
-    targets_total: Annotated[Count | None, Meta(description="Targets in the run.")] = None
+    targets_total: TargetCount = None
     message: Annotated[str | None, Meta(description="Free text for the event log.")] = None
 
 
@@ -184,17 +184,17 @@ class StageChange(Event, tag="stage_change"):
 class TargetStart(Event, tag="target_start"):
     """Processing of one target begins."""
 
-    target: Annotated[Ident, Meta(description="Target name.")]
+    target: TargetName
     target_index: Annotated[
         Count | None, Meta(description="Position of the target in the run.")
     ] = None
-    total_targets: Annotated[Count | None, Meta(description="Targets in the run.")] = None
+    total_targets: TargetCount = None
 
 
 class TargetComplete(Event, tag="target_complete"):
     """Processing of one target ends."""
 
-    target: Annotated[Ident, Meta(description="Target name.")]
+    target: TargetName
     status: Annotated[
         Ident | None, Meta(description="success, failed, skipped (others count as 'other').")
     ] = None
@@ -208,7 +208,7 @@ class RunComplete(Event, tag="run_complete"):
     """The run ends."""
 
     status: Status
-    total_targets: Annotated[Count | None, Meta(description="Targets in the run.")] = None
+    total_targets: TargetCount = None
     successful_targets: Annotated[Count | None, Meta(description="Targets that succeeded.")] = None
     duration_seconds: Annotated[
         Seconds | None, Meta(description="Run duration as the run measured it.")

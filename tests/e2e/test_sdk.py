@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from exporter.sdk import FileTransport, HttpTransport, TrainingMonitor
-from exporter.sdk.training_events import (
+from runwatch_sdk import FileTransport, HttpTransport, TrainingMonitor
+from runwatch_sdk.training_events import (
     close_training_events,
     emit_error,
     emit_progress,
@@ -22,9 +21,10 @@ from exporter.sdk.training_events import (
     emit_target_start,
     init_training_events,
 )  # fmt: skip
+
 from tests.conftest import ROOT, RUNWATCH, free_port, wait_for
 
-SERVER_MODULES = ("fastapi", "uvicorn", "msgspec", "prometheus_client", "opentelemetry",
+SERVER_MODULES = ("exporter", "fastapi", "uvicorn", "msgspec", "prometheus_client", "opentelemetry",
                   "pydantic", "psutil", "httpx")  # fmt: skip
 
 
@@ -48,7 +48,7 @@ def script_run(monitor: TrainingMonitor) -> None:
 
 
 def test_the_sdk_imports_no_server_dependency() -> None:
-    code = ("import sys, exporter.sdk, exporter.sdk.training_events; "
+    code = ("import sys, runwatch_sdk, runwatch_sdk.training_events; "
             f"print([m for m in {SERVER_MODULES!r} if m in sys.modules])")  # fmt: skip
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, check=True).stdout.strip()  # fmt: skip
@@ -87,7 +87,7 @@ def test_an_exception_fails_the_run_and_still_propagates(tmp_path: Path) -> None
 
 def test_several_processes_append_whole_lines(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    code = ("import sys; from exporter.sdk import FileTransport, TrainingMonitor; "
+    code = ("import sys; from runwatch_sdk import FileTransport, TrainingMonitor; "
             "m = TrainingMonitor(sys.argv[1], transport=FileTransport(sys.argv[2]))\n"
             "for i in range(300): m.log_metrics({'loss': i, 'pad': 'x' * 500}, i)\n"
             "m.complete(); m.close()")  # fmt: skip
@@ -176,8 +176,9 @@ def span_tree(spans: list[dict]) -> list[tuple[str, str]]:
 def test_the_three_transports_give_the_same_trace_and_series(
     otlp_receiver, serve, tmp_path: Path
 ) -> None:
+    from runwatch_sdk import OtelTransport
+
     from exporter.core.trace_ids import trace_id_hex
-    from exporter.sdk import OtelTransport
 
     # 1. file, followed by runwatch; 2. HTTP to the same runwatch; 3. OTel, no runwatch
     path = tmp_path / "events.jsonl"
@@ -220,7 +221,7 @@ def test_the_three_transports_give_the_same_trace_and_series(
 
 
 def test_framework_callbacks_report_nothing_on_ranks_other_than_zero(tmp_path: Path) -> None:
-    from exporter.sdk.reporter import RunReporter
+    from runwatch_sdk.reporter import RunReporter
 
     events = tmp_path / "events.jsonl"
     for monitor in (None, TrainingMonitor("given", transport=FileTransport(events))):
@@ -235,7 +236,7 @@ def test_framework_callbacks_report_nothing_on_ranks_other_than_zero(tmp_path: P
 
 
 def test_framework_metrics_keep_only_single_numbers() -> None:
-    from exporter.sdk.reporter import scalars
+    from runwatch_sdk.reporter import scalars
 
     class OneElement:  # the shape of a 0-d tensor or numpy scalar
         def item(self) -> float:

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from runwatch_sdk import FileTransport, HttpTransport, TrainingMonitor
+from runwatch_sdk.monitor import DEFAULT_EVENTS_FILE, transport_for
 
-from exporter.sdk import FileTransport, HttpTransport, TrainingMonitor
-from exporter.sdk.monitor import DEFAULT_EVENTS_FILE, transport_for
 from tests.conftest import ROOT, free_port, wait_for
 from tests.e2e.test_sdk import replay
 
@@ -173,7 +173,7 @@ def test_a_nan_loss_arrives_as_nan_counted_per_key_with_the_other_keys(tmp_path)
 
 
 def test_numpy_and_tensor_like_values_are_numbers() -> None:
-    from exporter.sdk.values import count, encode, scalars
+    from runwatch_sdk.values import count, encode, scalars
 
     class Tensor0d:  # the shape of a 0-d torch tensor
         def item(self) -> float:
@@ -191,7 +191,7 @@ def test_numpy_and_tensor_like_values_are_numbers() -> None:
 def test_an_unreachable_runwatch_at_exit_costs_counted_events_and_a_bounded_wait() -> None:
     code = f"""
         import time
-        from exporter.sdk import HttpTransport, TrainingMonitor
+        from runwatch_sdk import HttpTransport, TrainingMonitor
         transport = HttpTransport("http://127.0.0.1:{free_port()}", close_timeout=1.5)
         monitor = TrainingMonitor("offline", transport=transport)
         for step in range(21):
@@ -247,7 +247,7 @@ def test_a_forked_child_sends_its_own_events(serve) -> None:
     server = serve("--no-nvml", "--no-system")
     code = f"""
         import os
-        from exporter.sdk import HttpTransport, TrainingMonitor
+        from runwatch_sdk import HttpTransport, TrainingMonitor
         transport = HttpTransport("{server.url}")
         parent = TrainingMonitor("parent", transport=transport, run_id="parent_run")
         pid = os.fork()
@@ -268,7 +268,7 @@ def test_a_forked_child_sends_its_own_events(serve) -> None:
 
 SCRIPT = """
     import os, sys, time
-    from exporter.sdk import FileTransport, TrainingMonitor
+    from runwatch_sdk import FileTransport, TrainingMonitor
     monitor = TrainingMonitor("job", transport=FileTransport(sys.argv[1]), run_id=sys.argv[2])
     monitor.stage("training")
     monitor.log_metrics({{"loss": 0.5}}, step=1)
@@ -326,7 +326,7 @@ def test_crash_recovery_as_the_seed_writes_it(tmp_path) -> None:
     events, checkpoints = tmp_path / "events.jsonl", tmp_path / "checkpoints"
     code = """
         import sys
-        from exporter.sdk import FileTransport, TrainingMonitor
+        from runwatch_sdk import FileTransport, TrainingMonitor
         monitor = TrainingMonitor.resume_or_create(run_name="my_experiment",
             checkpoint_dir=sys.argv[2], transport=FileTransport(sys.argv[1]))
         if monitor.is_resumed:

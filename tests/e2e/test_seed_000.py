@@ -24,7 +24,7 @@ from tests.integration.test_exposition import exposition
 
 SEED_PIPELINE = """
     import sys
-    from exporter.sdk.training_events import (init_training_events, emit_progress,
+    from runwatch_sdk.training_events import (init_training_events, emit_progress,
         emit_stage_change, close_training_events)
     init_training_events("{run_id}")
     emit_stage_change("ranking", "{last_stage}")

@@ -35,7 +35,7 @@ RULES = ROOT / "prometheus" / "rules"
 RETENTION = 30.0  # seconds the crashed run (and so its alert) is kept
 CHILD = """
     import sys, time
-    from exporter.sdk import FileTransport, TrainingMonitor
+    from runwatch_sdk import FileTransport, TrainingMonitor
     monitor = TrainingMonitor("crashing", transport=FileTransport(sys.argv[1]), run_id=sys.argv[2])
     monitor.stage("training")
     monitor.log_metrics({"loss": 0.5}, step=1)

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from runwatch_sdk import FileTransport, TrainingMonitor
 
 from exporter.core.state import Run
 from exporter.pipeline import Pipeline
-from exporter.sdk import FileTransport, TrainingMonitor
 
 torch = pytest.importorskip("torch", reason="torch is not installed (no CPU build on disk)")
 
@@ -76,7 +76,7 @@ def lightning_fit(tmp_path: Path, callback: object, fail_at: int | None = None) 
 
 def test_a_lightning_fit_is_a_run_with_metrics_stages_and_checkpoints(tmp_path: Path) -> None:
     pytest.importorskip("lightning", reason="lightning is not installed")
-    from exporter.sdk.lightning import RunwatchCallback
+    from runwatch_sdk.lightning import RunwatchCallback
 
     events = tmp_path / "events.jsonl"
     checkpoints = lightning_fit(tmp_path, RunwatchCallback(FileTransport(events)))
@@ -95,7 +95,7 @@ def test_a_lightning_fit_is_a_run_with_metrics_stages_and_checkpoints(tmp_path: 
 
 def test_a_lightning_fit_that_raises_is_a_failed_run_with_the_error(tmp_path: Path) -> None:
     pytest.importorskip("lightning", reason="lightning is not installed")
-    from exporter.sdk.lightning import RunwatchCallback
+    from runwatch_sdk.lightning import RunwatchCallback
 
     events = tmp_path / "events.jsonl"
     with pytest.raises(RuntimeError, match="loss exploded"):
@@ -139,7 +139,7 @@ def hf_train(tmp_path: Path, callback: object) -> object:
 
 def test_a_hugging_face_training_is_a_run_with_logs_and_checkpoints(tmp_path: Path) -> None:
     pytest.importorskip("transformers", reason="transformers is not installed")
-    from exporter.sdk.huggingface import RunwatchTrainerCallback
+    from runwatch_sdk.huggingface import RunwatchTrainerCallback
 
     events = tmp_path / "events.jsonl"
     trainer = hf_train(tmp_path, RunwatchTrainerCallback(FileTransport(events)))
@@ -156,7 +156,7 @@ def test_a_hugging_face_failure_is_reported_by_the_monitor_that_owns_the_run(
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("transformers", reason="transformers is not installed")
-    from exporter.sdk.huggingface import RunwatchTrainerCallback
+    from runwatch_sdk.huggingface import RunwatchTrainerCallback
 
     class Boom(RunwatchTrainerCallback):
         def on_step_end(self, args, state, control, **kw):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,18 +23,23 @@ from tests.conftest import ROOT
 DEPLOY = ROOT / "deploy"
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel pip builds from this checkout, unpacked."""
-    out = tmp_path_factory.mktemp("wheel")
+def built_wheel(project: Path, name: str, into: Path) -> Path:
+    """The wheel pip builds from ``project`` (a folder with a pyproject.toml), unpacked
+    into ``into``."""
+    out = into / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(ROOT)], check=True, capture_output=True, timeout=300,
+         "-w", str(out), str(project)], check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    (built,) = out.glob("runwatch-*.whl")
-    unpacked = out / "unpacked"
-    zipfile.ZipFile(built).extractall(unpacked)
-    return unpacked
+    (built,) = out.glob(f"{name}-*.whl")
+    zipfile.ZipFile(built).extractall(into)
+    return into
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runwatch wheel pip builds from this checkout, unpacked."""
+    return built_wheel(ROOT, "runwatch", tmp_path_factory.mktemp("wheel"))
 
 
 def test_the_wheel_carries_the_license_and_says_what_it_is(wheel: Path) -> None:
@@ -51,6 +57,54 @@ def test_the_wheel_carries_the_license_and_says_what_it_is(wheel: Path) -> None:
     needs = metadata.get_all("Requires-Dist")
     (grafana,) = [need for need in needs if need.startswith("grafana-foundation-sdk")]
     assert 'extra == "dashboards"' in grafana
+    # the SDK is its own distribution (below), not a part of the server's
+    assert not (wheel / "exporter" / "sdk").exists() and not (wheel / "runwatch_sdk").exists()
+
+
+SDK_SCRIPT = """
+import json, sys
+from runwatch_sdk import FileTransport, TrainingMonitor
+with TrainingMonitor("resnet", {"lr": 3e-4}, transport=FileTransport(sys.argv[1])) as monitor:
+    monitor.stage("training")
+    monitor.log_metrics({"loss": 0.7}, step=1)
+    monitor.mark_best_checkpoint(monitor.save_checkpoint("a.pt", metrics={"loss": 0.7}))
+try:
+    import exporter
+except ImportError:
+    print("no runwatch here")
+"""
+
+
+def test_the_sdk_wheel_runs_on_the_standard_library_alone(tmp_path: Path) -> None:
+    """runwatch-sdk's wheel, installed into a virtual environment that holds nothing else,
+    instruments a run whose every event runwatch accepts."""
+    import runwatch_sdk
+
+    import exporter
+    from exporter.core.events import parse_line
+
+    assert runwatch_sdk.__version__ == exporter.__version__  # released together
+    unpacked = built_wheel(ROOT / "sdk", "runwatch_sdk", tmp_path / "wheel")
+    (info,) = unpacked.glob("runwatch_sdk-*.dist-info")
+    metadata = email.message_from_string((info / "METADATA").read_text())
+    assert metadata["Version"] == exporter.__version__
+    assert all("extra ==" in need for need in metadata.get_all("Requires-Dist") or [])
+    assert (info / "licenses" / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    for path in (unpacked / "runwatch_sdk", info):
+        shutil.copytree(path, site / path.name)
+    events = tmp_path / "events.jsonl"
+    run = subprocess.run([str(venv / "bin" / "python"), "-c", SDK_SCRIPT, str(events)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+                              "RUNWATCH_PID_DIR": str(tmp_path / "pids")})  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "no runwatch here"
+    parsed = [parse_line(line) for line in events.read_bytes().splitlines()]
+    assert [type(e).__name__ for e in parsed][:2] == ["RunStart", "StageChange"]
+    assert type(parsed[-1]).__name__ == "RunComplete" and parsed[-1].status == "completed"
 
 
 def test_mixin_export_from_the_installed_wheel_is_the_repository_mixin(

@@ -32,6 +32,17 @@ import orjson
 from pydantic import AliasChoices, Field, ValidationError
 
 from exporter.app.sampling import SourceUnavailable
+from exporter.core.events import (
+    Error,
+    Event,
+    MetricUpdate,
+    NumberMap,
+    RunComplete,
+    RunStart,
+    StageChange,
+    TargetComplete,
+    TargetStart,
+)
 from exporter.pipeline import Pipeline
 from exporter.sources.peers.contract import Count, Name, Number, Tolerant
 from exporter.sources.peers.rest import Failed, JsonClient, Unreachable
@@ -141,61 +152,61 @@ class BackendEvents:
         if handler is None:
             self.reject("unknown_event_type")
             return
-        events = handler(self, message, job, at)
-        for event in events:
-            self.pipeline.ingest_value(
-                {"run_id": message.job_id, "timestamp": at, **event}, BACKEND_SOURCE
-            )
+        for event in handler(self, message, job, at):
+            event.run_id = message.job_id
+            if event.timestamp is None:
+                event.timestamp = at
+            self.pipeline.ingest_event(event, BACKEND_SOURCE)
         job.last = max(job.last, at)
 
-    def _accepted(self, message: BackendMessage, job: _JobProgress, at: float) -> list[dict]:
+    def _accepted(self, message: BackendMessage, job: _JobProgress, at: float) -> list[Event]:
         self.pipeline.job_accepted(message.job_id, at)
         return []
 
-    def _started(self, message: BackendMessage, job: _JobProgress, at: float) -> list[dict]:
+    def _started(self, message: BackendMessage, job: _JobProgress, at: float) -> list[Event]:
         self.pipeline.job_started(message.job_id, at)
         config = message.model_dump(exclude={"type", "job_id", "timestamp", "metrics", "error"},
                                     exclude_none=True)  # fmt: skip
         name = " ".join(str(config[k]) for k in ("symbol", "timeframe") if k in config)
         job.fold = message.fold or 0
         return [
-            {"event_type": "run_start", "name": name or message.job_id, "config": config},
-            {"event_type": "stage_change", "new_stage": f"fold_{job.fold}"},
+            RunStart(name=name or message.job_id, config=config),
+            StageChange(new_stage=f"fold_{job.fold}"),
         ]
 
-    def _epoch(self, message: BackendMessage, job: _JobProgress, at: float) -> list[dict]:
-        events: list[dict] = []
+    def _epoch(self, message: BackendMessage, job: _JobProgress, at: float) -> list[Event]:
+        events: list[Event] = []
         fold = message.fold if message.fold is not None else job.fold or 0
         if fold != job.fold:
-            events.append({"event_type": "stage_change", "new_stage": f"fold_{fold}",
-                           "timestamp": job.last or at})  # fmt: skip
+            events.append(StageChange(new_stage=f"fold_{fold}", timestamp=job.last or at))
             job.fold = fold
         epoch = message.epoch if message.epoch is not None else job.epochs
         target = f"epoch_{epoch}"
         job.epochs += 1
-        events.append({"event_type": "target_start", "target": target,
-                       "timestamp": job.last or at})  # fmt: skip
-        metrics = {k: v for k, v in message.metrics.items()
-                   if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+        events.append(TargetStart(target=target, timestamp=job.last or at))
+        metrics: NumberMap = {
+            k: v for k, v in message.metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }  # fmt: skip
         if metrics:
-            events.append({"event_type": "metric_update", "step": job.epochs, "metrics": metrics})
-        events.append({"event_type": "target_complete", "target": target, "status": "success"})
+            events.append(MetricUpdate(step=job.epochs, metrics=metrics))
+        events.append(TargetComplete(target=target, status="success"))
         return events
 
-    def _completed(self, message: BackendMessage, job: _JobProgress, at: float) -> list[dict]:
+    def _completed(self, message: BackendMessage, job: _JobProgress, at: float) -> list[Event]:
         job.finished = True
-        return [{"event_type": "run_complete", "status": "completed"}]
+        return [RunComplete(status="completed")]
 
-    def _failed(self, message: BackendMessage, job: _JobProgress, at: float) -> list[dict]:
+    def _failed(self, message: BackendMessage, job: _JobProgress, at: float) -> list[Event]:
         job.finished = True
         self.failed_since_poll = True
         return [
-            {"event_type": "error", "error_message": message.error or "training failed",
-             "error_type": "TrainingFailed", "recoverable": False},
-            {"event_type": "run_complete", "status": "failed"},
+            Error(error_message=message.error or "training failed", error_type="TrainingFailed",
+                  recoverable=False),
+            RunComplete(status="failed"),
         ]  # fmt: skip
 
-    _handlers: ClassVar[dict[str, Callable[..., list[dict]]]] = {
+    _handlers: ClassVar[dict[str, Callable[..., list[Event]]]] = {
         "training.accepted": _accepted,
         "training.started": _started,
         "training.epoch": _epoch,

@@ -1,7 +1,7 @@
 """A PyTorch Lightning callback that reports a ``Trainer.fit`` to runwatch::
 
-    from exporter.sdk import FileTransport
-    from exporter.sdk.lightning import RunwatchCallback
+    from runwatch_sdk import FileTransport
+    from runwatch_sdk.lightning import RunwatchCallback
 
     trainer = Trainer(callbacks=[RunwatchCallback(FileTransport("/tmp/runwatch/events.jsonl"))])
 
@@ -24,7 +24,7 @@ except ImportError:  # the older package name
     from pytorch_lightning import LightningModule, Trainer
     from pytorch_lightning.callbacks import Callback
 
-from exporter.sdk.reporter import ReportingCallback
+from runwatch_sdk.reporter import ReportingCallback
 
 
 class RunwatchCallback(ReportingCallback, Callback):

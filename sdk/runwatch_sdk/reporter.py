@@ -1,6 +1,6 @@
-"""What the framework callbacks (:mod:`exporter.sdk.lightning`,
-:mod:`exporter.sdk.huggingface`) have in common: a run reported through a
-:class:`~exporter.sdk.monitor.TrainingMonitor`, its metrics taken from a framework's
+"""What the framework callbacks (:mod:`runwatch_sdk.lightning`,
+:mod:`runwatch_sdk.huggingface`) have in common: a run reported through a
+:class:`~runwatch_sdk.monitor.TrainingMonitor`, its metrics taken from a framework's
 dict of numbers and tensors, its checkpoints recorded once each, and its end.
 
 A callback given a monitor leaves the run's end to its owner (``with monitor:``);
@@ -13,9 +13,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.sdk.monitor import TrainingMonitor
-from exporter.sdk.transports import Transport
-from exporter.sdk.values import scalars
+from runwatch_sdk.monitor import TrainingMonitor
+from runwatch_sdk.transports import Transport
+from runwatch_sdk.values import scalars
 
 
 class RunReporter:

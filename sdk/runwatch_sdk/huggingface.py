@@ -1,7 +1,7 @@
 """A Hugging Face ``TrainerCallback`` that reports a ``Trainer.train`` to runwatch::
 
-    from exporter.sdk import FileTransport
-    from exporter.sdk.huggingface import RunwatchTrainerCallback
+    from runwatch_sdk import FileTransport
+    from runwatch_sdk.huggingface import RunwatchTrainerCallback
 
     trainer = Trainer(..., callbacks=[RunwatchTrainerCallback(FileTransport(path))])
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from exporter.sdk.reporter import ReportingCallback
+from runwatch_sdk.reporter import ReportingCallback
 
 
 class RunwatchTrainerCallback(ReportingCallback, TrainerCallback):

@@ -27,7 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
-from exporter.sdk.values import encode
+from runwatch_sdk.values import encode
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +260,8 @@ os.register_at_fork(after_in_child=_restart_in_child)
 class OtelTransport:
     """Sends the run straight to an OTel collector, without runwatch: the events go through
     runwatch's own reducer and OTLP output in-process, so the metric names, span tree and
-    trace ids are exactly those runwatch would produce. Needs runwatch's full install (the
-    other transports need only the standard library)."""
+    trace ids are exactly those runwatch would produce. Needs runwatch installed too
+    (``runwatch-sdk[otel]``; the other transports need only the standard library)."""
 
     def __init__(
         self,
@@ -270,9 +270,14 @@ class OtelTransport:
         service_name: str | None = None,
         naming: str = "prometheus",
     ) -> None:
-        from exporter.pipeline import Pipeline
-        from exporter.telemetry.otel import OtlpOutput
-        from exporter.telemetry.otlp_settings import otlp_settings_from
+        try:
+            from exporter.pipeline import Pipeline
+            from exporter.telemetry.otel import OtlpOutput
+            from exporter.telemetry.otlp_settings import otlp_settings_from
+        except ImportError as exc:
+            raise ImportError(
+                f"OtelTransport needs runwatch itself: pip install 'runwatch-sdk[otel]' ({exc})"
+            ) from exc
 
         settings = otlp_settings_from(endpoint, protocol, service_name, naming)
         if settings is None:

@@ -1,6 +1,6 @@
 """``TrainingMonitor``: seed 002's API, emitting runwatch's event format.
 
-    from exporter.sdk import TrainingMonitor
+    from runwatch_sdk import TrainingMonitor
 
     with TrainingMonitor(run_name="resnet50", config={"lr": 3e-4}) as monitor:
         monitor.stage("training")
@@ -42,9 +42,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from exporter.sdk.pidfile import DEFAULT_PID_DIR, remove_pid_file, write_pid_file
-from exporter.sdk.transports import FileTransport, HttpTransport, Transport
-from exporter.sdk.values import count, scalar, scalars
+from runwatch_sdk.pidfile import DEFAULT_PID_DIR, remove_pid_file, write_pid_file
+from runwatch_sdk.transports import FileTransport, HttpTransport, Transport
+from runwatch_sdk.values import count, scalar, scalars
 
 RUN_MARKER = ".runwatch-run.json"  # in the checkpoint directory: the run to resume
 DEFAULT_EVENTS_FILE = "/tmp/runwatch/events.jsonl"

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from exporter.sdk.monitor import now_iso
-from exporter.sdk.pidfile import remove_pid_file, write_pid_file
-from exporter.sdk.transports import FileTransport
+from runwatch_sdk.monitor import now_iso
+from runwatch_sdk.pidfile import remove_pid_file, write_pid_file
+from runwatch_sdk.transports import FileTransport
 
 _state: dict[str, Any] = {}
 
