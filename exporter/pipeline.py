@@ -138,7 +138,7 @@ class Pipeline:
                     item = items[index]
                     if item is None:
                         continue
-                    if isinstance(item, Refused):
+                    if type(item) is Refused:  # isinstance costs a Struct 5x more
                         self.reject(source, item)
                         rejections.append((index, item))
                         continue
@@ -161,7 +161,7 @@ class Pipeline:
                         continue
                     if outputs:
                         self._hand_on(outputs, index >= spans_from)
-                    if isinstance(item, CustomEvent) and self.router is not None:
+                    if type(item) is CustomEvent and self.router is not None:
                         self._map_custom(item, index >= spans_from)
             latest = _latest_run_id(items, indices)
             if latest is not None:

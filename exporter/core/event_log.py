@@ -26,7 +26,6 @@ from exporter.core.events import (
     StatusChange,
     TargetComplete,
     TargetStart,
-    metric_values,
 )
 
 INFO, WARN, ERROR = "INFO", "WARN", "ERROR"
@@ -128,7 +127,7 @@ def _error(event: Error) -> tuple[str, str]:
 
 def _metric_update(event: MetricUpdate) -> tuple[str, str]:
     step = f"step {event.step} " if event.step is not None else ""
-    return INFO, step + _values(metric_values(event.metrics))
+    return INFO, step + _values(event.metrics)
 
 
 def _checkpoint_saved(event: CheckpointSaved) -> tuple[str, str]:
@@ -138,7 +137,7 @@ def _checkpoint_saved(event: CheckpointSaved) -> tuple[str, str]:
     if event.is_best:
         text += " best"
     if event.metrics:
-        text += " " + _values(metric_values(event.metrics))
+        text += " " + _values(event.metrics)
     return INFO, text
 
 

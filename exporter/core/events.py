@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, final, get_args
 
 import msgspec
 from msgspec import Meta
@@ -90,6 +90,7 @@ class Rejected(Exception):
         return Refused(self.reason, self.detail)
 
 
+@final  # so that ``type(x) is Refused`` (cheaper than isinstance for a Struct) narrows
 class Refused(msgspec.Struct, tag_field="event_type", tag="__refused__", gc=False):
     """A rejection as data: what a batch parser returns for a line it refused, in a form
     msgpack can carry between processes."""
@@ -130,7 +131,10 @@ MetricValue = Annotated[
     float | Literal["NaN", "Infinity", "-Infinity"],
     Meta(description="A number; NaN and infinities as the strings NaN, Infinity, -Infinity."),
 ]
-NumberMap = dict[Ident, MetricValue]
+if TYPE_CHECKING:  # what readers get: parsing replaced the spellings by NON_FINITE's floats
+    NumberMap = dict[str, float]
+else:  # what is decoded, validated and written in the schema
+    NumberMap = dict[Ident, MetricValue]
 TargetName = Annotated[Ident, Meta(description="Target name.")]
 TargetCount = Annotated[Count | None, Meta(description="Targets in the run.")]
 
@@ -477,12 +481,6 @@ def _normalise(event: Event) -> None:
         if event.stage is None:
             raise Rejected("missing_field", "new_stage")
         event.new_stage = event.stage
-
-
-def metric_values(metrics: NumberMap) -> dict[str, float]:
-    """A parsed event's metrics as the floats they are: parsing replaced the spellings of
-    NaN and the infinities (:data:`NON_FINITE`) in place."""
-    return cast(dict[str, float], metrics)
 
 
 def _non_finite(metrics: dict[str, Any]) -> None:

@@ -33,7 +33,6 @@ from exporter.core.events import (
     StatusChange,
     TargetComplete,
     TargetStart,
-    metric_values,
 )
 from exporter.core.outputs import (
     FinishedSpan,
@@ -272,7 +271,7 @@ class State:
         Raises Rejected (before_run_start, out_of_order) without changing anything.
         """
         run_id, ts = event.run_id, event.timestamp
-        if run_id is None or not isinstance(ts, float | int):
+        if run_id is None or not isinstance(ts, float):
             raise TypeError(f"not completed by the pipeline (run_id, epoch seconds): {event!r}")
         run = self.runs.get(run_id)
         if run is None:
@@ -455,7 +454,7 @@ class State:
     ) -> None:
         if event.step is not None:
             run.step = event.step
-        values = metric_values(event.metrics)
+        values = event.metrics
         self._set_metrics(run.metrics, values)
         if self.history:
             if run.step_rate.keep(ts, self.limits.max_history_steps_per_second):
@@ -484,7 +483,7 @@ class State:
                 return
             del checkpoints[oldest]
         metrics: dict[str, float] = {}
-        self._set_metrics(metrics, metric_values(event.metrics or {}))
+        self._set_metrics(metrics, event.metrics or {})
         previous = checkpoints.get(checkpoint_id)
         # re-saving the best keeps its star unless another one is marked
         is_best = bool(event.is_best) or (previous is not None and previous.is_best)
