@@ -3,6 +3,8 @@ jobs become runs, the start handshake becomes telemetry, the REST fallback, bad 
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import orjson
 
@@ -102,11 +104,19 @@ def test_bad_backend_messages_are_counted_not_fatal() -> None:
     events(b'{"type": "training.started"}')  # no job_id
     events(b'{"type": "training.paused", "job_id": "j"}')
     events(b'{"type": "training.epoch", "job_id": "j", "epoch": 0, "metrics": {"loss": "NaN"}}')
+    # the events built from a message meet the bounds of a parsed line: a key past them
+    # refuses that metric_update, counted, and the job goes on
+    long_key = json.dumps({"type": "training.epoch", "job_id": "j", "epoch": 1,
+                           "metrics": {"k" * 300: 1.0}})  # fmt: skip
+    events(long_key)
     rejected = pipeline.stats.rejected
     assert rejected[("backend", "invalid_json")] == 1
     assert rejected[("backend", "contract_violation")] == 1
     assert rejected[("backend", "unknown_event_type")] == 1
-    assert "loss" not in pipeline.state.runs["j"].metrics  # a non-number metric is left out
+    assert rejected[("backend", "value_too_long")] == 1
+    run = pipeline.state.runs["j"]
+    assert "loss" not in run.metrics  # a non-number metric is left out
+    assert not any(len(key) > 256 for key in run.metrics) and run.targets_completed == 2
 
 
 def test_handshakes_time_out_once_and_late_starts_still_count() -> None:
