@@ -295,6 +295,12 @@ class Settings:
         "when Prometheus scrapes /metrics and OTLP should carry only the traces (no "
         "duplicate series).", _bool, group="otlp"
     )
+    otlp_traces: bool = option(
+        True, "Send spans (one trace per run); --no-otlp-traces with "
+        "--no-otlp-logs sends metrics only, e.g. straight to Prometheus 3's OTLP receiver "
+        "(--otlp-endpoint http://HOST:9090/api/v1/otlp --otlp-naming prometheus).", _bool,
+        group="otlp"
+    )
     otlp_logs: bool = option(
         True, "Send every event as an OTLP log record (the event log: a "
         "readable line, its severity, and the trace and span ids of its run, stage or "

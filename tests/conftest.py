@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import subprocess
@@ -238,6 +239,8 @@ class OtlpReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":  # the collector's default
+                    body = gzip.decompress(body)
                 if receiver.fail_next:
                     receiver.fail_next -= 1
                     self.send_response(503)

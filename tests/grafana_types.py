@@ -27,7 +27,7 @@ PANEL_TYPES = {
 }
 
 PRELUDE = f"""\
-import type * as raw from '{RAW}/dashboard/x/dashboard_types.gen';
+import type * as raw from '{RAW}/dashboard/x/Dashboard_types.gen';
 // An enum as the JSON spells it (its string values); objects and arrays mapped through.
 type Json<T> = T extends string ? `${{T}}`
   : T extends number | boolean | null | undefined ? T

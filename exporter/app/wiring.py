@@ -52,6 +52,8 @@ def build_pipeline(settings: Settings) -> tuple[Pipeline, OtlpOutput | None]:
             settings.otlp_naming,
             settings.otlp_metrics,
             settings.otlp_logs,
+            settings.otlp_traces,
+            scraped_instance(settings),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -73,7 +75,7 @@ def attach_remote_write(pipeline: Pipeline, settings: Settings) -> RemoteWriteOu
         raise ConfigError(f"--remote-write-url: {url!r} is not an http:// or https:// URL")
     from exporter.telemetry.remote_write import RemoteWriteOutput, RemoteWriteSettings
 
-    instance = settings.history_instance or _scraped_address(settings.listen[0])
+    instance = scraped_instance(settings)
     output = RemoteWriteOutput(
         RemoteWriteSettings(url, settings.history_job, instance), pipeline.stats
     )
@@ -81,10 +83,13 @@ def attach_remote_write(pipeline: Pipeline, settings: Settings) -> RemoteWriteOu
     return output
 
 
-def _scraped_address(listen: tuple[str, int]) -> str:
-    """Where Prometheus most likely scrapes runwatch: the listen address, or this host's
-    name for a wildcard one."""
-    host, port = listen
+def scraped_instance(settings: Settings) -> str:
+    """The ``instance`` label of what runwatch pushes (step history, OTLP metrics): the
+    --history-instance given, else where Prometheus most likely scrapes runwatch: the
+    listen address, or this host's name for a wildcard one."""
+    if settings.history_instance:
+        return settings.history_instance
+    host, port = settings.listen[0]
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

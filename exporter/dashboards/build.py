@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import json
+
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from exporter.dashboards import backend, gpu, router, trading, training
+from exporter.dashboards.grafana13 import for_grafana_13
 from exporter.dashboards.style import without_ignored_fields
 
 BOARDS: dict[str, Callable[[], Dashboard]] = {
@@ -21,10 +24,15 @@ BOARDS: dict[str, Callable[[], Dashboard]] = {
 
 
 def render() -> dict[str, str]:
-    """File name -> dashboard JSON (sorted keys, stable across runs)."""
-    encoder = JSONEncoder(sort_keys=True, indent=2)
+    """File name -> dashboard JSON for the Grafana compose runs (sorted keys, stable)."""
+    encoder = JSONEncoder()
     return {
-        name: encoder.encode(without_ignored_fields(build().build())) + "\n"
+        name: json.dumps(
+            for_grafana_13(json.loads(encoder.encode(without_ignored_fields(build().build())))),
+            sort_keys=True,
+            indent=2,
+        )
+        + "\n"
         for name, build in BOARDS.items()
     }
 

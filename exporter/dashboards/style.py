@@ -4,7 +4,7 @@ Seed 002's terminal: dark, dense, amber and orange text, green / orange / red / 
 for status. Panels query the data source picked in the board's ``datasource`` variable
 (defaulting to the provisioned uid, so a board imported into another Grafana works); every
 rate uses ``$__rate_interval``; layout is rows of equal-width panels. Every panel carries
-all of its plugin's options as Grafana 11.3's ``@grafana/schema`` types them (the tests
+all of its plugin's options as Grafana 13.2's ``@grafana/schema`` types them (the tests
 type-check the built JSON against them), so no choice is left to a plugin default.
 """
 
@@ -31,7 +31,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-DASHBOARD_VERSION = (2, 2)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
+DASHBOARD_VERSION = (2, 3)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
 TAG = f"runwatch-v{DASHBOARD_VERSION[0]}.{DASHBOARD_VERSION[1]}"
 # the provisioned data sources (grafana/provisioning/datasources), the variables' defaults
 DATA_SOURCES = {
@@ -86,7 +86,7 @@ def _single_stat(panel: Any) -> Any:
     return panel.reduce_options(_last_value()).orientation(common.VizOrientation.AUTO)
 
 
-# Grafana 11.3's defaults (each plugin's defaultOptions in @grafana/schema), written out
+# Grafana's defaults (each plugin's defaultOptions in @grafana/schema), written out
 Panel = (
     timeseries.Panel | stat.Panel | table.Panel | statetimeline.Panel | gauge.Panel
     | bargauge.Panel | logs.Panel | text.Panel

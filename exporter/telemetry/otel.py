@@ -26,7 +26,12 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import (
+    SERVICE_INSTANCE_ID,
+    SERVICE_NAME,
+    OTELResourceDetector,
+    Resource,
+)
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from exporter import __version__
@@ -139,6 +144,11 @@ class OtlpOutput:
         unnamed = str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service")
         if settings.service_name or unnamed:
             resource = resource.merge(Resource({SERVICE_NAME: settings.service_name or "runwatch"}))
+        given = OTELResourceDetector().detect().attributes  # OTEL_RESOURCE_ATTRIBUTES
+        if settings.instance and SERVICE_INSTANCE_ID not in given:
+            # Prometheus's OTLP receiver and remote write make it the `instance` label (the
+            # SDK's own default is a random UUID, a new series set at every restart)
+            resource = resource.merge(Resource({SERVICE_INSTANCE_ID: settings.instance}))
         self._pipeline = pipeline
         self._failed = RenderErrors(pipeline.stats, metrics_for(pipeline))
         readers = []
@@ -181,6 +191,7 @@ class OtlpOutput:
                                      span_exporter.shutdown)  # fmt: skip
         self._spans = SpanWriter(resource, self._span_queue)
         self.logs = settings.logs
+        self.traces = settings.traces
         self._log_queue = LogQueue(_shipper("logs", log_exporter, stats, queue),
                                    log_exporter.shutdown)  # fmt: skip
         self._logs = LogWriter(resource, self._log_queue)
@@ -195,7 +206,8 @@ class OtlpOutput:
             elif not emit_spans:
                 continue
             elif isinstance(output, FinishedSpan):
-                self._spans.write(output)
+                if self.traces:
+                    self._spans.write(output)
             elif isinstance(output, LogLine) and self.logs:
                 self._logs.write(output)
 

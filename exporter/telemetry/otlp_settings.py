@@ -17,7 +17,11 @@ class OtlpSettings:
     max_queue: int = 8192  # spans, and log records, waiting; the oldest go first when full
     naming: str = "semconv"  # or "prometheus": see exporter.telemetry.metric
     metrics: bool = True  # False: spans (and logs) only
+    traces: bool = True  # False: no spans (metrics straight to Prometheus, say)
     logs: bool = True  # the event log: every event as a log record
+    # service.instance.id unless OTEL_RESOURCE_ATTRIBUTES names one: the address Prometheus
+    # scrapes runwatch at, so a series pushed over OTLP gets the `instance` a scrape gives
+    instance: str | None = None
 
 
 def otlp_settings_from(
@@ -27,6 +31,8 @@ def otlp_settings_from(
     naming: str = "semconv",
     metrics: bool = True,
     logs: bool = True,
+    traces: bool = True,
+    instance: str | None = None,
 ) -> OtlpSettings | None:
     """OTLP settings from flags and the standard environment; None when OTLP is off."""
     env_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -43,5 +49,7 @@ def otlp_settings_from(
         export_interval_seconds=float(interval_ms) / 1000 if interval_ms else 10.0,
         naming=naming,
         metrics=metrics,
+        traces=traces,
         logs=logs,
+        instance=instance,
     )
