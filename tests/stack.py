@@ -8,6 +8,7 @@ running something else."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ import httpx
 import yaml
 
 from tests.conftest import ROOT, free_port, wait_for
+from tests.integration.test_dashboards import EMPTY_WHILE_HEALTHY, boards, from_tempo, targets
 
 
 def substituted(path: Path, replacements: Mapping[str, str]) -> str:
@@ -134,3 +136,70 @@ def compose_command(service: str, replacements: Mapping[str, str]) -> list[str]:
         assert old in text, f"compose.yaml's {service} command no longer contains {old!r}"
         text = text.replace(old, new)
     return text.split("\n")
+
+
+def query(prometheus_url: str, promql: str) -> list[dict[str, Any]]:
+    """An instant query's result; a query Prometheus refuses fails the test."""
+    response = httpx.get(prometheus_url + "/api/v1/query", params={"query": promql}).json()
+    assert response["status"] == "success", (promql, response)
+    return response["data"]["result"]
+
+
+def label_values(prometheus_url: str, expr: str) -> list[str]:
+    """What Grafana's ``label_values(selector, label)`` variable query offers."""
+    match = re.fullmatch(r"label_values\((.+), (\w+)\)", expr)
+    assert match, expr
+    series = httpx.get(prometheus_url + "/api/v1/series",
+                       params={"match[]": match[1]}).json()["data"]  # fmt: skip
+    return sorted({s[match[2]] for s in series if match[2] in s})
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    for name in sorted(values, key=len, reverse=True):  # $instance before $in...
+        expr = expr.replace("${" + name + "}", values[name]).replace("$" + name, values[name])
+    return expr
+
+
+def grafana_variables(prometheus_url: str, board: dict[str, Any], run: str) -> dict[str, str]:
+    """The board's variables as Grafana fills them on opening it: each query variable's
+    options from Prometheus, the first for a single value, every option ("All", as a regex
+    alternation) for a multi-value one, ``run`` for the run; Grafana's own interval
+    variables for a 15 s scrape interval."""
+    values = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+    for variable in board["templating"]["list"]:
+        name = variable["name"]
+        if variable["type"] == "query":
+            options = label_values(prometheus_url, substitute(variable["query"], values))
+            assert options, f"{board['uid']}: variable {name} offers nothing"
+            if name == "run":
+                assert run in options, options
+                values[name] = run
+            elif variable.get("includeAll") or variable.get("multi"):
+                values[name] = "(" + "|".join(re.escape(o).replace("\\", "\\\\")
+                                              for o in options) + ")"  # fmt: skip
+            else:
+                values[name] = options[0]
+        elif variable["type"] in ("custom", "textbox"):
+            values[name] = str(variable.get("current", {}).get("value", variable.get("query")))
+    return values
+
+
+def every_panel_answers(prometheus_url: str, run: str) -> None:
+    """Every PromQL panel of every board returns data, its variables filled as Grafana
+    fills them (the span-metric panels aside: Tempo writes those)."""
+    missing: set[tuple[str, str, str]] = set()
+    for name, board in boards().items():
+        values = wait_for(lambda board=board: grafana_variables(prometheus_url, board, run),
+                          timeout=60, what=f"{name}'s variables")  # fmt: skip
+        missing |= {(name, title, substitute(expr, values)) for title, expr in targets(board)
+                    if (name, title) not in EMPTY_WHILE_HEALTHY and not from_tempo(expr)}
+    assert len(missing) > 60
+
+    def answered() -> bool:
+        missing.difference_update([q for q in list(missing) if query(prometheus_url, q[2])])
+        return not missing
+
+    try:
+        wait_for(answered, timeout=120, what="every panel's data")
+    except AssertionError:
+        raise AssertionError(f"panels with no data: {sorted(missing)}") from None

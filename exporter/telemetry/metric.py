@@ -82,7 +82,10 @@ class Metric:
             and (self.unit != "1" or "ratio" in self.otel_name)
         ):
             return self.otel_name
-        return self.name.removesuffix("_total") if self.type is Type.COUNTER else self.name
+        name = self.name.removesuffix("_total") if self.type is Type.COUNTER else self.name
+        # the translation appends a per-unit ("_per_second") whenever the unit has one: it
+        # looks for it as a single name token, which an underscore-split name never holds
+        return name.removesuffix(_per_suffix(self.unit))
 
     def otel_attributes(self, label_values: tuple[str, ...], naming: str) -> dict[str, str]:
         attributes = dict(zip(self.labels, label_values, strict=True))
@@ -100,21 +103,31 @@ _UNIT_WORDS = {
 _PER_UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour"}
 
 
+def _per_suffix(unit: str) -> str:
+    """``_per_second`` for ``By/s``; empty for a unit without a per-part."""
+    per = re.sub(r"\{[^}]*\}", "", unit).partition("/")[2]
+    return f"_per_{_PER_UNIT_WORDS.get(per, per)}" if per else ""
+
+
 def prometheus_name(otel_name: str, unit: str, type_: Type) -> str:
-    """The OTLP→Prometheus name translation (OTel spec, 'Prometheus and OpenMetrics
-    compatibility'): invalid characters to ``_``, unit suffix appended unless already
-    present (``1`` becomes ``ratio`` on gauges, ``By/s`` ``bytes_per_second``),
-    ``_total`` on monotonic sums."""
-    name = re.sub(r"_+", "_", re.sub(r"[^a-zA-Z0-9_:]", "_", otel_name))
-    unit, _, per = re.sub(r"\{[^}]*\}", "", unit).partition("/")
-    word = "ratio" if unit == "1" and type_ is Type.GAUGE else _UNIT_WORDS.get(unit, "")
+    """The OTLP→Prometheus name translation as Prometheus 3 (its default
+    ``UnderscoreEscapingWithSuffixes``) and the collector's remote-write exporter make it
+    (prometheus/otlptranslator's ``normalizeName``): the name split into tokens at every
+    character but letters, digits and ``:``; the unit's word appended unless a token is
+    that word; a per-unit (``By/s``: ``_per_second``) always appended; ``_total`` last on
+    monotonic sums and ``_ratio`` on unit-``1`` gauges, each moved to the end."""
+    tokens = [token for token in re.split(r"[^a-zA-Z0-9:]+", otel_name) if token]
+    main, _, per = re.sub(r"\{[^}]*\}", "", unit).partition("/")
+    word = _UNIT_WORDS.get(main, "")
+    if word and word not in tokens:
+        tokens.append(word)
     if per:
-        word = "_".join(filter(None, (word, "per", _PER_UNIT_WORDS.get(per, per))))
-    if word and not name.endswith("_" + word):
-        name += "_" + word
-    if type_ is Type.COUNTER and not name.endswith("_total"):
-        name += "_total"
-    return name
+        tokens += ["per", _PER_UNIT_WORDS.get(per, per)]
+    if type_ is Type.COUNTER:
+        tokens = [token for token in tokens if token != "total"] + ["total"]
+    if unit == "1" and type_ is Type.GAUGE:
+        tokens = [token for token in tokens if token != "ratio"] + ["ratio"]
+    return "_".join(tokens)
 
 
 def prometheus_label(key: str) -> str:

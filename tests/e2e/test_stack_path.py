@@ -40,8 +40,16 @@ from tests.conftest import (
     wait_for,
 )
 from tests.integration.test_alerting import Webhook
-from tests.integration.test_dashboards import EMPTY_WHILE_HEALTHY, boards, from_tempo, targets
-from tests.stack import Program, alertmanager, collector, compose_command, prometheus
+from tests.integration.test_dashboards import boards, targets
+from tests.stack import (
+    Program,
+    alertmanager,
+    collector,
+    compose_command,
+    every_panel_answers,
+    prometheus,
+    query,
+)
 
 pytestmark = pytest.mark.timeout(300)  # the stack starts within the first test's time
 
@@ -141,51 +149,6 @@ def stack(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         loki.stop()
 
 
-def query(stack: Stack, promql: str) -> list[dict[str, Any]]:
-    response = httpx.get(stack.prometheus + "/api/v1/query", params={"query": promql}).json()
-    assert response["status"] == "success", (promql, response)
-    return response["data"]["result"]
-
-
-def label_values(stack: Stack, expr: str) -> list[str]:
-    """What Grafana's ``label_values(selector, label)`` variable query offers."""
-    match = re.fullmatch(r"label_values\((.+), (\w+)\)", expr)
-    assert match, expr
-    series = httpx.get(stack.prometheus + "/api/v1/series",
-                       params={"match[]": match[1]}).json()["data"]  # fmt: skip
-    return sorted({s[match[2]] for s in series if match[2] in s})
-
-
-def substitute(expr: str, values: dict[str, str]) -> str:
-    for name in sorted(values, key=len, reverse=True):  # $instance before $in...
-        expr = expr.replace("${" + name + "}", values[name]).replace("$" + name, values[name])
-    return expr
-
-
-def grafana_variables(stack: Stack, board: dict[str, Any]) -> dict[str, str]:
-    """The board's variables as Grafana fills them on opening it: each query variable's
-    options from Prometheus, the first for a single value, every option ("All", as a regex
-    alternation) for a multi-value one, the SDK's run for ``run``; Grafana's own interval
-    variables for a 15 s scrape interval."""
-    values = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
-    for variable in board["templating"]["list"]:
-        name = variable["name"]
-        if variable["type"] == "query":
-            options = label_values(stack, substitute(variable["query"], values))
-            assert options, f"{board['uid']}: variable {name} offers nothing"
-            if name == "run":
-                assert RUN_ID in options, options
-                values[name] = RUN_ID
-            elif variable.get("includeAll") or variable.get("multi"):
-                values[name] = "(" + "|".join(re.escape(o).replace("\\", "\\\\")
-                                              for o in options) + ")"  # fmt: skip
-            else:
-                values[name] = options[0]
-        elif variable["type"] in ("custom", "textbox"):
-            values[name] = str(variable.get("current", {}).get("value", variable.get("query")))
-    return values
-
-
 def test_no_runwatch_is_scraped_every_series_came_through_the_collector(stack: Stack) -> None:
     def scraped() -> list[dict[str, Any]]:
         found = httpx.get(stack.prometheus + "/api/v1/targets").json()["data"]["activeTargets"]
@@ -193,7 +156,7 @@ def test_no_runwatch_is_scraped_every_series_came_through_the_collector(stack: S
 
     targets_ = wait_for(scraped, timeout=60, what="Prometheus's targets scraped")
     assert {t["labels"]["job"] for t in targets_} == {"otel-collector"}
-    build = wait_for(lambda: query(stack, "runwatch_build_info"), timeout=60, what="build info")
+    build = wait_for(lambda: query(stack.prometheus, "runwatch_build_info"), timeout=60, what="build info")
     labels = build[0]["metric"]
     # service.name and service.instance.id, as the boards' $job and $instance read them
     assert (labels["job"], labels["instance"]) == ("runwatch", "runwatch:19464"), labels
@@ -201,24 +164,9 @@ def test_no_runwatch_is_scraped_every_series_came_through_the_collector(stack: S
 
 
 def test_every_board_query_returns_data_with_grafanas_variables(stack: Stack) -> None:
-    wait_for(lambda: query(stack, f'training_checkpoint_best{{run_id="{RUN_ID}"}}'),
+    wait_for(lambda: query(stack.prometheus, f'training_checkpoint_best{{run_id="{RUN_ID}"}}'),
              timeout=90, what="the SDK run's best checkpoint in Prometheus")  # fmt: skip
-    missing: set[tuple[str, str, str]] = set()
-    for name, board in boards().items():
-        values = wait_for(lambda board=board: grafana_variables(stack, board), timeout=60,
-                          what=f"{name}'s variables")  # fmt: skip
-        missing |= {(name, title, substitute(expr, values)) for title, expr in targets(board)
-                    if (name, title) not in EMPTY_WHILE_HEALTHY and not from_tempo(expr)}
-    assert len(missing) > 60
-
-    def answered() -> bool:
-        missing.difference_update([q for q in list(missing) if query(stack, q[2])])
-        return not missing
-
-    try:
-        wait_for(answered, timeout=120, what="every panel's data")
-    except AssertionError:
-        raise AssertionError(f"panels with no data: {sorted(missing)}") from None
+    every_panel_answers(stack.prometheus, RUN_ID)
 
 
 def test_the_crash_pages_someone_through_alertmanager(stack: Stack) -> None:
@@ -229,7 +177,7 @@ def test_the_crash_pages_someone_through_alertmanager(stack: Stack) -> None:
     _, notification, alert = crashed
     assert alert["labels"]["run_id"] == RUN_ID and alert["labels"]["severity"] == "critical"
     assert notification["receiver"] == "runwatch-page"
-    status = query(stack, f'training_run_status{{run_id="{RUN_ID}", status="crashed"}}')
+    status = query(stack.prometheus, f'training_run_status{{run_id="{RUN_ID}", status="crashed"}}')
     assert status and status[0]["value"][1] == "1", json.dumps(status)
     assert time.time() - crashed[0] < 600
 

@@ -61,12 +61,15 @@ def test_compose_config_is_valid_and_keeps_its_promises(bin_dir: Path) -> None:
     assert grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
     assert PASSWORD["GRAFANA_ADMIN_PASSWORD"] not in (ROOT / "compose.yaml").read_text()
     runwatch = " ".join(services["runwatch"]["command"])
-    assert "--no-otlp-metrics" in runwatch and "otel-collector:4318" in runwatch
-    # every logged step into Prometheus, labelled as Prometheus scrapes runwatch
+    # metrics, spans and the event log to the collector, under the names /metrics shows
+    assert "--otlp-naming=prometheus" in runwatch and "otel-collector:4318" in runwatch
+    assert "--no-otlp-metrics" not in runwatch
+    # every logged step into Prometheus, with the instance the pushed series carry
     assert "--remote-write-url=http://prometheus:9090/api/v1/write" in runwatch
     assert "--web.enable-remote-write-receiver" in services["prometheus"]["command"]
-    (scraped,) = load("prometheus/prometheus.yml")["scrape_configs"][0]["static_configs"]
-    assert f"--history-instance={scraped['targets'][0]}" in runwatch
+    assert "--history-instance=runwatch:19464" in runwatch
+    scraped = load("prometheus/prometheus.yml")["scrape_configs"]
+    assert [job["job_name"] for job in scraped] == ["otel-collector"]  # runwatch comes pushed
     # Loki: its native OTLP endpoint is what the collector's logs pipeline sends to
     assert services["loki"]["healthcheck"]["test"] == ["CMD", "/usr/bin/loki", "-health"]
     assert any(v["source"].endswith("/loki/loki.yaml") for v in services["loki"]["volumes"])
@@ -77,41 +80,91 @@ def test_compose_config_is_valid_and_keeps_its_promises(bin_dir: Path) -> None:
     assert loki["analytics"]["reporting_enabled"] is False
 
 
-# The component types of otel/opentelemetry-collector-contrib:0.111.0 that the configs use,
-# as its build manifest lists them (opentelemetry-collector-releases, tag v0.111.0,
-# distributions/otelcol-contrib/manifest.yaml): otlpreceiver, memorylimiterprocessor,
-# batchprocessor, otlpexporter, otlphttpexporter, prometheusremotewriteexporter.
-CONTRIB_0_111 = {"otlp", "memory_limiter", "batch", "otlphttp", "prometheusremotewrite"}
+def built_components(bin_dir: Path) -> dict[str, set[str]]:
+    """The component types in the collector built from otel-collector/builder.yaml, as the
+    binary itself lists them."""
+    listed = subprocess.run([bin_dir / "otelcol-runwatch", "components"], capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    parsed = yaml.safe_load(listed.stdout)
+    assert parsed["buildinfo"]["version"] == load("otel-collector/builder.yaml")["dist"]["version"]
+    return {kind: {c["name"] for c in parsed.get(kind) or []}
+            for kind in ("receivers", "processors", "exporters", "connectors")}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", ["otel-collector/config.yaml", "otel-collector/gateway.yaml"])
-def test_the_collector_pipelines_use_only_declared_components(path: str) -> None:
+def test_the_collector_pipelines_use_only_built_components(path: str, bin_dir: Path) -> None:
     config = load(path)
-    declared = {kind: set(config.get(kind, {})) for kind in
-                ("receivers", "processors", "exporters", "connectors")}  # fmt: skip
+    built = built_components(bin_dir)
+    declared = {kind: set(config.get(kind, {})) for kind in built}
+    for kind, names in declared.items():  # the builder manifest lists exactly what is used
+        assert {name.split("/")[0] for name in names} == built[kind], (path, kind)
     pipelines = config["service"]["pipelines"]
     assert set(pipelines) == {"traces", "metrics", "logs"}
-    used = {name.split("/")[0] for kind in declared.values() for name in kind}
-    assert used <= CONTRIB_0_111, used - CONTRIB_0_111
     for name, pipeline in pipelines.items():
-        assert set(pipeline["receivers"]) <= declared["receivers"] | declared["connectors"], name
-        assert set(pipeline["exporters"]) <= declared["exporters"] | declared["connectors"], name
-        assert set(pipeline["processors"]) <= declared["processors"], name
         assert pipeline["processors"][0] == "memory_limiter", f"{name}: memory_limiter first"
     # span metrics are Tempo's alone (a connector in stateless gateways splits the counts)
-    assert "connectors" not in config and pipelines["traces"]["exporters"] == ["otlp/tempo"]
+    assert "connectors" not in config and pipelines["traces"]["exporters"] == ["otlp_grpc/tempo"]
     (reader,) = config["service"]["telemetry"]["metrics"]["readers"]  # not the old `address`
     assert reader["pull"]["exporter"]["prometheus"] == {"host": "0.0.0.0", "port": 8888}
-    assert "address" not in config["service"]["telemetry"]["metrics"]
-    assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
-    assert config["exporters"]["otlp/tempo"]["endpoint"] == "tempo:4317"
-    remote_write = config["exporters"]["prometheusremotewrite"]
+    remote_write = config["exporters"]["prometheus_remote_write"]
     assert remote_write["endpoint"].endswith("/api/v1/write")
-    assert remote_write["resource_to_telemetry_conversion"]["enabled"] is True
-    # the event log to Loki's native OTLP endpoint (otlphttp appends /v1/logs)
-    assert pipelines["logs"]["exporters"] == ["otlphttp/loki"]
-    assert config["exporters"]["otlphttp/loki"]["endpoint"] == "http://loki:3100/otlp"
-    assert "0.111.0" in (ROOT / path).read_text()  # the version it was written for
+    assert remote_write["resource_constant_labels"] == {"included": ["*"]}
+    # the event log to Loki's native OTLP endpoint (otlp_http appends /v1/logs)
+    assert pipelines["logs"]["exporters"] == ["otlp_http/loki"]
+    assert config["exporters"]["otlp_http/loki"]["endpoint"] == "http://loki:3100/otlp"
+
+
+def test_the_builder_manifest_is_one_collector_release(bin_dir: Path) -> None:
+    manifest = load("otel-collector/builder.yaml")
+    version = manifest["dist"]["version"]
+    modules = [c["gomod"] for kind in ("receivers", "processors", "exporters")
+               for c in manifest[kind]]  # fmt: skip
+    assert modules and all(m.endswith(f" v{version}") for m in modules), modules
+    assert built_components(bin_dir)["exporters"] == {"otlp_grpc", "otlp_http",
+                                                      "prometheus_remote_write"}  # fmt: skip
+
+
+def images(file: str) -> dict[str, str]:
+    """Image name (without registry path) -> tag, for every pinned image of a compose file."""
+    services = load(file)["services"]
+    return dict(s["image"].rsplit(":", 1) for s in services.values() if "image" in s)
+
+
+def test_one_version_everywhere(bin_dir: Path) -> None:
+    """compose.yaml, compose.scale.yaml and what the tests run carry the same versions."""
+    single, scaled = images("compose.yaml"), images("compose.scale.yaml")
+    for name in set(single) & set(scaled):
+        assert single[name] == scaled[name], name
+    assert set(single) - set(scaled) == {"prom/prometheus"}
+    script = (ROOT / "scripts" / "install-components").read_text()
+
+    def pinned(variable: str) -> str:
+        match = re.search(rf"{re.escape(variable)}=@?([\w./@-]+)", script)
+        assert match, variable
+        return match[1].rsplit("@", 1)[-1]
+
+    collector = load("otel-collector/builder.yaml")["dist"]["version"]
+    assert single["otel/opentelemetry-collector-contrib"] == collector
+    assert single["prom/prometheus"] == "v" + pinned("PROMETHEUS")
+    assert single["prom/alertmanager"] == "v" + pinned("[prometheus-alertmanager]")
+    assert single["grafana/grafana"] == pinned("GRAFANA_SCHEMA")
+    for vm in ("victoriametrics/vmstorage", "victoriametrics/vminsert", "victoriametrics/vmselect"):
+        assert scaled[vm] == "v" + pinned("[victoria-metrics]") + "-cluster", vm
+    assert scaled["victoriametrics/vmalert"] == "v" + pinned("[victoria-metrics]")
+    # and the programs the tests start say so themselves (Debian's VictoriaMetrics prints
+    # no version: scripts/install-components checks its package's version instead)
+    versions = {
+        "prometheus": single["prom/prometheus"].lstrip("v"),
+        "prometheus-alertmanager": single["prom/alertmanager"].lstrip("v"),
+        "otelcol-runwatch": collector,
+    }
+    for program, version in versions.items():
+        said = subprocess.run([bin_dir / program, "--version"], capture_output=True, text=True)
+        assert version in said.stdout + said.stderr, (program, said.stdout + said.stderr)
+    # Tempo and Loki: the config files say the version compose runs
+    for path, image in (("tempo/tempo.yaml", "grafana/tempo"), ("tempo/scale.yaml", "grafana/tempo"),
+                        ("loki/loki.yaml", "grafana/loki")):  # fmt: skip
+        assert f"{image}:{single[image]}" in (ROOT / path).read_text(), path
 
 
 def test_the_scale_out_topology_is_valid_and_keeps_the_dashboards(bin_dir: Path) -> None:

@@ -91,7 +91,8 @@ def test_prometheus_naming_pushes_gpu_and_system_metrics_as_scraped(
     tree = start_tree(tmp_path)
     try:
         server = serve(
-            "--fake-gpus", "2", "--gpu-interval", "0.2", "--system-interval", "0.2",
+            "--fake-gpus", "2", "--gpu-pcie-throughput", "--gpu-interval", "0.2",
+            "--system-interval", "0.2",
             "--pid-file", str(tree.pid_file), "--otlp-naming", "prometheus",
             "--otlp-endpoint", victoria_metrics + "/opentelemetry",
             env={"OTEL_METRIC_EXPORT_INTERVAL": "300"},
@@ -102,6 +103,7 @@ def test_prometheus_naming_pushes_gpu_and_system_metrics_as_scraped(
                  and "system_cpu_utilization_ratio{" in text, what="samples")  # fmt: skip
         expected = names_in(server.metrics(), prefixes)
         assert {"gpu_utilization_ratio", "gpu_energy_joules_total", "system_cpu_utilization_ratio",
+                "gpu_pcie_throughput_bytes_per_second",
                 "training_run_process_cpu_time_seconds_total"} <= expected  # fmt: skip
         wait_for(lambda: pushed_names(victoria_metrics, prefixes) >= expected, timeout=30,
                  what="pushed names")  # fmt: skip
