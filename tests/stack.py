@@ -81,8 +81,15 @@ def alertmanager(bin_dir: Path, tmp: Path, receiver_url: str) -> tuple[Program, 
     return program, url
 
 
-def prometheus(bin_dir: Path, tmp: Path, alertmanager_address: str, collector_metrics: str,
-               *, port: int | None = None, flags: tuple[str, ...] = ()) -> tuple[Program, str]:
+def prometheus(
+    bin_dir: Path,
+    tmp: Path,
+    alertmanager_address: str,
+    collector_metrics: str,
+    *,
+    port: int | None = None,
+    flags: tuple[str, ...] = (),
+) -> tuple[Program, str]:
     """Prometheus on prometheus/ (its rules beside it) with compose's flags, and ``flags``."""
     folder = tmp / "prometheus"
     shutil.copytree(ROOT / "prometheus", folder)
@@ -116,7 +123,8 @@ def collector(bin_dir: Path, tmp: Path, config_name: str, *, traces_to: str, log
     config.write_text(substituted(shipped, {
         "0.0.0.0:4317": f"127.0.0.1:{grpc}",
         "0.0.0.0:4318": f"127.0.0.1:{http}",
-        "host: 0.0.0.0\n                port: 8888": f"host: 127.0.0.1\n                port: {telemetry}",
+        "host: 0.0.0.0\n                port: 8888":
+            f"host: 127.0.0.1\n                port: {telemetry}",
         "tempo:4317": traces_to,
         "http://loki:3100/otlp": logs_to,
         remote_write["endpoint"]: metrics_to,
@@ -191,8 +199,11 @@ def every_panel_answers(prometheus_url: str, run: str) -> None:
     for name, board in boards().items():
         values = wait_for(lambda board=board: grafana_variables(prometheus_url, board, run),
                           timeout=60, what=f"{name}'s variables")  # fmt: skip
-        missing |= {(name, title, substitute(expr, values)) for title, expr in targets(board)
-                    if (name, title) not in EMPTY_WHILE_HEALTHY and not from_tempo(expr)}
+        missing |= {
+            (name, title, substitute(expr, values))
+            for title, expr in targets(board)
+            if (name, title) not in EMPTY_WHILE_HEALTHY and not from_tempo(expr)
+        }
     assert len(missing) > 60
 
     def answered() -> bool:

@@ -44,7 +44,8 @@ def direct(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     log = tmp / "runwatch.log"
     demo = subprocess.Popen(
         [*RUNWATCH, "demo", "--web.listen-address", f"127.0.0.1:{port}", "--fake-gpus", "2",
-         "--gpu-pcie-throughput", "--otlp-endpoint", prometheus_url + "/api/v1/otlp", "--otlp-naming", "prometheus",
+         "--gpu-pcie-throughput", "--otlp-endpoint", prometheus_url + "/api/v1/otlp",
+         "--otlp-naming", "prometheus",
          "--no-otlp-traces", "--no-otlp-logs",
          "--event-interval", "0.02", "--gpu-interval", "0.5", "--system-interval", "0.5",
          "--bridge-interval", "0.5", "--backend-interval", "0.5"],
@@ -68,9 +69,15 @@ def names(exposition: str) -> set[str]:
 
 def test_every_family_arrives_under_its_metrics_name(direct: Direct) -> None:
     # the unit edges: _ratio gauges (unit 1), _total counters, per-second rates, histograms
-    edges = {"gpu_utilization_ratio", "gpu_temperature_celsius", "gpu_energy_joules_total",
-             "gpu_pcie_throughput_bytes_per_second", "router_flow_step_seconds_bucket",
-             "system_cpu_utilization_ratio", "training_run_progress_ratio"}
+    edges = {
+        "gpu_utilization_ratio",
+        "gpu_temperature_celsius",
+        "gpu_energy_joules_total",
+        "gpu_pcie_throughput_bytes_per_second",
+        "router_flow_step_seconds_bucket",
+        "system_cpu_utilization_ratio",
+        "training_run_progress_ratio",
+    }
 
     def scraped() -> set[str]:
         found = names(httpx.get(direct.runwatch + "/metrics").text)
@@ -85,8 +92,10 @@ def test_every_family_arrives_under_its_metrics_name(direct: Direct) -> None:
     try:
         wait_for(lambda: arrived() >= expected, timeout=60, what="the pushed names")
     except AssertionError:
-        raise AssertionError(f"not in Prometheus: {sorted(expected - arrived())}; "
-                             f"there instead: {sorted(arrived() - expected)}") from None
+        raise AssertionError(
+            f"not in Prometheus: {sorted(expected - arrived())}; "
+            f"there instead: {sorted(arrived() - expected)}"
+        ) from None
     # and nothing under another name: what arrived is on /metrics (read after it arrived)
     pushed = arrived()
     assert pushed <= names(httpx.get(direct.runwatch + "/metrics").text), pushed

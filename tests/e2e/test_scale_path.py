@@ -42,7 +42,11 @@ def test_the_gateway_tier_keeps_each_nodes_identity(bin_dir: Path, tmp_path: Pat
         )  # fmt: skip
         programs.append(gateway)
         for name, node in nodes.items():
-            environment = {**os.environ, **node["environment"], "OTEL_METRIC_EXPORT_INTERVAL": "500"}
+            environment = {
+                **os.environ,
+                **node["environment"],
+                "OTEL_METRIC_EXPORT_INTERVAL": "500",
+            }
             events = tmp_path / f"{name}.jsonl"
             events.write_text(f'{{"event_type": "run_start", "run_id": "{name}_run", '
                               f'"timestamp": 1700000000.0}}\n')  # fmt: skip
@@ -56,8 +60,8 @@ def test_the_gateway_tier_keeps_each_nodes_identity(bin_dir: Path, tmp_path: Pat
 
         def instances() -> dict[str, dict[str, str]]:
             httpx.get(vm + "/internal/force_flush")
-            series = httpx.get(vm + "/api/v1/series",
-                               params={"match[]": "gpu_temperature_celsius"}).json()["data"]  # fmt: skip
+            selector = {"match[]": "gpu_temperature_celsius"}
+            series = httpx.get(vm + "/api/v1/series", params=selector).json()["data"]
             found = {s["instance"]: s for s in series}
             return found if set(found) >= set(nodes) else {}
 

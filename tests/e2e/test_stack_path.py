@@ -123,8 +123,12 @@ def stack(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                  "--bridge-interval", "0.5", "--backend-interval", "0.5", "--pid-interval", "0.5",
                  "--pid-file", str(pids / "*.pid")]  # fmt: skip
         runwatch_url = f"http://127.0.0.1:{runwatch_port}"
-        environment = {**os.environ, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=compose",
-                       "OTEL_METRIC_EXPORT_INTERVAL": "1000", "RUNWATCH_PID_DIR": str(pids)}
+        environment = {
+            **os.environ,
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=compose",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "RUNWATCH_PID_DIR": str(pids),
+        }
         log = tmp / "runwatch.log"
         runwatch = subprocess.Popen([*RUNWATCH, *command, *speed], cwd=ROOT, env=environment,
                                     stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
@@ -156,7 +160,9 @@ def test_no_runwatch_is_scraped_every_series_came_through_the_collector(stack: S
 
     targets_ = wait_for(scraped, timeout=60, what="Prometheus's targets scraped")
     assert {t["labels"]["job"] for t in targets_} == {"otel-collector"}
-    build = wait_for(lambda: query(stack.prometheus, "runwatch_build_info"), timeout=60, what="build info")
+    build = wait_for(
+        lambda: query(stack.prometheus, "runwatch_build_info"), timeout=60, what="build info"
+    )
     labels = build[0]["metric"]
     # service.name and service.instance.id, as the boards' $job and $instance read them
     assert (labels["job"], labels["instance"]) == ("runwatch", "runwatch:19464"), labels
@@ -200,8 +206,11 @@ def test_the_run_trace_leaves_for_tempo_with_spans_at_event_times(stack: Stack) 
         assert run["status"] == 2  # ERROR: the run crashed
         assert run["start"] <= stage["start"] <= target["start"] <= target["end"]
     # the spans start at the events' own times: those the event log carries for them
-    records = {r["span_id"]: r for r in stack.loki.logs
-               if r["trace_id"] == trace and r["attributes"].get("event_type") == "target_start"}
+    records = {
+        r["span_id"]: r
+        for r in stack.loki.logs
+        if r["trace_id"] == trace and r["attributes"].get("event_type") == "target_start"
+    }
     for target in (s for s in found if s["name"].startswith("target ")):
         assert records[target["span_id"]]["time"] == target["start"]
 

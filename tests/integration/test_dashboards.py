@@ -177,7 +177,7 @@ EMPTY_WHILE_HEALTHY = {
 }
 
 
-# Tempo's metrics generator (2.6.1: modules/generator/processor/spanmetrics) writes these;
+# Tempo's metrics generator (2.10.8: modules/generator/processor/spanmetrics) writes these;
 # no Tempo runs here, so their panels are checked for the names alone.
 TEMPO_SERIES = {"traces_spanmetrics_calls_total", "traces_spanmetrics_latency_bucket"}
 

@@ -162,7 +162,8 @@ def test_one_version_everywhere(bin_dir: Path) -> None:
         said = subprocess.run([bin_dir / program, "--version"], capture_output=True, text=True)
         assert version in said.stdout + said.stderr, (program, said.stdout + said.stderr)
     # Tempo and Loki: the config files say the version compose runs
-    for path, image in (("tempo/tempo.yaml", "grafana/tempo"), ("tempo/scale.yaml", "grafana/tempo"),
+    for path, image in (("tempo/tempo.yaml", "grafana/tempo"),
+                        ("tempo/scale.yaml", "grafana/tempo"),
                         ("loki/loki.yaml", "grafana/loki")):  # fmt: skip
         assert f"{image}:{single[image]}" in (ROOT / path).read_text(), path
 
