@@ -288,7 +288,9 @@ class Settings:
         "semconv", "OTel metric names: 'semconv' (semantic conventions: "
         "hw.gpu.utilization, hw.power, process.cpu.time, ...) or 'prometheus' (names that "
         "translate to exactly those on /metrics, so the shipped dashboards and rules work "
-        "through a collector or Prometheus 3's OTLP receiver unchanged).", _one_of(*OTLP_NAMINGS), group="otlp"
+        "through a collector or Prometheus 3's OTLP receiver unchanged).",
+        _one_of(*OTLP_NAMINGS),
+        group="otlp",
     )
     otlp_metrics: bool = option(
         True, "Send metrics over OTLP as well as spans; --no-otlp-metrics "
