@@ -35,10 +35,11 @@ class Program:
     """A started program, its log kept for the failure message."""
 
     def __init__(self, command: list[Any], log: Path, ready_url: str, what: str,
-                 timeout: float = 60.0) -> None:  # fmt: skip
+                 timeout: float = 60.0, env: Mapping[str, str] | None = None) -> None:  # fmt: skip
         self.log = log
         self.what = what
-        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                        env=env, cwd=ROOT)  # fmt: skip
         try:
             wait_for(lambda: self._ready(ready_url), timeout=timeout, what=what)
         except AssertionError:

@@ -103,9 +103,15 @@ _UNIT_WORDS = {
 _PER_UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour"}
 
 
+def _split_unit(unit: str) -> tuple[str, str]:
+    """A UCUM unit's main part and per-part, annotations (``{...}``) left out."""
+    main, _, per = re.sub(r"\{[^}]*\}", "", unit).partition("/")
+    return main, per
+
+
 def _per_suffix(unit: str) -> str:
     """``_per_second`` for ``By/s``; empty for a unit without a per-part."""
-    per = re.sub(r"\{[^}]*\}", "", unit).partition("/")[2]
+    per = _split_unit(unit)[1]
     return f"_per_{_PER_UNIT_WORDS.get(per, per)}" if per else ""
 
 
@@ -117,12 +123,10 @@ def prometheus_name(otel_name: str, unit: str, type_: Type) -> str:
     that word; a per-unit (``By/s``: ``_per_second``) always appended; ``_total`` last on
     monotonic sums and ``_ratio`` on unit-``1`` gauges, each moved to the end."""
     tokens = [token for token in re.split(r"[^a-zA-Z0-9:]+", otel_name) if token]
-    main, _, per = re.sub(r"\{[^}]*\}", "", unit).partition("/")
-    word = _UNIT_WORDS.get(main, "")
+    word = _UNIT_WORDS.get(_split_unit(unit)[0], "")
     if word and word not in tokens:
         tokens.append(word)
-    if per:
-        tokens += ["per", _PER_UNIT_WORDS.get(per, per)]
+    tokens += _per_suffix(unit).split("_")[1:]  # ["per", "second"], or nothing
     if type_ is Type.COUNTER:
         tokens = [token for token in tokens if token != "total"] + ["total"]
     if unit == "1" and type_ is Type.GAUGE:

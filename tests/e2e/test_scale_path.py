@@ -8,7 +8,6 @@ node's series arrive under the /metrics names with the node as their `instance`.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -34,7 +33,6 @@ def test_the_gateway_tier_keeps_each_nodes_identity(bin_dir: Path, tmp_path: Pat
          f"-storageDataPath={tmp_path / 'vm'}", "-search.latencyOffset=0s"],
         tmp_path / "vm.log", vm + "/health", "VictoriaMetrics",
     )]  # fmt: skip
-    started: list[subprocess.Popen] = []
     try:
         gateway, otlp_http, _ = collector(
             bin_dir, tmp_path, "gateway.yaml", traces_to=tempo.url.removeprefix("http://"),
@@ -50,12 +48,13 @@ def test_the_gateway_tier_keeps_each_nodes_identity(bin_dir: Path, tmp_path: Pat
             events = tmp_path / f"{name}.jsonl"
             events.write_text(f'{{"event_type": "run_start", "run_id": "{name}_run", '
                               f'"timestamp": 1700000000.0}}\n')  # fmt: skip
-            started.append(subprocess.Popen(
-                [*RUNWATCH, "serve", "--web.listen-address", f"127.0.0.1:{free_port()}",
+            port = free_port()
+            programs.append(Program(
+                [*RUNWATCH, "serve", "--web.listen-address", f"127.0.0.1:{port}",
                  "--events", str(events), "--fake-gpus", "1", "--gpu-interval", "0.5",
                  "--otlp-endpoint", otlp_http, "--otlp-naming", "prometheus"],
-                cwd=ROOT, env=environment, stdout=(tmp_path / f"{name}.log").open("wb"),
-                stderr=subprocess.STDOUT,
+                tmp_path / f"{name}.log", f"http://127.0.0.1:{port}/healthz", name,
+                env=environment,
             ))  # fmt: skip
 
         def instances() -> dict[str, dict[str, str]]:
@@ -72,9 +71,6 @@ def test_the_gateway_tier_keeps_each_nodes_identity(bin_dir: Path, tmp_path: Pat
                          params={"match[]": "training_run_info"}).json()["data"]  # fmt: skip
         assert {(s["instance"], s["run_id"]) for s in runs} >= {(n, f"{n}_run") for n in nodes}
     finally:
-        for process in started:
-            process.terminate()
-            process.wait(timeout=30)
         for program in reversed(programs):
             program.stop()
         tempo.stop()

@@ -32,7 +32,6 @@ import pytest
 
 from exporter.core.trace_ids import trace_id_hex
 from tests.conftest import (
-    ROOT,
     RUNWATCH,
     GrpcTraceReceiver,
     OtlpReceiver,
@@ -129,11 +128,15 @@ def stack(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "RUNWATCH_PID_DIR": str(pids),
         }
-        log = tmp / "runwatch.log"
-        runwatch = subprocess.Popen([*RUNWATCH, *command, *speed], cwd=ROOT, env=environment,
-                                    stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-        wait_for(lambda: httpx.get(runwatch_url + "/healthz").status_code == 200, timeout=60,
-                 what="runwatch demo")  # fmt: skip
+        programs.append(
+            Program(
+                [*RUNWATCH, *command, *speed],
+                tmp / "runwatch.log",
+                runwatch_url + "/healthz",
+                "runwatch demo",
+                env=environment,
+            )
+        )
         child = subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(CHILD), runwatch_url, RUN_ID],
             env=environment, stdout=subprocess.PIPE, text=True,
@@ -143,9 +146,6 @@ def stack(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     finally:
         if child is not None and child.poll() is None:
             child.kill()
-        if "runwatch" in locals():
-            runwatch.terminate()
-            runwatch.wait(timeout=30)
         for program in reversed(programs):
             program.stop()
         webhook.stop()
