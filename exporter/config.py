@@ -374,6 +374,12 @@ class Settings:
     )
     backend_timeout: float = option(2.0, "Seconds one backend request may take, from connecting to "
                                     "its last byte.", _positive_float, group="training backend")
+    backend_authorization_file: str | None = option(
+        None, "A file holding the Authorization header runwatch sends "
+        "to the backend (e.g. 'Bearer <token>'), on POST /start_training and its REST "
+        "checks; a client's own Authorization is never passed on.",
+        group="training backend", metavar="FILE"
+    )
     backend_ack_timeout: float = option(
         30.0, "Seconds a job may wait between accepted and "
         "training.started before it counts in training_job_ack_timeouts_total.",
@@ -435,6 +441,12 @@ class Settings:
         5.0, "Seconds an event may be older than its run's latest (or "
         "start) before it is rejected as out_of_order (before_run_start).",
         _non_negative_float, group="limits"
+    )
+    max_time_ahead: float = option(
+        60.0, "Seconds an event's time may be ahead of runwatch's clock; "
+        "a later one is refused as in_the_future (one event dated years ahead would "
+        "otherwise hold its run's clock, and every correct event after it would be "
+        "out_of_order).", _non_negative_float, group="limits"
     )
     log_level: str = option(
         "info", "debug, info, warning or error.",

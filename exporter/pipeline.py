@@ -47,6 +47,9 @@ APPLY_SLICE = 500
 """Items applied per hold of the pipeline lock (about a millisecond of reduction)."""
 RENDER_PRIORITY_SECONDS = 0.05
 """Longest ingestion waits, between two slices, for a scrape that is rendering."""
+BACKLOG_SECONDS = 1.0
+"""A source that applied an event of a run this recently (wall clock) is reading a backlog
+of it: an event of that run without a timestamp takes the run's latest time, not now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,8 @@ class Pipeline:
         self._snapshot: tuple[float, View] | None = None  # (monotonic time taken, view)
         self._rendering = 0  # scrapes rendering now (see _slices)
         self._rendering_lock = threading.Lock()
-        self._latest_run: dict[str, str] = {}  # by source: the run of its latest event
+        self._latest_run: dict[str, tuple[str, float]] = {}  # by source: the run of its
+        # latest event, and when (monotonic) that slice was applied
         self._pid_runs: dict[str, bool] = {}  # run id -> alive, from the PID files
 
     def add_sink(
@@ -132,7 +136,9 @@ class Pipeline:
         refused, by the parser or the reducer; all are counted."""
         rejections: list[tuple[int, Refused]] = []
         apply = self.state.apply
+        ahead = self.state.limits.max_time_ahead_seconds
         for indices in self._slices(len(items)):
+            horizon = time.time() + ahead
             with self._lock:
                 for index in indices:
                     item = items[index]
@@ -150,6 +156,9 @@ class Pipeline:
                             rejections.append((index, rejected.as_refused()))
                             continue
                     try:
+                        if item.timestamp > horizon:  # type: ignore[operator]  # completed
+                            raise Rejected("in_the_future", f"{item.timestamp} is more than "
+                                           f"{ahead:g} s ahead of runwatch's clock")  # fmt: skip
                         outputs = apply(item)
                     except Rejected as rejected:
                         self.reject(source, rejected)
@@ -165,7 +174,7 @@ class Pipeline:
                         self._map_custom(item, index >= spans_from)
             latest = _latest_run_id(items, indices)
             if latest is not None:
-                self._latest_run[source] = latest
+                self._latest_run[source] = (latest, time.monotonic())
         accepted = len(items) - items.count(None) - len(rejections)
         self.stats.count(self.stats.ingested, source, accepted)
         return rejections
@@ -178,7 +187,7 @@ class Pipeline:
             if self.strict_events:
                 raise Rejected("missing_field", "run_id (--strict-events)")
             run_id = self._live_pid_run() or _latest_run_id(items, before)
-            run_id = run_id or self._latest_run.get(source)
+            run_id = run_id or self._latest_run.get(source, (None,))[0]
             if run_id is None:
                 raise Rejected(
                     "missing_field", "run_id, and no PID file or earlier event names one"
@@ -190,10 +199,17 @@ class Pipeline:
                 raise Rejected("missing_field", "timestamp (--strict-events)")
             now = time.time()
             run = self.state.runs.get(event.run_id)
-            # a file read long after it was written (or a clock far off ours): the time of
-            # the run's latest event keeps it in order with its neighbours
             skew = self.state.limits.max_clock_skew_seconds
-            if run is not None and abs(now - run.last_event) > skew:
+            # The time of reading, unless that would put the event out of order with its
+            # neighbours: in a backlog (a file read long after it was written), or when the
+            # writer's clock is ahead of ours. A live run that logs every few seconds is
+            # neither, and its clock moves on.
+            if run is not None and (
+                run.last_event - now > skew
+                or (
+                    now - run.last_event > skew and self._backlog(source, run.run_id, items, before)
+                )
+            ):
                 event.timestamp = run.last_event
             else:
                 event.timestamp = now
@@ -203,6 +219,14 @@ class Pipeline:
                 raise Rejected("invalid_timestamp", "no UTC offset (--strict-events)")
             event.timestamp = naive_seconds(event.timestamp)
             self._lenient(source, "naive_timestamp")
+
+    def _backlog(self, source: str, run_id: str, items: Sequence[Parsed], before: range) -> bool:
+        """Whether ``source`` is reading a backlog of ``run_id``: an earlier event of this
+        slice, or a slice applied within BACKLOG_SECONDS, was the run's."""
+        if _latest_run_id(items, before) == run_id:
+            return True
+        latest, at = self._latest_run.get(source, (None, 0.0))
+        return latest == run_id and time.monotonic() - at < BACKLOG_SECONDS
 
     def _map_custom(self, event: CustomEvent, emit_spans: bool) -> None:
         """A core event of a type runwatch does not know that the router mapping lists:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -19,11 +20,17 @@ from exporter.app.basic_auth import hash_password
 from exporter.app.retention import RetentionSweeper
 from exporter.app.server import create_app
 from exporter.app.web_config import LiveWebConfig, ReloadingServerContext, TlsSettings, WebConfig
-from exporter.app.wiring import attach_remote_write, build_background, build_pipeline, file_tailer
+from exporter.app.wiring import (
+    attach_remote_write,
+    backend_authorization,
+    build_background,
+    build_pipeline,
+    file_tailer,
+)
 from exporter.config import ConfigError, Settings, listen_address
 from exporter.sources.attribution import no_runs
 from exporter.sources.files.jsonl import CursorStore, Tailer
-from exporter.sources.peers.start_proxy import add_start_proxy
+from exporter.sources.peers.start_proxy import StartProxyLimits, add_start_proxy
 from exporter.sources.pidfile import PidFileWatcher
 from exporter.sources.worker import Worker
 from exporter.telemetry.prometheus import catalogue_registry
@@ -165,7 +172,19 @@ class Runtime:
             lifespan=self._lifespan,
         )
         if settings.backend_url:
-            add_start_proxy(self.app, self.pipeline, settings.backend_url)
+            limits = StartProxyLimits(
+                settings.max_body_bytes,
+                settings.body_timeout,
+                settings.max_response_bytes,
+                settings.backend_timeout,
+            )
+            add_start_proxy(
+                self.app,
+                self.pipeline,
+                settings.backend_url,
+                limits,
+                backend_authorization(settings),
+            )
         self.sockets: list[socket.socket] = []
         try:  # last: a port in use is refused before any thread starts
             for host, port in settings.listen:
@@ -227,9 +246,32 @@ class Runtime:
         for sock in self.sockets:
             log.info("listening on %s://%s", "https" if tls else "http",
                      listen_address(*sock.getsockname()[:2]))  # fmt: skip
+        self._warn_if_writable_by_anyone()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, _sighup)
         uvicorn.Server(config).run(sockets=self.sockets)
+
+
+    def _warn_if_writable_by_anyone(self) -> None:
+        """One warning when the endpoints that change state are open to the network."""
+        if self.web is not None and self.web.current().users:
+            return
+        exposed = [sock for sock in self.sockets if not _loopback(sock.getsockname()[0])]
+        if not exposed:
+            return
+        writes = "POST /v1/events" + (" and POST /start_training" if self.settings.backend_url
+                                      else "")  # fmt: skip
+        where = ", ".join(listen_address(*sock.getsockname()[:2]) for sock in exposed)
+        log.warning("%s can be reached without credentials on %s: anyone who can connect can "
+                    "write runs (and start jobs); set basic_auth_users in --web.config.file, "
+                    "or listen on 127.0.0.1", writes, where)  # fmt: skip
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _sighup(signum: int, frame: object) -> None:

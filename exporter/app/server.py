@@ -12,19 +12,19 @@ documents every endpoint.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import html
+import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
 from exporter import __version__
 from exporter.app.basic_auth import BcryptUsers, credentials
@@ -32,10 +32,16 @@ from exporter.app.web_config import LiveWebConfig, WebConfigError
 from exporter.core.events import Rejected
 from exporter.core.state import Run
 from exporter.pipeline import Pipeline
-from exporter.sources.http import SOURCE, ingest_body
+from exporter.sources.http import SOURCE, BodyError, ingest_body, read_body
 from exporter.telemetry.prometheus import catalogue_registry
+from exporter.telemetry.self_stats import Stats
 
-OPEN_PATHS = frozenset({"/healthz"})
+log = logging.getLogger(__name__)
+
+API_RUNS = "api_runs"
+"""The ``family`` /api/runs' encoding errors are counted under."""
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+"""Answered without credentials, for probes: they say only whether runwatch is up."""
 GZIP_LEVEL = 6  # a 1 MB exposition to about 80 KB in a few ms
 
 
@@ -91,6 +97,26 @@ def run_json(run: Run) -> dict[str, Any]:
             for checkpoint_id, checkpoint in run.checkpoints.items()
         ],
     }
+
+
+def runs_document(runs: Iterable[Run], stats: Stats) -> bytes:
+    """``GET /api/runs``: each run encoded on its own, so one that cannot be (text UTF-8
+    cannot encode) is left out, counted as ``runwatch_render_errors_total{family="api_runs"}``
+    and logged once, and the others are served."""
+    encoded = []
+    for run in runs:
+        try:
+            encoded.append(orjson.dumps(run_json(run)))
+        except (TypeError, ValueError) as exc:
+            stats.count(stats.render_errors, API_RUNS)
+            if API_RUNS not in _logged:
+                _logged.add(API_RUNS)
+                log.error("/api/runs: run %r could not be encoded and is left out (%s)",
+                          run.run_id, exc)  # fmt: skip
+    return b"[" + b",".join(encoded) + b"]"
+
+
+_logged: set[str] = set()
 
 
 def _number(value: float) -> float | str:
@@ -213,29 +239,23 @@ def create_app(
         return JSONResponse({"status": "reading existing events"}, status_code=503)
 
     @app.get("/api/runs")
-    def runs() -> list[dict[str, Any]]:
-        return [run_json(run) for run in pipeline.snapshot().state.runs.values()]
+    def runs() -> Response:
+        view = pipeline.snapshot()
+        return Response(runs_document(view.state.runs.values(), view.stats),
+                        media_type="application/json")  # fmt: skip
 
     @app.post("/v1/events", status_code=202)
     async def post_events(request: Request) -> JSONResponse:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body_bytes:
-            return _too_large(pipeline, max_body_bytes)
-        body = bytearray()
         try:
-            async with asyncio.timeout(body_timeout):
-                async for chunk in request.stream():
-                    body += chunk
-                    if len(body) > max_body_bytes:
-                        return _too_large(pipeline, max_body_bytes)
-        except (TimeoutError, ClientDisconnect):
-            pipeline.reject(SOURCE, Rejected("body_incomplete", "body not received whole"))
-            return _error(408, f"the body did not arrive whole within {body_timeout:g} s")
+            body = await read_body(request, max_body_bytes, body_timeout)
+        except BodyError as refused:
+            pipeline.reject(SOURCE, Rejected(refused.reason, refused.message))
+            return _error(refused.status, refused.message)
         if not body.strip():
             return _error(400, "empty body: send one event, a JSON array, or NDJSON")
         # Parsed and applied off the event loop (in slices of the pipeline lock), so a big
         # body never holds up /metrics or other clients.
-        result = await run_in_threadpool(ingest_body, bytes(body), pipeline)
+        result = await run_in_threadpool(ingest_body, body, pipeline)
         payload = {"accepted": result.accepted, "rejected": result.rejected}
         if result.rejected:
             return _error(
@@ -248,8 +268,3 @@ def create_app(
         return JSONResponse(payload, status_code=202)
 
     return app
-
-
-def _too_large(pipeline: Pipeline, limit: int) -> JSONResponse:
-    pipeline.reject(SOURCE, Rejected("body_too_large", f"over {limit} bytes"))
-    return _error(413, f"body over the limit of {limit} bytes (--max-body-bytes)")

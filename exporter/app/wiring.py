@@ -35,6 +35,7 @@ def limits_from(settings: Settings) -> Limits:
         max_checkpoints_per_run=settings.max_checkpoints_per_run,
         max_error_types_per_run=settings.max_error_types_per_run,
         max_clock_skew_seconds=settings.max_clock_skew,
+        max_time_ahead_seconds=settings.max_time_ahead,
         max_history_steps_per_second=settings.max_history_steps_per_second,
     )
 
@@ -276,8 +277,24 @@ def _backend(settings: Settings, pipeline: Pipeline) -> list[Worker]:
     poller = BackendPoller(
         url, timeout, settings.max_response_bytes, events,
         lambda: stats.websocket_connected.get("backend", 0) == 1,
+        backend_authorization(settings),
     )  # fmt: skip
     return [follower, PeriodicSampler(poller, pipeline.readings, settings.backend_interval)]
+
+
+def backend_authorization(settings: Settings) -> str | None:
+    """The Authorization header for the training backend, from --backend-authorization-file."""
+    path = settings.backend_authorization_file
+    if path is None:
+        return None
+    try:
+        value = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--backend-authorization-file: {exc}") from None
+    if not value or "\n" in value:
+        raise ConfigError("--backend-authorization-file: one line expected, the header's "
+                          "value (e.g. 'Bearer <token>')")  # fmt: skip
+    return value
 
 
 def _router(settings: Settings, pipeline: Pipeline) -> list[Worker]:

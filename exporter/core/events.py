@@ -46,6 +46,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "unknown_event_type",
     "before_run_start",
     "out_of_order",
+    "in_the_future",
     "pid_file_invalid",
     "too_deeply_nested",
     "number_too_large",
@@ -349,7 +350,15 @@ def parse_line(line: bytes) -> Event:
 
 
 def validate(value: Any) -> Event:
-    """Validate an already-decoded JSON value (an element of a POSTed array)."""
+    """Validate an already-decoded JSON value (a peer's message, or a line Python's ``json``
+    decoded). Text UTF-8 cannot encode (a lone surrogate escape such as ``"\\ud800"``, which
+    ``json`` keeps) is refused here: it would fail every output that writes the value."""
+    try:
+        msgspec.json.encode(value)
+    except UnicodeEncodeError as exc:
+        raise Rejected("invalid_utf8", f"text UTF-8 cannot encode ({exc.reason})") from None
+    except Exception:  # nesting, or a type JSON has not: left to the validation below
+        pass
     try:
         event = msgspec.convert(value, KnownEvent)
     except msgspec.ValidationError as exc:

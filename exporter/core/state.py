@@ -90,6 +90,7 @@ class Limits:
     max_checkpoints_per_run: int = 50
     max_error_types_per_run: int = 32
     max_clock_skew_seconds: float = 5.0
+    max_time_ahead_seconds: float = 60.0  # of runwatch's clock (checked by the pipeline)
     max_history_steps_per_second: int = 100  # step history kept per run (see StepRate)
 
 
@@ -616,7 +617,7 @@ class State:
             out.append(FinishedSpan(run.run_id, run.root_span, ts, error))
             run.root_span = None
         run.status = status
-        run.end = ts
+        run.end = max(ts, run.start)  # an end within max_clock_skew before the start: 0 s
 
     # -- helpers ---------------------------------------------------------------------------------
 

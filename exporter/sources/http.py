@@ -9,10 +9,12 @@ which were refused and why.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 
 import msgspec
+from starlette.requests import ClientDisconnect, Request
 
 from exporter.core.events import Refused
 from exporter.pipeline import Pipeline
@@ -41,6 +43,39 @@ class IngestResult:
             self.rejections.append(
                 {"index": index, "reason": rejection.reason, "detail": rejection.detail}
             )
+
+
+class BodyError(Exception):
+    """A request body refused before it was read whole: its HTTP status, the rejection
+    reason it counts as, and a message for the client."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
+    """The whole body of ``request``, read as it streams: refused (BodyError) once it is over
+    ``max_bytes`` (413), never buffered whole, or when it has not arrived within ``timeout``
+    seconds or its client went away (408)."""
+    declared = request.headers.get("content-length", "")
+    too_large = BodyError(
+        413, "body_too_large", f"body over the limit of {max_bytes} bytes (--max-body-bytes)"
+    )
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise too_large
+    except (TimeoutError, ClientDisconnect):
+        raise BodyError(
+            408, "body_incomplete", f"the body did not arrive whole within {timeout:g} s"
+        ) from None
+    return bytes(body)
 
 
 def split_body(body: bytes) -> list[bytes]:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from exporter.core.events import STATUSES
+from exporter.core.events import MAX_IDENTIFIER_CHARS, STATUSES
 from exporter.core.handshake import ACK_BUCKETS, ACK_METRIC
 from exporter.core.outputs import Histogram
 from exporter.core.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
@@ -80,7 +80,8 @@ MAX_TIMED_OUT_SHOWN = 10
 
 def config_items(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
     """A run's config as (dotted key, short text) pairs: nested mappings flattened (to
-    MAX_CONFIG_DEPTH levels), values cut to MAX_CONFIG_VALUE_CHARS characters; the caller
+    MAX_CONFIG_DEPTH levels), keys cut to MAX_IDENTIFIER_CHARS characters as every other
+    label, values to MAX_CONFIG_VALUE_CHARS; the caller
     bounds how many it takes."""
     for key, value in config.items():
         if isinstance(value, dict) and prefix.count(".") < MAX_CONFIG_DEPTH - 1:
@@ -94,9 +95,11 @@ def config_items(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str
             text = f"[{len(value)} items]"
         else:  # a number, a boolean, null, or a flat list of them
             text = json.dumps(value, default=str)
-        if len(text) > MAX_CONFIG_VALUE_CHARS:
-            text = text[: MAX_CONFIG_VALUE_CHARS - 1] + "…"
-        yield f"{prefix}{key}", text
+        yield _cut(f"{prefix}{key}", MAX_IDENTIFIER_CHARS), _cut(text, MAX_CONFIG_VALUE_CHARS)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _config(view: View) -> Iterator[Sample]:
@@ -159,8 +162,9 @@ METRICS: tuple[Metric, ...] = (
            lambda v: (((r.run_id, r.name, trace_id_hex(r.run_id)), 1.0) for r in _runs(v))),
     Metric("training_run_config_info", "training.run.config.info", "", G,
            ("run_id", "key", "value"), f"The run's config from run_start, one series per key "
-           f"(nested keys joined with dots; the first {MAX_CONFIG_ITEMS} keys, values cut to "
-           f"{MAX_CONFIG_VALUE_CHARS} characters); always 1.", _config),
+           f"(nested keys joined with dots; the first {MAX_CONFIG_ITEMS} keys, keys cut to "
+           f"{MAX_IDENTIFIER_CHARS} characters and values to {MAX_CONFIG_VALUE_CHARS}); "
+           f"always 1.", _config),
     Metric("training_run_status", "training.run.status", "", G, ("run_id", "status"),
            "1 for the run's current status, 0 for the others.", _run_status),
     Metric("training_run_stage", "training.run.stage", "", G, ("run_id", "stage"),
@@ -302,7 +306,8 @@ METRICS: tuple[Metric, ...] = (
            lambda v: (((r,), n) for r, n in v.state.forgotten.items())),
     Metric("runwatch_render_errors_total", "runwatch.render.errors", "", C, ("family",),
            "Samples left out of a scrape or an OTLP collection because they could not be "
-           "rendered (logged once per family); the rest of the collection is unaffected.",
+           "rendered (logged once per family; family api_runs: runs left out of "
+           "GET /api/runs); the rest of the collection is unaffected.",
            stats_counter(lambda s: s.render_errors)),
     Metric("runwatch_file_rotations_total", "runwatch.file.rotations", "", C, ("kind",),
            "Event files seen rotated (renamed and replaced) or truncated.",

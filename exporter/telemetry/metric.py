@@ -172,7 +172,9 @@ def rendered_samples(metric: Metric, view: View, failed: RenderErrors) -> list[S
             try:
                 if len(labels) != width:
                     raise TypeError(f"{len(labels)} label values for {width} labels")
-                "".join(labels)  # TypeError unless every label value is a string
+                text = "".join(labels)  # TypeError unless every label value is a string
+                if not text.isascii():
+                    text.encode()  # UnicodeEncodeError (a ValueError): a lone surrogate
                 append((labels, convert(value)))  # float(): OverflowError past a float
             except (TypeError, ValueError, OverflowError) as exc:
                 failed(metric, exc)

@@ -58,23 +58,29 @@ def _one_of(current: Callable[[EngineState], str | None],
     return sample
 
 
-def _per_item(select: Callable[[TradingSample], Any], key: str, field: str) -> Sampler:
-    """One series per position (by symbol) or arm (by name): ``field`` of each item."""
+def _per_item(select: Callable[[TradingSample], Any], key: str, field: str,
+              summed: bool) -> Sampler:  # fmt: skip
+    """One series per position (by symbol) or arm (by name): ``field`` of each item. Items
+    that share a name (two lots of one symbol) make one series, never two: summed where the
+    field adds up (quantities, values, pulls), else the last item's (a price)."""
 
     def values(items: tuple[Position | Arm, ...]) -> Iterator[Sample]:
+        by_name: dict[str, float] = {}
         for item in items:
             if (value := getattr(item, field)) is not None:
-                yield (getattr(item, key),), float(value)
+                name = getattr(item, key)
+                by_name[name] = by_name.get(name, 0.0) + float(value) if summed else float(value)
+        return (((name,), value) for name, value in by_name.items())
 
     return _part(select, values)
 
 
-def _per_position(field: str) -> Sampler:
-    return _per_item(lambda t: t.positions, "symbol", field)
+def _per_position(field: str, summed: bool = True) -> Sampler:
+    return _per_item(lambda t: t.positions, "symbol", field, summed)
 
 
-def _per_arm(field: str) -> Sampler:
-    return _per_item(lambda t: t.arms, "arm", field)
+def _per_arm(field: str, summed: bool = False) -> Sampler:
+    return _per_item(lambda t: t.arms, "arm", field, summed)
 
 
 def _metrics(t: TradingSample) -> Any:
@@ -107,13 +113,15 @@ TRADING_METRICS: tuple[Metric, ...] = (
            "1 for the engine's current pipeline stage, 0 for others seen.",
            _one_of(lambda state: state.current_stage, lambda t: t.stages)),
     Metric("trading_position_quantity", "trading.position.quantity", "", G, ("symbol",),
-           "Quantity held per symbol (negative: short).", _per_position("quantity")),
+           "Quantity held per symbol (negative: short; lots of one symbol summed).",
+           _per_position("quantity")),
     Metric("trading_position_market_value", "trading.position.market_value", "", G,
            ("symbol",), "Market value per symbol.", _per_position("market_value")),
     Metric("trading_position_unrealized_pnl", "trading.position.unrealized_pnl", "", G,
            ("symbol",), "Unrealised profit and loss per symbol.", _per_position("unrealized_pnl")),
     Metric("trading_position_price", "trading.position.price", "", G, ("symbol",),
-           "Current price per symbol held.", _per_position("current_price")),
+           "Current price per symbol held (of its last lot).",
+           _per_position("current_price", summed=False)),
     Metric("trading_trade_history_trades", "trading.trade_history.trades", "{trade}", G,
            ("side",), "Trades in the bridge's recent history window, by side.",
            _part(lambda t: t.trades, lambda trades: (((s,), n) for s, n, _ in trades))),
@@ -124,11 +132,12 @@ TRADING_METRICS: tuple[Metric, ...] = (
            "{decision}", G, ("action",), "Decisions in the recent history window, by action.",
            _part(lambda t: t.decisions, lambda decisions: (((a,), n) for a, n in decisions))),
     Metric("trading_cils_arm_weight", "trading.cils.arm.weight", "", G, ("arm",),
-           "Bandit weight of each arm.", _per_arm("weight")),
+           "Bandit weight of each arm (of its last entry).", _per_arm("weight")),
     Metric("trading_cils_arm_pulls", "trading.cils.arm.pulls", "", G, ("arm",),
-           "Times each arm was chosen.", _per_arm("pulls")),
+           "Times each arm was chosen (summed over entries that repeat a name).",
+           _per_arm("pulls", summed=True)),
     Metric("trading_cils_arm_mean_reward", "trading.cils.arm.mean_reward", "", G, ("arm",),
-           "Mean reward of each arm.", _per_arm("mean_reward")),
+           "Mean reward of each arm (of its last entry).", _per_arm("mean_reward")),
     Metric("trading_risk_drawdown_ratio", "trading.risk.drawdown.ratio", "1", G, (),
            "Drawdown from the peak (drawdown_pct / 100).", _value(_risk, "drawdown_pct", 0.01)),
     Metric("trading_risk_exposure_ratio", "trading.risk.exposure.ratio", "1", G, (),

@@ -20,9 +20,9 @@ def test_parallel_and_serial_replays_are_identical(tmp_path: Path) -> None:
     first.write_bytes(b"\n".join(events[:1000]) + b"\ngarbage\n\xff\xfe\n" + b"x" * 3000 + b"\n")
     second.write_bytes(
         b"\n".join(events[1000:])
-        + b'\n{"event_type": "metric_update", "run_id": "run_p", "timestamp": 1.8e9, '
+        + b'\n{"event_type": "metric_update", "run_id": "run_p", "timestamp": 1.75e9, '
         b'"metrics": {"loss": NaN}}\n{"event_type": "shard_loaded", "run_id": "run_p", "rows": 5}\n'
-        b'{"event_type": "progress", "run_id": "run_p", "timestamp": 1.8e9, "stage": "s", '
+        b'{"event_type": "progress", "run_id": "run_p", "timestamp": 1.75e9, "stage": "s", '
         b'"progress_pct": NaN}\n{"event_type": "progress", "run_id": "run_p", "ti'
     )
     paths = [str(first), str(second)]

@@ -239,9 +239,17 @@ class BackendPoller:
 
     name = BACKEND_SOURCE
 
-    def __init__(self, url: str, timeout: float, max_bytes: int, events: BackendEvents,
-                 websocket_up: Callable[[], bool]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        max_bytes: int,
+        events: BackendEvents,
+        websocket_up: Callable[[], bool],
+        authorization: str | None = None,
+    ) -> None:
         self._url = url.rstrip("/")
+        self._headers = {"authorization": authorization} if authorization else {}
         self._timeout = timeout
         self._max_bytes = max_bytes
         self._events = events
@@ -250,7 +258,8 @@ class BackendPoller:
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
 
     def open(self) -> None:
-        self._client = JsonClient(self._url, self._timeout, self._max_bytes, self._events.reject)
+        self._client = JsonClient(self._url, self._timeout, self._max_bytes, self._events.reject,
+                                  self._headers)  # fmt: skip
 
     def close(self) -> None:
         if self._client is not None:

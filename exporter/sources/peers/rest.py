@@ -39,14 +39,15 @@ class JsonClient:
     """GETs JSON documents from one base URL; use it from one thread only."""
 
     def __init__(
-        self, base_url: str, timeout: float, max_bytes: int, reject: Callable[[str], None]
-    ) -> None:
+        self, base_url: str, timeout: float, max_bytes: int, reject: Callable[[str], None],
+        headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.base_url = base_url.rstrip("/")
         self._timeout = timeout
         self._max_bytes = max_bytes
         self._reject = reject
         self._loop = asyncio.new_event_loop()
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=headers)
 
     def get(self, path: str, optional: bool = False) -> Any:
         """The JSON at ``path``, or Failed. With ``optional``, a 404 is None, uncounted: an
