@@ -442,6 +442,23 @@ class Settings:
         "start) before it is rejected as out_of_order (before_run_start).",
         _non_negative_float, group="limits"
     )
+    max_series_per_run: int = option(
+        2000, "Series budget of a run: each metric key, checkpoint metric "
+        "value and target best-AUC it names costs one (the dimensions that multiply); "
+        "past it new ones are cut and counted as max_series_per_run.", _positive_int,
+        group="limits"
+    )
+    max_series: int = option(
+        20000, "The same budget over all runs (counted as max_series); with "
+        "the per-field bounds it caps the scrape (see docs/reliability.md).", _positive_int,
+        group="limits"
+    )
+    max_text_bytes_per_run: int = option(
+        256 << 10, "Text budget of a run, in bytes: its config, checkpoint paths "
+        "and, with OTLP on, its open spans and their events (errors, progress messages); "
+        "past it the config's last keys, a path or a span event are cut and counted as "
+        "max_text_bytes_per_run.", _positive_int, group="limits"
+    )
     max_time_ahead: float = option(
         60.0, "Seconds an event's time may be ahead of runwatch's clock; "
         "a later one is refused as in_the_future (one event dated years ahead would "

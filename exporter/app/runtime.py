@@ -251,7 +251,6 @@ class Runtime:
             signal.signal(signal.SIGHUP, _sighup)
         uvicorn.Server(config).run(sockets=self.sockets)
 
-
     def _warn_if_writable_by_anyone(self) -> None:
         """One warning when the endpoints that change state are open to the network."""
         if self.web is not None and self.web.current().users:
@@ -259,12 +258,13 @@ class Runtime:
         exposed = [sock for sock in self.sockets if not _loopback(sock.getsockname()[0])]
         if not exposed:
             return
-        writes = "POST /v1/events" + (" and POST /start_training" if self.settings.backend_url
-                                      else "")  # fmt: skip
+        writes, can = "POST /v1/events", "write runs"
+        if self.settings.backend_url:
+            writes, can = writes + " and POST /start_training", can + " and start jobs"
         where = ", ".join(listen_address(*sock.getsockname()[:2]) for sock in exposed)
         log.warning("%s can be reached without credentials on %s: anyone who can connect can "
-                    "write runs (and start jobs); set basic_auth_users in --web.config.file, "
-                    "or listen on 127.0.0.1", writes, where)  # fmt: skip
+                    "%s; set basic_auth_users in --web.config.file, or listen on 127.0.0.1",
+                    writes, where, can)  # fmt: skip
 
 
 def _loopback(host: str) -> bool:

@@ -23,10 +23,7 @@ class OpenSpan:
     parent: OpenSpan | None
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
-
-    def add_event(self, ts: float, name: str, attributes: dict[str, Any]) -> None:
-        if len(self.events) < MAX_SPAN_EVENTS:
-            self.events.append((ts, name, attributes))
+    cost: int = 0  # bytes charged to its run's text budget (the reducer's bookkeeping)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
+import msgspec
+
 from exporter.core import event_log
 from exporter.core.events import (
     EVENT_TYPE_NAMES,
@@ -35,6 +37,7 @@ from exporter.core.events import (
     TargetStart,
 )
 from exporter.core.outputs import (
+    MAX_SPAN_EVENTS,
     FinishedSpan,
     Histogram,
     LogLine,
@@ -69,7 +72,15 @@ MAX_CUSTOM_EVENT_TYPES = 32
 DROP_REASONS: tuple[str, ...] = (
     "max_runs", "max_stages_per_run", "max_targets_per_run", "max_metric_keys_per_run",
     "max_checkpoints_per_run", "max_error_types_per_run", "step_rate",
+    "max_series_per_run", "max_series", "max_text_bytes_per_run", "max_events_per_span",
 )  # fmt: skip
+MAX_TEXT_CHARS = 1024
+"""Longest free text kept from an event (a checkpoint's path, an error or progress message);
+longer text is cut, not refused: the rest of the event stands."""
+SPAN_EVENT_BYTES = 96
+"""What a span event costs the run's text budget besides its text (its tuple and dict)."""
+OPEN_SPAN_BYTES = 512
+"""What an open target span costs the run's text budget besides its name."""
 
 
 FORGET_REASONS: tuple[str, ...] = ("retention", "max_runs")
@@ -89,6 +100,9 @@ class Limits:
     max_metric_keys_per_run: int = 100
     max_checkpoints_per_run: int = 50
     max_error_types_per_run: int = 32
+    max_series_per_run: int = 2000  # keyed values that become series: see Budget below
+    max_series: int = 20000  # the same, over all runs
+    max_text_bytes_per_run: int = 256 << 10  # config, paths, open spans and their events
     max_clock_skew_seconds: float = 5.0
     max_time_ahead_seconds: float = 60.0  # of runwatch's clock (checked by the pipeline)
     max_history_steps_per_second: int = 100  # step history kept per run (see StepRate)
@@ -170,6 +184,9 @@ class Run:
     root_span: OpenSpan | None = None
     stage_span: OpenSpan | None = None
     target_spans: dict[str, OpenSpan] = field(default_factory=dict)
+    series: int = 0  # series charged to the budget: metric keys, checkpoint values, AUCs
+    text_bytes: int = 0  # text charged to the budget: config, paths, open spans' events
+    config_bytes: int = 0  # of text_bytes, the config's
 
     @property
     def finished(self) -> bool:
@@ -237,6 +254,7 @@ class State:
         self.events_by_type: Counter[str] = Counter(dict.fromkeys(EVENT_TYPE_NAMES, 0))
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
         self.forgotten: Counter[str] = Counter(dict.fromkeys(FORGET_REASONS, 0))
+        self.series = 0  # series charged to the budget, over all runs
 
     def snapshot(self) -> State:
         """The state as it is now, in copies the reducer will not change (see Run.snapshot)."""
@@ -260,7 +278,7 @@ class State:
             elif now - run.finished_seen_at >= self.limits.finished_run_retention:
                 expired.append(run.run_id)
         for run_id in expired:
-            del self.runs[run_id]
+            self._forget(run_id)
         self.forgotten["retention"] += len(expired)
         return len(expired)
 
@@ -299,6 +317,8 @@ class State:
             self._log(run, event, name, ts, before, out)
         else:
             handler(self, run, event, ts, out)
+        if out:
+            _refund_finished_spans(run, out)
         return out
 
     def observe_process(self, obs: ProcessObservation) -> list[Output]:
@@ -326,6 +346,7 @@ class State:
             attributes = _log_attributes(run, "process_exit", None)
             out.append(LogLine(run.run_id, span, run.end or obs.observed_at, severity, body,
                                attributes))  # fmt: skip
+        _refund_finished_spans(run, out)
         return out
 
     # -- event handlers (one per event type) --------------------------------------------------
@@ -334,7 +355,7 @@ class State:
         if event.name is not None:
             run.name = event.name
         if event.config is not None:
-            run.config = event.config
+            self._set_config(run, event.config)
         if run.finished:
             self._reopen(run, ts)
         if run.root_span is not None:
@@ -352,7 +373,7 @@ class State:
             if event.targets_complete is not None:
                 stage.targets_completed = event.targets_complete
             if event.message is not None:
-                stage.message = event.message[:1024]
+                stage.message = event.message[:MAX_TEXT_CHARS]
         if event.targets_total is not None:
             run.targets_total = event.targets_total
         if event.targets_complete is not None:
@@ -361,12 +382,12 @@ class State:
             run.current_target = event.current_target[:256] or None
         if event.message is not None and run.stage_span is not None:
             attributes: dict[str, Any] = {
-                "message": event.message[:1024],
+                "message": event.message[:MAX_TEXT_CHARS],
                 "training.progress.ratio": event.progress_pct / 100,
             }
             if event.current_target:
                 attributes["training.target"] = event.current_target[:256]
-            run.stage_span.add_event(ts, "progress", attributes)
+            self._add_span_event(run, run.stage_span, ts, "progress", attributes)
 
     def _on_stage_change(self, run: Run, event: StageChange, ts: float, out: list[Output]) -> None:
         assert event.new_stage is not None  # parsing fills it in from stage
@@ -377,13 +398,7 @@ class State:
         if event.total_targets is not None:
             run.targets_total = event.total_targets
         if self.tracing and not run.finished:
-            parent = run.stage_span or run.root_span
-            attributes: dict[str, Any] = {"training.target": event.target}
-            if event.target_index is not None:
-                attributes["training.target.index"] = event.target_index
-            run.target_spans[event.target] = OpenSpan(
-                "target", event.target, ts, parent, attributes
-            )
+            self._open_target_span(run, event, ts)
 
     def _on_target_complete(
         self, run: Run, event: TargetComplete, ts: float, out: list[Output]
@@ -398,7 +413,7 @@ class State:
         key = (run.stage or "", target)  # the same target may be ranked, then trained
         if event.best_auc is not None and (
             key in best
-            or self._admit(best, key, self.limits.max_targets_per_run, "max_targets_per_run")
+            or self._admit(run, best, key, self.limits.max_targets_per_run, "max_targets_per_run")
         ):
             best[key] = event.best_auc
         span = run.target_spans.pop(target, None)
@@ -433,22 +448,19 @@ class State:
     def _on_error(self, run: Run, event: Error, ts: float, out: list[Output]) -> None:
         error_type = event.error_type or "error"
         recoverable = bool(event.recoverable)
-        if (error_type, recoverable) not in run.errors and not self._admit(
-            {t for t, _ in run.errors},
-            error_type,
-            self.limits.max_error_types_per_run,
-            "max_error_types_per_run",
-        ):
+        types = {t for t, _ in run.errors}
+        if error_type not in types and len(types) >= self.limits.max_error_types_per_run:
+            self.dropped["max_error_types_per_run"] += 1
             error_type = OTHER
         run.errors[(error_type, recoverable)] += 1
         span = _span_of(run, event)
         if span is not None:
             attributes = {
                 "exception.type": error_type,
-                "exception.message": event.error_message,
+                "exception.message": event.error_message[:MAX_TEXT_CHARS],
                 "training.error.recoverable": recoverable,
             }
-            span.add_event(ts, "exception", attributes)
+            self._add_span_event(run, span, ts, "exception", attributes)
 
     def _on_metric_update(
         self, run: Run, event: MetricUpdate, ts: float, out: list[Output]
@@ -456,7 +468,7 @@ class State:
         if event.step is not None:
             run.step = event.step
         values = event.metrics
-        self._set_metrics(run.metrics, values)
+        self._set_metrics(run, run.metrics, values)
         if self.history:
             if run.step_rate.keep(ts, self.limits.max_history_steps_per_second):
                 kept = values
@@ -482,23 +494,32 @@ class State:
             oldest = next((c for c, v in checkpoints.items() if not v.is_best), None)
             if oldest is None:
                 return
-            del checkpoints[oldest]
-        metrics: dict[str, float] = {}
-        self._set_metrics(metrics, event.metrics or {})
+            self._refund_checkpoint(run, checkpoints.pop(oldest))
         previous = checkpoints.get(checkpoint_id)
+        if previous is not None:
+            self._refund_checkpoint(run, previous)
+        metrics: dict[str, float] = {}
+        self._set_metrics(run, metrics, event.metrics or {})
+        filepath = event.filepath
+        if filepath is not None:
+            filepath = filepath[:MAX_TEXT_CHARS]
+            if not self._spend_text(run, len(filepath)):
+                filepath = None
         # re-saving the best keeps its star unless another one is marked
         is_best = bool(event.is_best) or (previous is not None and previous.is_best)
         if is_best:
             for checkpoint in checkpoints.values():
                 checkpoint.is_best = False
-        checkpoints[checkpoint_id] = Checkpoint(event.step, metrics, is_best, ts, event.filepath)
+        checkpoints[checkpoint_id] = Checkpoint(event.step, metrics, is_best, ts, filepath)
         if self.history and metrics:  # checkpoints are rare: never thinned
             keys, limit = run.checkpoint_keys, self.limits.max_metric_keys_per_run
             kept = {}
             for key, value in metrics.items():
-                if self._admit(keys, key, limit, "max_metric_keys_per_run"):
+                if key in keys or len(keys) < limit:
                     keys.add(key)
                     kept[key] = value
+                else:
+                    self.dropped["max_metric_keys_per_run"] += 1
             out.append(StepValues(run.run_id, ts, kept))
 
     def _on_status_change(
@@ -515,7 +536,7 @@ class State:
         """Kept for the event log: a span event with the event's scalar fields."""
         span = _span_of(run, event)
         if span is not None:
-            span.add_event(ts, event.type_name, dict(event.fields))
+            self._add_span_event(run, span, ts, event.type_name, dict(event.fields))
 
     _handlers: ClassVar[dict[type[Event], tuple[Callable[..., None], str]]] = {
         event_type: (handler, str(event_type.__struct_config__.tag))
@@ -558,7 +579,10 @@ class State:
         else:
             victim = next(iter(self.runs.values()))
             self.dropped["max_runs"] += 1
-        del self.runs[victim.run_id]
+        self._forget(victim.run_id)
+
+    def _forget(self, run_id: str) -> None:
+        self.series -= self.runs.pop(run_id).series
 
     def _reopen(self, run: Run, ts: float) -> None:
         run.status = "running"
@@ -630,22 +654,113 @@ class State:
         attributes = _log_attributes(run, name, _target_of(event))
         out.append(LogLine(run.run_id, span, ts, severity, body, attributes))
 
-    def _set_metrics(self, into: dict[str, float], values: dict[str, float]) -> None:
-        if len(into) + len(values) <= self.limits.max_metric_keys_per_run:
-            into.update(values)  # the common case: well under the bound
+    # -- the budget: bounds on what a run holds, whatever the per-field bounds allow -----------
+    #
+    # Series: each metric key, checkpoint metric value and target AUC a run names becomes a
+    # series (the multiplying dimensions; the rest of a run's series are bounded one by
+    # one), charged to max_series_per_run and, over all runs, max_series. Text: the config,
+    # checkpoint paths, and the open spans with their events, charged to
+    # max_text_bytes_per_run. What does not fit is cut and counted by budget in ``dropped``;
+    # what a run gives up (a checkpoint replaced, a span ended, the run forgotten) is
+    # refunded.
+
+    def _set_metrics(self, run: Run, into: dict[str, float], values: dict[str, float]) -> None:
+        if values.keys() <= into.keys():
+            into.update(values)  # the common case: keys it has logged before
             return
+        limit = self.limits.max_metric_keys_per_run
         for key, value in values.items():
-            if self._admit(
-                into, key, self.limits.max_metric_keys_per_run, "max_metric_keys_per_run"
-            ):
+            if self._admit(run, into, key, limit, "max_metric_keys_per_run"):
                 into[key] = value
 
-    def _admit(self, existing: Collection[object], key: object, limit: int, reason: str) -> bool:
-        """Whether a new key fits under its bound; counts the drop when it does not."""
-        if key in existing or len(existing) < limit:
+    def _admit(
+        self, run: Run, existing: Collection[object], key: object, limit: int, reason: str
+    ) -> bool:
+        """Whether a key fits under its bound and the series budget; a new one is charged
+        to the budget. Counts the drop when it does not fit."""
+        if key in existing:
             return True
-        self.dropped[reason] += 1
-        return False
+        if len(existing) >= limit:
+            self.dropped[reason] += 1
+            return False
+        if run.series >= self.limits.max_series_per_run:
+            self.dropped["max_series_per_run"] += 1
+            return False
+        if self.series >= self.limits.max_series:
+            self.dropped["max_series"] += 1
+            return False
+        run.series += 1
+        self.series += 1
+        return True
+
+    def _refund_checkpoint(self, run: Run, checkpoint: Checkpoint) -> None:
+        run.series -= len(checkpoint.metrics)
+        self.series -= len(checkpoint.metrics)
+        run.text_bytes -= len(checkpoint.filepath or "")
+
+    def _spend_text(self, run: Run, size: int) -> bool:
+        if run.text_bytes + size > self.limits.max_text_bytes_per_run:
+            self.dropped["max_text_bytes_per_run"] += 1
+            return False
+        run.text_bytes += size
+        return True
+
+    def _set_config(self, run: Run, config: dict[str, Any]) -> None:
+        """The run's config, its leading keys as far as the text budget allows."""
+        run.text_bytes -= run.config_bytes
+        room = self.limits.max_text_bytes_per_run - run.text_bytes
+        size = len(msgspec.json.encode(config))
+        if size > room:
+            kept: dict[str, Any] = {}
+            size = 2
+            for key, value in config.items():
+                item = len(msgspec.json.encode({key: value}))
+                if size + item > room:
+                    break
+                kept[key], size = value, size + item
+            self.dropped["max_text_bytes_per_run"] += 1
+            config = kept
+        run.config, run.config_bytes = config, size
+        run.text_bytes += size
+
+    def _add_span_event(
+        self, run: Run, span: OpenSpan, ts: float, name: str, attributes: dict[str, Any]
+    ) -> None:
+        if len(span.events) >= MAX_SPAN_EVENTS:
+            self.dropped["max_events_per_span"] += 1
+            return
+        size = SPAN_EVENT_BYTES + len(name) + sum(
+            len(key) + (len(value) if isinstance(value, str) else 8)
+            for key, value in attributes.items()
+        )  # fmt: skip
+        if self._spend_text(run, size):
+            span.events.append((ts, name, attributes))
+            span.cost += size
+
+    def _open_target_span(self, run: Run, event: TargetStart, ts: float) -> None:
+        target = event.target
+        replaced = run.target_spans.pop(target, None)  # started again before it completed
+        if replaced is not None:
+            run.text_bytes -= replaced.cost
+        if len(run.target_spans) >= self.limits.max_targets_per_run:
+            self.dropped["max_targets_per_run"] += 1
+            return
+        size = OPEN_SPAN_BYTES + len(target)
+        if not self._spend_text(run, size):
+            return
+        attributes: dict[str, Any] = {"training.target": target}
+        if event.target_index is not None:
+            attributes["training.target.index"] = event.target_index
+        parent = run.stage_span or run.root_span
+        span = run.target_spans[target] = OpenSpan("target", target, ts, parent, attributes)
+        span.cost = size
+
+
+def _refund_finished_spans(run: Run, out: list[Output]) -> None:
+    """Give the run back the text budget of the spans that ended."""
+    for output in out:
+        if output.__class__ is FinishedSpan:
+            run.text_bytes -= output.span.cost
 
 
 def _target_of(event: Event) -> str | None:

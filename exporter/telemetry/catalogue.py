@@ -294,7 +294,11 @@ METRICS: tuple[Metric, ...] = (
            "Live data cut because a cardinality bound was hit, by bound (max_runs: a running "
            "run forgotten because every kept run was live; max_positions counts the positions "
            "cut from each bridge poll; step_rate counts step-history values thinned out by "
-           "--max-history-steps-per-second). Finished runs forgotten are "
+           "--max-history-steps-per-second; max_series_per_run and max_series: metric keys, "
+           "checkpoint metric values or target AUCs past the series budget; "
+           "max_text_bytes_per_run: config keys, checkpoint paths or span text past the text "
+           "budget; max_events_per_span: span events past the per-span cap). Finished runs "
+           "forgotten are "
            "runwatch_runs_forgotten_total.",
            lambda v: [*(((r,), n) for r, n in v.state.dropped.items()),
                       *(((r,), n) for r, n in v.stats.snapshot(v.stats.series_dropped)),
