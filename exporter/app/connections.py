@@ -61,19 +61,21 @@ class ConnectionGuard:
         for a request, or refuse ``new`` (False) when none is waiting."""
         if len(self.open) >= self.max_connections:
             if not self.waiting:
-                self.refuse("max_connections", "every one of the %d connections is busy with "
-                            "a request; a new one was refused", self.max_connections)  # fmt: skip
+                self.refuse("max_connections", "all_busy", "every one of the %d connections "
+                            "is busy with a request: a new one got 503",
+                            self.max_connections)  # fmt: skip
                 return False
-            oldest = next(iter(self.waiting))
-            self.refuse("max_connections", "%d connections open (--max-connections): closed "
-                        "the one idle longest to make room", self.max_connections)  # fmt: skip
-            oldest.drop()
+            self.refuse("max_connections", "idle_closed", "%d connections open "
+                        "(--max-connections): closed the one idle longest to make room",
+                        self.max_connections)  # fmt: skip
+            next(iter(self.waiting)).drop()
         self.open.add(new)
         return True
 
-    def refuse(self, reason: str, message: str, *args: object) -> None:
+    def refuse(self, reason: str, kind: str, message: str, *args: object) -> None:
+        """Count it under ``reason``; log the first of each ``kind``, then a summary."""
         self.on_refused(reason)
-        self._log.log(logging.INFO, reason, message, *args)
+        self._log.log(logging.INFO, kind, message, *args)
 
 
 class GuardedProtocol(H11Protocol):
@@ -127,8 +129,9 @@ class GuardedProtocol(H11Protocol):
 
     def _too_slow(self) -> None:
         self._head_timer = None
-        self.guard.refuse("header_timeout", "a connection sent no whole request head within "
-                          "%g s (--header-timeout): closed", self.guard.header_timeout)  # fmt: skip
+        self.guard.refuse("header_timeout", "header_timeout", "a connection sent no whole "
+                          "request head within %g s (--header-timeout): closed",
+                          self.guard.header_timeout)  # fmt: skip
         self.drop()
 
     def _stop_waiting(self) -> None:
