@@ -260,6 +260,24 @@ class Settings:
         "/metrics", "The path the metrics are served on.",
         _telemetry_path, group="server", metavar="PATH", standard="--web.telemetry-path"
     )
+    header_timeout: float = option(
+        10.0, "How long a client has to send a whole request head (request line "
+        "and headers), from connecting or from its first byte after a kept-alive wait; a "
+        "slower connection is closed and counted in runwatch_http_refused_total"
+        "{reason=\"header_timeout\"}. Seconds or 10s, 1m.", _duration, group="server",
+        metavar="DURATION"
+    )
+    idle_timeout: float = option(
+        5.0, "How long a kept-alive connection may wait for its next request before "
+        "it is closed. Seconds or 5s, 1m.", _duration, group="server", metavar="DURATION"
+    )
+    max_connections: int = option(
+        512, "Open HTTP connections at most. At the cap, a new connection makes "
+        "room by closing the one that has waited longest for a request (a scraper sends "
+        "its request at once), or gets 503 when every one is busy; counted as "
+        "max_connections. Lowered at start to what the open-file limit leaves room for.",
+        _positive_int, group="server", metavar="N"
+    )
     tls_cert_file: str | None = option(None, "PEM certificate: serve HTTPS (with --tls-key-file); "
                                        "--web.config.file does this and more.", group="server")
     tls_key_file: str | None = option(None, "PEM private key for --tls-cert-file.", group="server")

@@ -116,6 +116,7 @@ class Server:
         env: dict[str, str] | None = None,
         scheme: str = "http",
         port: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
         **client: Any,
     ) -> None:
         self.port = port or free_port()
@@ -129,6 +130,7 @@ class Server:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             cwd=ROOT,
+            preexec_fn=preexec_fn,  # e.g. resource limits of the child alone
         )
         wait_for(self._ready, what=f"runwatch serve on {self.url}")
 

@@ -1,22 +1,36 @@
 """HTTP basic auth against bcrypt hashes, as the exporter-toolkit checks ``basic_auth_users``.
 
-bcrypt is slow on purpose (about 50 ms at cost 10), so a user and password that passed is
-remembered, under a digest of the password and the hash it matched, as the toolkit caches
-it; a scrape every 15 s pays it once. A user that does not exist costs a check against a
-dummy hash, so timing does not tell which users exist.
+bcrypt is slow on purpose (about 50 ms at cost 10), so a flood of wrong passwords must not
+cost the requests that carry the right one. The checks run one at a time in a thread of
+their own (the toolkit holds a mutex around them), never in the thread pool the handlers
+(``/metrics``) run in; a user and password that passed is remembered, as the toolkit
+caches it, so a scrape every 15 s pays once; a wrong one is remembered for a minute, so
+repeating it costs nothing; the same credentials arriving while they are being checked wait
+for that check; and when :data:`MAX_WAITING` checks are already queued, a request is
+refused at once (429) instead of joining the queue. A user that does not exist costs a
+check against a dummy hash, so timing does not tell which users exist.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
-import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 
 DUMMY_HASH = bcrypt.hashpw(b"runwatch", bcrypt.gensalt(rounds=10))
-MAX_REMEMBERED = 1024
+MAX_REMEMBERED = 1024  # passed credentials, and as many failed ones
+FAILED_SECONDS = 60.0  # how long a wrong password is remembered
+MAX_WAITING = 8  # checks queued or running (about 0.4 s of bcrypt) before refusing more
+
+
+class TooManyChecks(Exception):
+    """More password checks are waiting than are queued: the request is refused at once."""
 
 
 def credentials(header: str) -> tuple[str, bytes] | None:
@@ -33,30 +47,60 @@ def credentials(header: str) -> tuple[str, bytes] | None:
     return user.decode("utf-8", "replace"), password
 
 
+def _matches(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password, hashed)
+    except ValueError:  # a hash bcrypt cannot read (checked at load, so unlikely)
+        return False
+
+
 class BcryptUsers:
-    """Checks credentials against a ``user -> bcrypt hash`` table, remembering successes."""
+    """Checks credentials against a ``user -> bcrypt hash`` table (see the module's text);
+    used from the event loop's thread only."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._passed: set[bytes] = set()
-        self._lock = threading.Lock()
+        self._failed: dict[bytes, float] = {}  # key -> until when, oldest first
+        self._checking: dict[bytes, asyncio.Future[bool]] = {}
+        self._executor: ThreadPoolExecutor | None = None
 
-    def check(self, users: dict[str, bytes], user: str, password: bytes) -> bool:
+    async def check(self, users: dict[str, bytes], user: str, password: bytes) -> bool:
+        """Whether the password is the user's; TooManyChecks when it would have to queue
+        behind MAX_WAITING others."""
         hashed = users.get(user)
         key = hashlib.sha256(b"\0".join((user.encode(), hashed or b"", password))).digest()
-        with self._lock:
-            if hashed is not None and key in self._passed:
-                return True
-        try:
-            passed = bcrypt.checkpw(password, hashed or DUMMY_HASH)
-        except ValueError:  # a hash bcrypt cannot read (checked at load, so unlikely)
-            passed = False
-        if not passed or hashed is None:
+        if hashed is not None and key in self._passed:
+            return True
+        if self._failed.get(key, 0.0) > self._clock():
             return False
-        with self._lock:
+        check = self._checking.get(key)
+        if check is None:
+            if len(self._checking) >= MAX_WAITING:
+                raise TooManyChecks
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="runwatch-bcrypt")
+            check = asyncio.get_running_loop().run_in_executor(
+                self._executor, _matches, password, hashed or DUMMY_HASH
+            )
+            self._checking[key] = check
+            check.add_done_callback(lambda done: self._remember(key, hashed is not None, done))
+        # shielded: a client that leaves does not cancel a check others may be waiting on
+        return await asyncio.shield(check) and hashed is not None
+
+    def _remember(self, key: bytes, known: bool, check: asyncio.Future[bool]) -> None:
+        del self._checking[key]
+        if check.cancelled() or check.exception() is not None:
+            return
+        if check.result() and known:
             if len(self._passed) >= MAX_REMEMBERED:
                 self._passed.clear()
             self._passed.add(key)
-        return True
+            return
+        self._failed.pop(key, None)
+        while len(self._failed) >= MAX_REMEMBERED:
+            del self._failed[next(iter(self._failed))]
+        self._failed[key] = self._clock() + FAILED_SECONDS
 
 
 def hash_password(password: str) -> bytes:

@@ -17,6 +17,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from exporter.app.basic_auth import hash_password
+from exporter.app.connections import ConnectionGuard, guarded_protocol
+from exporter.app.descriptors import (
+    ListeningSocket,
+    connection_cap,
+    raise_open_file_limit,
+    summarise_accept_failures,
+)
 from exporter.app.retention import RetentionSweeper
 from exporter.app.server import create_app
 from exporter.app.web_config import LiveWebConfig, ReloadingServerContext, TlsSettings, WebConfig
@@ -34,7 +41,7 @@ from exporter.sources.peers.start_proxy import StartProxyLimits, add_start_proxy
 from exporter.sources.pidfile import PidFileWatcher
 from exporter.sources.worker import Worker
 from exporter.telemetry.prometheus import catalogue_registry
-from exporter.telemetry.self_stats import PID_FILE_SOURCE
+from exporter.telemetry.self_stats import HTTP_REFUSALS, PID_FILE_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +140,17 @@ class Runtime:
 
     def __init__(self, settings: Settings, fake_gpu_pids: tuple[int, ...] = ()) -> None:
         self.settings = settings
+        open_file_limit = raise_open_file_limit()
         self.web = web_config(settings)
         self.pipeline, self.otlp = build_pipeline(settings)
+        stats = self.pipeline.stats
+        stats.declare(stats.http_refused, HTTP_REFUSALS)
+        self.guard = ConnectionGuard(
+            settings.header_timeout,
+            settings.idle_timeout,
+            connection_cap(settings.max_connections, open_file_limit),
+            on_refused=lambda reason: stats.count(stats.http_refused, reason),
+        )
         self.remote_write = attach_remote_write(self.pipeline, settings)
         self.tailer: Tailer | None = None
         if settings.events:
@@ -188,7 +204,7 @@ class Runtime:
         self.sockets: list[socket.socket] = []
         try:  # last: a port in use is refused before any thread starts
             for host, port in settings.listen:
-                self.sockets.append(bind(host, port))
+                self.sockets.append(ListeningSocket.adopt(bind(host, port)))
         except ConfigError:
             for sock in self.sockets:
                 sock.close()
@@ -235,6 +251,7 @@ class Runtime:
             log_config=None,  # runwatch's handler and format (exporter.log_format)
             log_level=self.settings.log_level,
             access_log=False,
+            http=guarded_protocol(self.guard),  # header and idle timeouts, a connection cap
             # stalled clients do not hold up an exit
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
@@ -249,6 +266,7 @@ class Runtime:
         self._warn_if_writable_by_anyone()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, _sighup)
+        summarise_accept_failures()
         uvicorn.Server(config).run(sockets=self.sockets)
 
     def _warn_if_writable_by_anyone(self) -> None:

@@ -27,7 +27,9 @@ from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 
 from exporter import __version__
-from exporter.app.basic_auth import BcryptUsers, credentials
+from exporter.app.basic_auth import BcryptUsers, TooManyChecks, credentials
+from exporter.app.log_once import LogOnce
+from exporter.app.rate_limit import TokenBucket
 from exporter.app.web_config import LiveWebConfig, WebConfigError
 from exporter.core.events import Rejected
 from exporter.core.state import Run
@@ -157,31 +159,48 @@ def landing_page(telemetry_path: str) -> str:
     )
 
 
-def _web_config_middleware(app: FastAPI, web: LiveWebConfig) -> None:
-    """Basic auth (bcrypt users) and the configured headers, from the web configuration as it
-    is for each request."""
+def _web_config_middleware(app: FastAPI, web: LiveWebConfig, pipeline: Pipeline) -> None:
+    """The rate limit, basic auth (bcrypt users) and the configured headers, from the web
+    configuration as it is for each request; the probes' ``OPEN_PATHS`` are neither limited
+    nor checked."""
     users = BcryptUsers()
+    bucket: TokenBucket | None = None  # kept while rate_limit stays as it is
+    stats = pipeline.stats
+    refusals = LogOnce(log)
+
+    def refuse(reason: str, error: str) -> JSONResponse:
+        stats.count(stats.http_refused, reason)
+        refusals.log(logging.WARNING, reason, "%s: answered 429", error)
+        return JSONResponse({"error": error}, status_code=429, headers={"Retry-After": "1"})
 
     @app.middleware("http")
     async def web_config(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        nonlocal bucket
         try:
             config = web.current()
         except WebConfigError:  # logged when it changed; answered as the toolkit does
             return _error(500, "the web configuration is invalid; see runwatch's log")
+        if bucket is None or bucket.limit != config.rate_limit:
+            bucket = TokenBucket(config.rate_limit) if config.rate_limit else None
         response: Response | None = None
-        if config.users and request.url.path not in OPEN_PATHS:
+        guarded = request.url.path not in OPEN_PATHS
+        if guarded and bucket is not None and not bucket.allow():
+            response = refuse("rate_limited", "over the web configuration's rate_limit")
+        elif guarded and config.users:
             given = credentials(request.headers.get("authorization", ""))
-            passed = given is not None and await run_in_threadpool(
-                users.check, config.users, *given
-            )
-            if not passed:
-                response = JSONResponse(
-                    {"error": "authentication required"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Basic realm="runwatch"'},
-                )
+            try:
+                passed = given is not None and await users.check(config.users, *given)
+            except TooManyChecks:
+                response = refuse("auth_busy", "too many password checks waiting")
+            else:
+                if not passed:
+                    response = JSONResponse(
+                        {"error": "authentication required"},
+                        status_code=401,
+                        headers={"WWW-Authenticate": 'Basic realm="runwatch"'},
+                    )
         if response is None:
             response = await call_next(request)
         response.headers.update(config.headers)
@@ -208,7 +227,7 @@ def create_app(
         openapi_url=None,
     )
     if web is not None:
-        _web_config_middleware(app, web)
+        _web_config_middleware(app, web, pipeline)
     page = landing_page(telemetry_path)
     registry = registry or catalogue_registry(pipeline)
 

@@ -1,23 +1,26 @@
 """The web configuration of ``--web.config.file``, in the Prometheus exporter-toolkit's format.
 
 One file, as node_exporter reads it: ``tls_server_config`` (certificate and key, client
-certificates, TLS versions), ``basic_auth_users`` (bcrypt hashes) and ``http_server_config``
-(response headers). As in the toolkit, it is read again whenever it (or a certificate, key
-or CA file it names) changes, checked for each new connection and request, so a rotated
-certificate or a removed user applies without a restart; a file that turns bad refuses
-connections (TLS) and answers 500 (HTTP) until it is mended, as the toolkit does.
+certificates, TLS versions), ``basic_auth_users`` (bcrypt hashes), ``http_server_config``
+(response headers) and ``rate_limit`` (one token bucket for all requests). As in the
+toolkit, it is read again whenever it (or a certificate, key or CA file it names) changes,
+checked for each new connection and request, so a rotated certificate or a removed user
+applies without a restart; a file that turns bad refuses connections (TLS) and answers 500
+(HTTP) until it is mended, as the toolkit does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.app.rate_limit import RateLimit
 from exporter.config import ConfigError, read_yaml_file
 from exporter.sources.files.regular_files import read_regular
 
@@ -54,6 +57,9 @@ HEADERS = {  # the headers the toolkit lets a file set, with the values it accep
     "Strict-Transport-Security": None,
 }
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+GO_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
+                     "m": 60.0, "h": 3600.0}  # fmt: skip
+GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
 
 class WebConfigError(ConfigError):
@@ -83,6 +89,7 @@ class WebConfig:
     tls: TlsSettings | None = None
     users: dict[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash
     headers: dict[str, str] = field(default_factory=dict)
+    rate_limit: RateLimit | None = None
 
 
 def parse_web_config(data: Any, where: str, base: Path) -> WebConfig:
@@ -92,8 +99,6 @@ def parse_web_config(data: Any, where: str, base: Path) -> WebConfig:
     top = _mapping(data, where)
     _known(top, {"tls_server_config", "basic_auth_users", "http_server_config", "rate_limit"},
            where)  # fmt: skip
-    if "rate_limit" in top:
-        raise WebConfigError(f"{where}: rate_limit is not supported by runwatch")
     tls = None
     if top.get("tls_server_config") is not None:
         tls = _tls(_mapping(top["tls_server_config"], f"{where}: tls_server_config"), where, base)
@@ -116,7 +121,34 @@ def parse_web_config(data: Any, where: str, base: Path) -> WebConfig:
             raise WebConfigError(f"{where}: headers: {name}: {value!r} is not one of "
                                  f"{', '.join(allowed)}")  # fmt: skip
         headers[name] = str(value)
-    return WebConfig(tls, users, headers)
+    limit = _rate_limit(_mapping(top.get("rate_limit") or {}, f"{where}: rate_limit"), where)
+    return WebConfig(tls, users, headers, limit)
+
+
+def _rate_limit(section: dict[str, Any], where: str) -> RateLimit | None:
+    """The toolkit's ``rate_limit``: off while ``interval`` is 0 or absent."""
+    where = f"{where}: rate_limit"
+    _known(section, {"interval", "burst"}, where)
+    interval = _go_duration(section.get("interval", 0), f"{where}: interval")
+    burst = section.get("burst", 0)
+    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 0:
+        raise WebConfigError(f"{where}: burst: expected a whole number, 0 or more")
+    if interval == 0:
+        return None
+    if burst == 0:
+        raise WebConfigError(f"{where}: burst 0 with an interval refuses every request; "
+                             "give burst: 1 or more")  # fmt: skip
+    return RateLimit(interval, burst)
+
+
+def _go_duration(value: Any, where: str) -> float:
+    """Seconds of a duration as Go writes it (1s, 500ms, 1m30s); 0 alone needs no unit."""
+    text = str(value).strip()
+    if text == "0":
+        return 0.0
+    if isinstance(value, str) and re.fullmatch(f"(?:{GO_DURATION_PART.pattern})+", text):
+        return sum(float(n) * GO_DURATION_UNITS[u] for n, u in GO_DURATION_PART.findall(text))
+    raise WebConfigError(f"{where}: {value!r} is not a duration such as 1s, 500ms or 1m")
 
 
 def _tls(section: dict[str, Any], where: str, base: Path) -> TlsSettings:

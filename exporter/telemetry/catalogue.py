@@ -331,6 +331,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("runwatch_file_last_read_timestamp_seconds", "runwatch.file.last_read_timestamp",
            "s", G, FILE, "When new bytes were last read from the file, Unix seconds.",
            _files(lambda p: p.last_read)),
+    Metric("runwatch_http_refused_total", "runwatch.http.refused", "", C, ("reason",),
+           "Connections and requests the HTTP server turned away, by reason: header_timeout "
+           "(no whole request head within --header-timeout), max_connections (closed to make "
+           "room at --max-connections, or refused with 503 when all were busy), auth_busy "
+           "(429: more password checks waiting than are queued), rate_limited (429: the web "
+           "configuration's rate_limit).", stats_counter(lambda s: s.http_refused)),
     Metric("runwatch_otlp_exported_total", "runwatch.otlp.exported", "", C, ("signal",),
            "Spans, log records and metric points the OTLP endpoint accepted.",
            stats_counter(lambda s: s.otlp_exported)),

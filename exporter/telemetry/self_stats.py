@@ -20,6 +20,8 @@ PID_FILE_SOURCE = "pid_file"
 BRIDGE_SOURCE = "bridge"
 BACKEND_SOURCE = "backend"
 ROUTER_SOURCE = "router"
+HTTP_REFUSALS = ("header_timeout", "max_connections", "auth_busy", "rate_limited")
+"""Why the HTTP server turned a connection or a request away (runwatch_http_refused_total)."""
 MAX_FILE_SERIES = 100
 """Followed files shown in the runwatch_file_* series, per source; more are counted in
 runwatch_series_dropped_total{reason="max_file_series"}."""
@@ -107,6 +109,7 @@ class Stats:
         self.websocket_connected: Counter[str] = Counter()  # by channel: 1 or 0, a gauge
         self.render_errors: Counter[str] = Counter()  # samples left out of a collection
         self.backend_log_lines: Counter[tuple[()]] = Counter({(): 0})  # new log-tail lines
+        self.http_refused: Counter[str] = Counter()  # by reason, declared by serve
         self.files = FileProgressTable(lambda: self.count(self.series_dropped, "max_file_series"))
 
     def declare(self, counter: Counter[K], keys: Iterable[K]) -> None:

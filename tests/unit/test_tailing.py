@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.sources.files import jsonl
 from exporter.sources.files.jsonl import CursorStore, Tailer
 from tests.conftest import wait_for
 
@@ -246,3 +247,57 @@ def test_a_state_file_that_cannot_be_written_is_warned_about_once(
     assert sum("cannot write state file" in m for m in messages) == 1
     assert any("written again" in m for m in messages)
     assert store.load() != {}
+
+
+# -- more files than the open-file cap ------------------------------------------------------------
+
+
+def open_readers(tailer: Tailer) -> int:
+    return sum(reader.is_open for reader in [*tailer.files.values(), *tailer._rotated])
+
+
+def test_more_files_than_the_cap_are_all_read_with_at_most_the_cap_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [tmp_path / f"f{i:02d}.jsonl" for i in range(10)]
+    for i, path in enumerate(paths):
+        path.write_bytes(b"first %d\n" % i)
+    got = Collected(1 << 20)
+    tailer = Tailer([str(tmp_path / "*.jsonl")], got.sink, max_open_files=3)
+    tailer.scan()
+    assert sorted(got.texts()) == sorted(b"first %d" % i for i in range(10))
+    assert open_readers(tailer) == 3
+    for i, path in enumerate(paths):
+        append(path, b"second %d\n" % i)
+    tailer.scan()
+    assert sorted(got.texts()[10:]) == sorted(b"second %d" % i for i in range(10))
+    assert open_readers(tailer) == 3
+    opened: list[str] = []
+    real_open = jsonl.open_regular
+    monkeypatch.setattr(jsonl, "open_regular", lambda path: opened.append(path) or real_open(path))
+    tailer.scan()  # files as they were are looked at, not opened
+    assert opened == []
+    append(paths[0], b"third 0\n")
+    tailer.scan()
+    tailer.stop()
+    assert opened == [str(paths[0])] and got.texts()[-1] == b"third 0"
+
+
+def test_a_closed_file_truncated_or_rotated_is_followed(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(b"a1\na2\n")
+    second.write_bytes(b"b1\n")
+    got = Collected(1 << 20)
+    tailer = Tailer([str(tmp_path / "*.jsonl")], got.sink, on_rotation=got.rotations.append,
+                    max_open_files=1)  # fmt: skip
+    tailer.scan()
+    assert not tailer.files[str(first)].is_open
+    first.write_bytes(b"c1\n")  # rewritten in place while closed
+    tailer.scan()
+    assert not tailer.files[str(second)].is_open
+    os.rename(second, tmp_path / "b.jsonl.1")  # rotated while closed
+    second.write_bytes(b"d1\n")
+    tailer.scan()
+    tailer.stop()
+    assert got.texts() == [b"a1", b"a2", b"b1", b"c1", b"d1"]
+    assert sorted(got.rotations) == ["rotated", "truncated"]

@@ -20,7 +20,13 @@ A file is read from its start (state recovery), then followed:
 * a path that is not a regular file (a FIFO, a device, a directory) is refused,
   counted once and logged once, never opened: a FIFO would block the tailer;
 * a file with much to read is read :data:`READ_BUDGET` bytes at a time, in turn
-  with the others, so one big file does not hold up the rest.
+  with the others, so one big file does not hold up the rest;
+* at most :data:`MAX_OPEN_FILES` files are held open: beyond that, those written least
+  recently are closed after their read, looked at by ``stat`` alone while they stay as
+  they were, and opened again (the same file, by identity) when they change. A glob of
+  thousands of files then never uses up the process's descriptors, which the HTTP server
+  needs to accept scrapes. The price: a closed file that is written and renamed away
+  before the next look loses those last lines (an open one is drained).
 
 With a cursor file, each file's identity (device, inode, hash of its first
 bytes) and the offset read so far are saved, so a restart rebuilds the state
@@ -30,6 +36,7 @@ from the whole file but emits spans only for lines past the saved offset.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fnmatch
 import glob
 import hashlib
@@ -41,6 +48,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 import orjson
@@ -60,6 +68,7 @@ HEAD_BYTES = 4096  # bytes hashed into a file's identity, against inode reuse
 TAIL_BYTES = 256  # bytes before the read offset compared, to see a file rewritten in place
 CURSOR_VERSION = 1
 ROTATED_IDLE_SECONDS = 5.0  # how long a rotated-away file is kept open after its last write
+MAX_OPEN_FILES = 128  # files a tailer holds open at once; the least recently written are closed
 GLOB_CHARS = frozenset("*?[")
 
 Refusals = list[tuple[int, Refused]]
@@ -133,8 +142,17 @@ def _first_ending_after(pieces: list[bytes], start: int, position: int) -> int:
     return len(pieces)
 
 
+class FileReplaced(OSError):
+    """A closed reader's path names another file now: it cannot be opened again."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.ESTALE, "the path names another file now", path)
+
+
 class FileReader:
-    """One open file: reads what is new and cuts it into lines."""
+    """One file, by identity: reads what is new and cuts it into lines. Its descriptor
+    may be closed (:meth:`close`) and is opened again, from the same file, when it is
+    next needed."""
 
     def __init__(
         self,
@@ -145,9 +163,10 @@ class FileReader:
         on_rejected: Callable[[str, int, Refusals], None] = lambda path, line, refused: None,
     ) -> None:
         self.path = path
-        self._fh = os.fdopen(open_regular(path), "rb")
+        self._fh: BinaryIO | None = os.fdopen(open_regular(path), "rb")
         info = os.fstat(self._fh.fileno())
         self.identity = (info.st_dev, info.st_ino)
+        self._seen_whole = (-1, -1)  # size and mtime when last read to its end, if it was
         self.offset = 0  # end of the last complete line handed on
         self._read_pos = 0  # end of what has been read from the file
         self._head = bytearray()  # the file's first bytes read (up to HEAD_BYTES)
@@ -168,13 +187,42 @@ class FileReader:
         head = hashlib.sha256(self._head[:head_len]).hexdigest()  # the bytes read, kept
         return Cursor(*self.identity, head, head_len, self.offset)
 
+    @property
+    def is_open(self) -> bool:
+        return self._fh is not None
+
+    def _file(self) -> BinaryIO:
+        """The open file, opened again at the read position if it was closed; FileReplaced
+        when the path names another file now."""
+        if self._fh is None:
+            fd = open_regular(self.path)
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != self.identity:
+                os.close(fd)
+                raise FileReplaced(self.path)
+            self._fh = os.fdopen(fd, "rb")
+            self._fh.seek(self._read_pos)
+        return self._fh
+
+    def unchanged_since_closed(self, info: os.stat_result) -> bool:
+        """Whether a closed file is as it was when last read to its end (``info``: its
+        ``stat`` now), so there is nothing to read and no need to open it."""
+        return self._fh is None and (info.st_size, info.st_mtime_ns) == self._seen_whole
+
+    def size(self) -> int:
+        """The file's size now, or for a closed one, when it was last read."""
+        if self._fh is None:
+            return max(self._seen_whole[0], self._read_pos)
+        return os.fstat(self._fh.fileno()).st_size
+
     def resume(self, cursor: Cursor) -> None:
         """Adopt a saved cursor if it describes this very file."""
-        size = os.fstat(self._fh.fileno()).st_size
+        fh = self._file()
+        size = os.fstat(fh.fileno()).st_size
         same = (
             cursor.head_len <= size
             and cursor.offset <= size
-            and _head_hash(self._fh, cursor.head_len) == cursor.head
+            and _head_hash(fh, cursor.head_len) == cursor.head
         )
         if same:
             self.spans_from = cursor.offset
@@ -182,7 +230,7 @@ class FileReader:
     def rewritten(self) -> bool:
         """Whether the bytes already read are no longer the file's: it was truncated, or
         rewritten in place (perhaps already past the read offset)."""
-        fd = self._fh.fileno()
+        fd = self._file().fileno()
         if os.fstat(fd).st_size < self._read_pos:
             return True
         if os.pread(fd, len(self._head), 0) != self._head:
@@ -191,7 +239,7 @@ class FileReader:
 
     def restart(self) -> None:
         """The file was truncated or rewritten: read it again from its start."""
-        self._fh.seek(0)
+        self._file().seek(0)
         self.offset = 0
         self._read_pos = 0
         self._head.clear()
@@ -218,9 +266,14 @@ class FileReader:
         """Hand on every complete line written since the last call, or those in the next
         ``budget`` bytes; returns the bytes read."""
         total = 0
+        fh = self._file()
+        self._seen_whole = (-1, -1)
         while budget is None or total < budget:
-            chunk = self._fh.read(READ_CHUNK)
+            chunk = fh.read(READ_CHUNK)
             if not chunk:
+                info = os.fstat(fh.fileno())
+                if info.st_size == self._read_pos:  # else written meanwhile: look again
+                    self._seen_whole = (info.st_size, info.st_mtime_ns)
                 break
             total += len(chunk)
             self.unreported = (self.unreported[0], self.unreported[1] + len(chunk))
@@ -273,11 +326,11 @@ class FileReader:
             self.offset = self._read_pos
             self._hand_on([line], 0 if self.offset > self.spans_from else 1)
 
-    def fileno(self) -> int:
-        return self._fh.fileno()
-
     def close(self) -> None:
-        self._fh.close()
+        """Release the descriptor; a later read opens the file again."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 def read_whole_files(
@@ -311,6 +364,7 @@ class Tailer(Worker):
         force_polling: bool = False,
         progress: FileProgressTable | None = None,
         source: str = "jsonl",
+        max_open_files: int = MAX_OPEN_FILES,
     ) -> None:
         super().__init__("runwatch-tail", join_timeout=10)
         self.patterns = [os.path.abspath(p) for p in patterns]
@@ -335,6 +389,8 @@ class Tailer(Worker):
         self._source = source
         self._rejections = RejectionLog()
         self._waiting: set[str] = set()  # patterns said to match nothing yet
+        self._max_open = max_open_files
+        self._open: set[FileReader] = set()  # readers holding a descriptor
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -428,7 +484,7 @@ class Tailer(Worker):
         for path in self._matching_paths() if paths is None else sorted(paths):
             try:
                 reader = self._scan_path(path)
-                if reader is not None and reader.read_available(READ_BUDGET) >= READ_BUDGET:
+                if reader is not None and self._read(reader, READ_BUDGET) >= READ_BUDGET:
                     behind.append(reader)
                 self._unreadable.discard(path)
             except NotRegularFile as exc:
@@ -438,18 +494,47 @@ class Tailer(Worker):
                     self._unreadable.add(path)
                     log.warning("cannot read %s: %s", path, exc)
         while behind and not self._stop.is_set():
-            behind = [r for r in behind if r.read_available(READ_BUDGET) >= READ_BUDGET]
+            behind = [r for r in behind if self._read(r, READ_BUDGET) >= READ_BUDGET]
         for reader in list(self._rotated):
             reader.read_available()
             if time.monotonic() - reader.last_growth > ROTATED_IDLE_SECONDS:
-                reader.flush_partial()
-                reader.close()
-                self._rotated.remove(reader)
+                self._let_go(reader)
         self._report(full=paths is None)
         self._rejections.summarise()
         if self._store is not None and time.monotonic() - self._last_save > 1.0:
             self._last_save = time.monotonic()
             self.save_cursors()
+
+    def _read(self, reader: FileReader, budget: int) -> int:
+        """Read the next budget of a followed file, then keep within the open-file cap."""
+        try:
+            return reader.read_available(budget)
+        finally:
+            self._opened(reader)
+
+    def _opened(self, reader: FileReader) -> None:
+        """``reader`` may hold a descriptor now: beyond the cap, close the files written
+        least recently (a rotated-away one cannot be opened again: it is let go)."""
+        if reader.is_open:
+            self._open.add(reader)
+        if len(self._open) <= self._max_open:
+            return
+        for victim in sorted(self._open - {reader}, key=lambda r: r.last_growth):
+            if len(self._open) <= self._max_open:
+                break
+            if victim in self._rotated:
+                self._let_go(victim)
+            else:
+                victim.close()
+                self._open.discard(victim)
+
+    def _let_go(self, reader: FileReader) -> None:
+        """A rotated-away file is done with: its last line is handed on, it is closed."""
+        reader.read_available()
+        reader.flush_partial()
+        reader.close()
+        self._open.discard(reader)
+        self._rotated.remove(reader)
 
     def _report(self, full: bool) -> None:
         """Per-file progress into the table; on a full pass, files no longer followed leave
@@ -460,7 +545,7 @@ class Tailer(Worker):
                 lines, read = reader.take_unreported()
                 current = self.files.get(reader.path) is reader
                 try:
-                    size = os.fstat(reader.fileno()).st_size if current else 0
+                    size = reader.size() if current else 0
                 except OSError:
                     size = 0
                 if current:
@@ -519,9 +604,13 @@ class Tailer(Worker):
         identity = None if info is None else (info.st_dev, info.st_ino)
         if reader is not None and reader.identity != identity:
             # moved away (and perhaps replaced): drain it, keep it open for late writers
-            reader.read_available()
-            self._rotated.append(self.files.pop(path))
+            self.files.pop(path)
             self._on_rotation("rotated")
+            if reader.is_open:
+                reader.read_available()
+                self._rotated.append(reader)
+            else:  # closed, and the path names another file: nothing more can be read
+                reader.flush_partial()
             reader = None
         if info is None:
             return None
@@ -532,9 +621,15 @@ class Tailer(Worker):
             if any(r.identity == identity for r in self.files.values()):
                 return None  # the same file under another path (a symlink): followed there
             reader = self._adopt_or_open(path, (info.st_dev, info.st_ino))
-        elif reader.rewritten():
-            reader.restart()
-            self._on_rotation("truncated")
+        elif reader.unchanged_since_closed(info):
+            return None  # closed for the cap, and as it was: nothing to read
+        else:
+            try:
+                if reader.rewritten():
+                    reader.restart()
+                    self._on_rotation("truncated")
+            finally:
+                self._opened(reader)
         return reader
 
     def _adopt_or_open(self, path: str, identity: tuple[int, int]) -> FileReader:
@@ -551,4 +646,5 @@ class Tailer(Worker):
                 reader.resume(saved)
             log.info("following %s", path)
         self.files[path] = reader
+        self._opened(reader)
         return reader
