@@ -28,9 +28,10 @@ import httpx
 
 from exporter import __version__
 from exporter.core.outputs import Output, StepValues
+from exporter.pipeline import Emit
 from exporter.telemetry.prompb import write_request
 from exporter.telemetry.self_stats import Stats
-from exporter.telemetry.shipper import Shipper
+from exporter.telemetry.shipper import Outcomes, Shipper, whole
 from exporter.telemetry.step_history import STEP_METRIC, SeriesClock, millis
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,17 @@ class RemoteWriteOutput:
         self._warned: set[str] = set()
         self._shipper: Shipper[Sample] = Shipper(
             self._send,
-            lambda n: stats.count(stats.remote_write_sent, (), n),
-            lambda reason, n: stats.count(stats.remote_write_dropped, reason, n),
+            lambda samples: stats.count(stats.remote_write_sent, (), len(samples)),
+            lambda reason, samples: stats.count(stats.remote_write_dropped, reason, len(samples)),
             name="runwatch-remote-write",
             max_queue=settings.max_queue,
             batch_size=settings.batch_size,
         )
 
-    def handle(self, outputs: Sequence[Output], emit_spans: bool) -> None:
-        """Queue the step values; not those re-read after a restart (``emit_spans`` off:
+    def handle(self, outputs: Sequence[Output], emit: Emit) -> None:
+        """Queue the step values; not those re-read after a restart (``emit.fresh`` off:
         they were sent before, and Prometheus would refuse them as out of order)."""
-        if not emit_spans:
+        if not emit.fresh:
             return
         put, admit, late = self._shipper.put, self._clock.admit, 0
         for output in outputs:
@@ -112,13 +113,13 @@ class RemoteWriteOutput:
         self._client.close()
         return True
 
-    def _send(self, batch: list[Sample]) -> str | None:
+    def _send(self, batch: list[Sample]) -> Outcomes[Sample]:
         series: dict[tuple[str, str], list[tuple[int, float]]] = {}
         for run_id, key, at, value in batch:
             series.setdefault((run_id, key), []).append((at, value))
         body = write_request([({**self._labels, "run_id": run_id, "key": key}, samples)
                               for (run_id, key), samples in series.items()])  # fmt: skip
-        return self._post(body)
+        return whole(batch, self._post(body))
 
     def _post(self, body: bytes) -> str | None:
         """Send one request, retrying with backoff while the receiver is down or busy;
