@@ -338,7 +338,9 @@ METRICS: tuple[Metric, ...] = (
            stats_counter(lambda s: s.remote_write_sent)),
     Metric("runwatch_remote_write_dropped_samples_total", "runwatch.remote_write.dropped", "",
            C, ("reason",), "Step-history samples lost: queue_full, out_of_order (not newer "
-           "than the series' last), rejected (4xx), failed (retries exhausted).",
+           "than the series' last, or refused by the receiver as such), out_of_bounds "
+           "(refused as too old for the receiver's head), rejected (any other 4xx), failed "
+           "(retries exhausted).",
            stats_counter(lambda s: s.remote_write_dropped)),
     Metric("runwatch_source_up", "runwatch.source.up", "", G, ("source",),
            "1 while a sampled source delivers fresh samples, else 0: nvml, system, bridge "

@@ -1,6 +1,8 @@
 """Restarts that cost nothing, on a real ``runwatch serve``: ``kill -9`` while the collector
 refuses, or while lines are written, loses no span or log record, and whatever is sent
-twice is identical and counted (``runwatch_otlp_resent_total``)."""
+twice is identical and counted (``runwatch_otlp_resent_total``); one step Prometheus
+refuses (too old, out of order) does not cost the steps that share its remote-write
+request, nor does a plain restart that reads the files again."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
-from tests.conftest import event, free_port, jsonl, wait_for
+from tests.conftest import Prometheus, event, free_port, jsonl, wait_for
+from tests.integration.test_step_history import dropped, raw_samples
 
 QUIET = ["--no-nvml", "--no-system", "--no-otlp-metrics"]
 RESENT = 'runwatch_otlp_resent_total{signal="%s"}'
@@ -121,3 +125,68 @@ def test_without_otlp_the_state_file_says_what_it_always_said(serve, tmp_path: P
     wait_for(lambda: saved(state)["offset"] == size, what="the file read, and saved")
     assert saved(state)["delivered"] == size  # with no collector, every line read is done
     assert RESENT % "spans" not in server.metrics()
+
+
+def test_an_old_step_does_not_cost_another_runs_current_steps(
+    bin_dir: Path, tmp_path: Path, serve
+) -> None:
+    port = free_port()
+    prometheus = Prometheus(bin_dir / "prometheus", f"127.0.0.1:{port}", tmp_path,
+                            flags=("--web.enable-remote-write-receiver",))  # fmt: skip
+    try:
+        server = serve("--remote-write-url", prometheus.url + "/api/v1/write", *QUIET, port=port)
+        wait_for(lambda: prometheus.value('up{job="runwatch"}') == 1,
+                 what="a scrape: Prometheus's newest sample is now")  # fmt: skip
+        now = time.time()
+        old = now - 3 * 3600
+        batch = [
+            event("run_start", "old", ts=old - 1),
+            event("metric_update", "old", ts=old, step=1, metrics={"loss": 2.0}),
+            event("run_start", "current", ts=now - 10),
+            *(event("metric_update", "current", ts=now - 5 + i / 10, step=i,
+                    metrics={"loss": 1 / (i + 1)}) for i in range(50)),
+        ]  # fmt: skip
+        assert httpx.post(server.url + "/v1/events", json=batch).status_code == 202
+        current = 'training_step_metric{run_id="current", key="loss"}'
+        wait_for(lambda: len(raw_samples(prometheus, current)) == 50, timeout=30,
+                 what="the 50 current steps stored")  # fmt: skip
+        wait_for(lambda: dropped(server, "out_of_bounds") == 1, what="the old one dropped")
+        assert server.sample("runwatch_remote_write_samples_total") == 50
+        assert dropped(server, "rejected") == 0
+    finally:
+        prometheus.stop()
+
+
+def test_a_plain_restart_reading_a_file_again_costs_no_new_step(
+    bin_dir: Path, tmp_path: Path, serve
+) -> None:
+    prometheus = Prometheus(bin_dir / "prometheus", f"127.0.0.1:{free_port()}", tmp_path,
+                            flags=("--web.enable-remote-write-receiver",))  # fmt: skip
+    events = tmp_path / "events.jsonl"
+    now = time.time()
+
+    def steps(run_id: str, start: float) -> bytes:
+        return jsonl(event("run_start", run_id, ts=start - 1), *(
+            event("metric_update", run_id, ts=start + i / 10, step=i, metrics={"loss": i})
+            for i in range(20)))  # fmt: skip
+
+    def stored(run_id: str) -> int:
+        return len(raw_samples(prometheus, f'training_step_metric{{run_id="{run_id}"}}'))
+
+    try:
+        events.write_bytes(steps("before", now - 60))
+        args = ("--events", str(events), "--history-instance", "runwatch",
+                "--remote-write-url", prometheus.url + "/api/v1/write", *QUIET)  # fmt: skip
+        first = serve(*args)
+        wait_for(lambda: stored("before") == 20, timeout=30, what="the first run's steps")
+        first.stop()
+        with events.open("ab") as out:
+            out.write(steps("after", now - 30))  # a run the first serve never saw
+        second = serve(*args)  # no state file: every step of the file is sent again
+        wait_for(lambda: stored("after") == 20, timeout=30, what="the new run's steps")
+        # the old run's steps, older than the series' last: refused, each in its own request
+        wait_for(lambda: dropped(second, "out_of_order") == 20, what="the steps sent before")
+        assert second.sample("runwatch_remote_write_samples_total") == 20
+        assert stored("before") == 20
+    finally:
+        prometheus.stop()
