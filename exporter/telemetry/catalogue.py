@@ -329,9 +329,10 @@ METRICS: tuple[Metric, ...] = (
            "Spans, log records and metric points lost on the OTLP path (queue full, export "
            "failed).", stats_counter(lambda s: s.otlp_dropped)),
     Metric("runwatch_otlp_resent_total", "runwatch.otlp.resent", "", C, ("signal",),
-           "Spans and log records sent again after a restart, each identical to its first "
-           "send: made by lines read before it whose items the collector had not all "
-           "accepted (between the state file's delivered and read offsets).",
+           "Spans and log records sent again after a restart, as they were first sent (a "
+           "span with its ids, a log record but for its observed time): those of the lines "
+           "between the state file's delivered and read offsets, read before the restart "
+           "and not all accepted by the collector.",
            stats_counter(lambda s: s.otlp_resent)),
     Metric("runwatch_remote_write_samples_total", "runwatch.remote_write.samples", "", C, (),
            "Step-history samples (training_step_metric) the remote-write receiver accepted.",

@@ -64,7 +64,7 @@ READ_BUDGET = 16 << 20  # bytes read from one file before the others get their t
 HEAD_BYTES = 4096  # bytes hashed into a file's identity, against inode reuse
 TAIL_BYTES = 256  # bytes before the read offset compared, to see a file rewritten in place
 CURSOR_VERSION = 1
-SAVE_WAITING_SECONDS = 0.1  # the soonest a save follows the last one for what waits on it
+SAVE_WAITING_SECONDS = 0.25  # the soonest a save follows the last one for what waits on it
 ROTATED_IDLE_SECONDS = 5.0  # how long a rotated-away file is kept open after its last write
 GLOB_CHARS = frozenset("*?[")
 
