@@ -206,8 +206,9 @@ class Settings:
         "run_complete becomes 'crashed'.", many=True, group="inputs", metavar="PATH"
     )
     state_file: str | None = option(
-        None, "Where to keep the file cursors (identity and offset) so a "
-        "restart does not emit the spans of finished runs again.", group="inputs",
+        None, "Where to keep the file cursors (identity, offsets read and "
+        "delivered) so a restart sends again only the spans and log records the OTLP "
+        "collector had not accepted.", group="inputs",
         metavar="PATH"
     )
     poll_interval: float = option(

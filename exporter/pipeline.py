@@ -38,6 +38,7 @@ from exporter.core.handshake import ACK_METRIC, Handshakes
 from exporter.core.outputs import Observed, Output
 from exporter.core.router.reducer import RouterState
 from exporter.core.state import Limits, ProcessObservation, State
+from exporter.sources.files.delivery import Origin, Receipt
 from exporter.sources.sampled.readings import Readings, ReadingsCache
 from exporter.telemetry.self_stats import Stats
 
@@ -64,8 +65,25 @@ class View:
     router: RouterState | None  # router events reduced by a mapping, when one is configured
 
 
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """What the outputs of one reduction go out as, by how its line was read. After a
+    restart, a line before the delivered offset only rebuilds the state; one before the
+    read offset sends its spans and log records again (``fresh`` off) and nothing else
+    (its step samples went out when it was first read); any other line sends everything."""
+
+    spans: bool  # spans and log records go out
+    fresh: bool  # read for the first time: step samples go out too
+    receipt: Receipt | None = None  # the line's place in its file's ledger, when tracked
+
+
+NOTHING = Emit(spans=False, fresh=False)
+EVERYTHING = Emit(spans=True, fresh=True)
+AGAIN = Emit(spans=True, fresh=False)
+
+
 class OutputSink(Protocol):
-    def handle(self, outputs: Sequence[Output], emit_spans: bool) -> None:
+    def handle(self, outputs: Sequence[Output], emit: Emit) -> None:
         """Receive spans that ended and durations observed by one reduction."""
 
 
@@ -109,10 +127,11 @@ class Pipeline:
                 self.router.logging = True
 
     def ingest_lines(
-        self, lines: list[bytes], source: str, spans_from: int = 0
+        self, lines: list[bytes], source: str, spans_from: int = 0, origin: Origin | None = None
     ) -> list[tuple[int, Refused]]:
         """Parse a batch of lines (outside the lock) and apply it; see :meth:`apply_parsed`."""
-        return self.apply_parsed(parse_lines(lines, self.max_line_bytes), source, spans_from)
+        items = parse_lines(lines, self.max_line_bytes)
+        return self.apply_parsed(items, source, spans_from, origin)
 
     def ingest_value(self, raw: Any, source: str) -> Refused | None:
         """One already-decoded JSON value (an element of a POSTed array)."""
@@ -129,11 +148,17 @@ class Pipeline:
         return self.ingest_value(msgspec.to_builtins(event), source)
 
     def apply_parsed(
-        self, items: Sequence[Parsed], source: str, spans_from: int = 0
+        self,
+        items: Sequence[Parsed],
+        source: str,
+        spans_from: int = 0,
+        origin: Origin | None = None,
     ) -> list[tuple[int, Refused]]:
         """Apply parsed lines under one lock; items before index ``spans_from`` emit no spans
-        (they were exported before a restart). Returns the index and rejection of each item
-        refused, by the parser or the reducer; all are counted."""
+        (they were delivered before a restart), and ``origin`` says which of the others were
+        read before it and where each line of a tracked file starts (see :class:`Emit`).
+        Returns the index and rejection of each item refused, by the parser or the reducer;
+        all are counted."""
         rejections: list[tuple[int, Refused]] = []
         apply = self.state.apply
         ahead = self.state.limits.max_time_ahead_seconds
@@ -169,9 +194,9 @@ class Pipeline:
                         rejections.append((index, refused))
                         continue
                     if outputs:
-                        self._hand_on(outputs, index >= spans_from)
+                        self._hand_on(outputs, _emit(index, spans_from, origin))
                     if type(item) is CustomEvent and self.router is not None:
-                        self._map_custom(item, index >= spans_from)
+                        self._map_custom(item, _emit(index, spans_from, origin))
             latest = _latest_run_id(items, indices)
             if latest is not None:
                 self._latest_run[source] = (latest, time.monotonic())
@@ -228,7 +253,7 @@ class Pipeline:
         latest, at = self._latest_run.get(source, (None, 0.0))
         return latest == run_id and time.monotonic() - at < BACKLOG_SECONDS
 
-    def _map_custom(self, event: CustomEvent, emit_spans: bool) -> None:
+        def _map_custom(self, event: CustomEvent, emit: Emit) -> None:
         """A core event of a type runwatch does not know that the router mapping lists:
         the mapping's rules apply to it too (its fields, and ``run_id``, as the event's), so
         a user declares extra types and the metrics of their numeric fields in one place."""
@@ -247,7 +272,7 @@ class Pipeline:
         except Rejected:  # its fields broke a rule's expectations; the core event stands
             return
         if outputs:
-            self._hand_on(outputs, emit_spans)
+            self._hand_on(outputs, emit)
 
     def _lenient(self, source: str, leniency: str) -> None:
         self.stats.count(self.stats.lenient, (source, leniency))
@@ -282,7 +307,7 @@ class Pipeline:
                         continue
                     accepted += 1
                     if outputs:
-                        self._hand_on(outputs, index >= spans_from)
+                        self._hand_on(outputs, EVERYTHING if index >= spans_from else NOTHING)
         self.stats.count(self.stats.ingested, source, accepted)
 
     def observe_process(self, observation: ProcessObservation) -> None:
@@ -291,20 +316,21 @@ class Pipeline:
             if len(self._pid_runs) > self.state.limits.max_runs:  # forget the oldest
                 del self._pid_runs[next(iter(self._pid_runs))]
             outputs = self.state.observe_process(observation)
-            self._hand_on(outputs, True)
+            self._hand_on(outputs, EVERYTHING)
 
     def observe_engine_stage(self, engine: str, stage: str, at: float) -> None:
         """The trading engine entered ``stage`` (a STAGE_CHANGE); spans for the outputs."""
         with self._lock:
             if self.state.tracing:
-                self._hand_on(self.engine_cycles.observe(engine, stage, at), True)
+                self._hand_on(self.engine_cycles.observe(engine, stage, at), EVERYTHING)
 
     def log_bus_event(self, engine: str, event_type: str, data: dict[str, Any], at: float) -> None:
         """A message of the trading engine's event bus, for the event log: a line in the
         span of the engine's current stage (after observe_engine_stage for a STAGE_CHANGE)."""
         with self._lock:
             if self.state.logging:
-                self._hand_on([self.engine_cycles.log_line(engine, event_type, data, at)], True)
+                line = self.engine_cycles.log_line(engine, event_type, data, at)
+                self._hand_on([line], EVERYTHING)
 
     def job_accepted(self, job: str, at: float) -> None:
         with self._lock:
@@ -314,7 +340,7 @@ class Pipeline:
         with self._lock:
             delay = self.handshakes.start(job, at)
             if delay is not None and self.state.tracing:
-                self._hand_on([Observed(ACK_METRIC, delay, ())], True)
+                self._hand_on([Observed(ACK_METRIC, delay, ())], EVERYTHING)
 
     def expire_runs(self, now: float) -> int:
         """Forget the finished runs past their retention (see State.expire)."""
@@ -377,14 +403,27 @@ class Pipeline:
         self._snapshot = (time.monotonic(), view)
         return view
 
-    def _hand_on(self, outputs: Sequence[Output], emit_spans: bool) -> None:
+    def _hand_on(self, outputs: Sequence[Output], emit: Emit) -> None:
         for sink in self._sinks:
             try:
-                sink.handle(outputs, emit_spans)
+                sink.handle(outputs, emit)
             except Exception:  # an output's failure must not stop ingestion
                 if sink not in self._failed_sinks:
                     self._failed_sinks.add(sink)
                     log.exception("output %r failed; ingestion goes on", sink)
+
+
+def _emit(index: int, spans_from: int, origin: Origin | None) -> Emit:
+    """How the outputs of line ``index`` of a batch go out."""
+    if index < spans_from:
+        return NOTHING
+    if origin is None:
+        return EVERYTHING
+    fresh = index >= origin.fresh_from
+    receipt = origin.receipt(index)
+    if receipt is None:
+        return EVERYTHING if fresh else AGAIN
+    return Emit(spans=True, fresh=fresh, receipt=receipt)
 
 
 def _latest_run_id(items: Sequence[Parsed], indices: range) -> str | None:

@@ -161,6 +161,8 @@ class Runtime:
                 cursor_store=store,
                 poll_interval=settings.poll_interval,
                 force_polling=settings.force_polling,
+                # the cursors say what the collector accepted, not only what was read
+                track_delivery=self.otlp is not None and self.otlp.delivers_from_files,
             )
         self.pid_watcher: PidFileWatcher | None = None
         if settings.pid_file:
@@ -229,7 +231,7 @@ class Runtime:
     def stop(self) -> None:
         """Stop within about SHUTDOWN_SECONDS: the file cursors are saved first, every
         thread is asked to end at once, and the last remote write and OTLP export get what time
-        is left.
+        is left; then the cursors again, with what that export delivered.
         A second SIGINT or SIGTERM meanwhile exits at once."""
         with _second_signal_exits():
             log.info("stopping within %g s (a second SIGINT or SIGTERM exits at once)",
@@ -244,6 +246,8 @@ class Runtime:
             for output in (self.remote_write, self.otlp):
                 if output is not None:
                     output.close(max(1.0, deadline - time.monotonic()))
+            if self.tailer is not None:
+                self.tailer.save_delivered()
 
     def serve(self) -> None:
         config = uvicorn.Config(

@@ -157,7 +157,9 @@ NOT_REGULAR = Rejected("not_a_regular_file", "an event path that is a FIFO, devi
 
 
 def _line_sink(pipeline: Pipeline) -> LineSink:
-    return lambda lines, spans_from: pipeline.ingest_lines(lines, SOURCE, spans_from)
+    return lambda lines, spans_from, origin: pipeline.ingest_lines(
+        lines, SOURCE, spans_from, origin
+    )
 
 
 def _router_line_sink(pipeline: Pipeline) -> LineSink:

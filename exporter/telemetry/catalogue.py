@@ -343,12 +343,20 @@ METRICS: tuple[Metric, ...] = (
     Metric("runwatch_otlp_dropped_total", "runwatch.otlp.dropped", "", C, ("signal", "reason"),
            "Spans, log records and metric points lost on the OTLP path (queue full, export "
            "failed).", stats_counter(lambda s: s.otlp_dropped)),
+    Metric("runwatch_otlp_resent_total", "runwatch.otlp.resent", "", C, ("signal",),
+           "Spans and log records sent again after a restart, as they were first sent (a "
+           "span with its ids, a log record but for its observed time): those of the lines "
+           "between the state file's delivered and read offsets, read before the restart "
+           "and not all accepted by the collector.",
+           stats_counter(lambda s: s.otlp_resent)),
     Metric("runwatch_remote_write_samples_total", "runwatch.remote_write.samples", "", C, (),
            "Step-history samples (training_step_metric) the remote-write receiver accepted.",
            stats_counter(lambda s: s.remote_write_sent)),
     Metric("runwatch_remote_write_dropped_samples_total", "runwatch.remote_write.dropped", "",
            C, ("reason",), "Step-history samples lost: queue_full, out_of_order (not newer "
-           "than the series' last), rejected (4xx), failed (retries exhausted).",
+           "than the series' last, or refused by the receiver as such), out_of_bounds "
+           "(refused as too old for the receiver's head), rejected (any other 4xx), failed "
+           "(retries exhausted).",
            stats_counter(lambda s: s.remote_write_dropped)),
     Metric("runwatch_source_up", "runwatch.source.up", "", G, ("source",),
            "1 while a sampled source delivers fresh samples, else 0: nvml, system, bridge "

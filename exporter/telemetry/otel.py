@@ -8,6 +8,10 @@ Metric names and attributes follow ``--otlp-naming`` (semantic conventions, or
 names that translate to exactly those on ``/metrics``: see
 :mod:`exporter.telemetry.metric`); the catalogue's labels are attributes in both
 (``run_id``, not ``training.run_id``). Span attributes use ``training.*``.
+
+Spans and log records from a file whose delivery is tracked carry their line's
+receipt (:mod:`exporter.sources.files.delivery`), settled when the collector accepts
+or loses them; those of lines read again after a restart are counted as sent again.
 """
 
 from __future__ import annotations
@@ -36,13 +40,21 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from exporter import __version__
 from exporter.core.outputs import FinishedSpan, LogLine, Observed, Output
-from exporter.pipeline import Pipeline
+from exporter.pipeline import Emit, Pipeline
 from exporter.telemetry.catalogue import metrics_for
 from exporter.telemetry.log_records import LogWriter
 from exporter.telemetry.metric import Metric, RenderErrors, Type, rendered_samples
 from exporter.telemetry.otlp_settings import OtlpSettings
 from exporter.telemetry.self_stats import Stats
-from exporter.telemetry.shipper import LogQueue, Shipper, SpanQueue
+from exporter.telemetry.shipper import (
+    LogQueue,
+    Outcomes,
+    Sent,
+    Shipper,
+    SpanQueue,
+    ready,
+    whole,
+)
 from exporter.telemetry.spans import SpanWriter
 
 log = logging.getLogger(__name__)
@@ -80,20 +92,30 @@ def _http_exporters(base: str | None) -> tuple[SpanExporter, MetricExporter, Log
 
 
 def _shipper(signal: str, exporter: SpanExporter | LogRecordExporter, stats: Stats,
-             max_queue: int) -> Shipper[Any]:  # fmt: skip
-    """A Shipper sending one signal's batches to its OTLP exporter, counted under it."""
+             max_queue: int) -> Shipper[Sent[Any]]:  # fmt: skip
+    """A Shipper sending one signal's batches to its OTLP exporter, counted under it, and
+    settling the receipts its items carry."""
     succeeded = (SpanExportResult.SUCCESS, LogRecordExportResult.SUCCESS)
 
-    def send(batch: list[Any]) -> str | None:
-        return None if exporter.export(batch) in succeeded else "export_failed"
+    def send(batch: list[Sent[Any]]) -> Outcomes[Sent[Any]]:
+        accepted = exporter.export([item for item, _ in batch]) in succeeded
+        return whole(batch, None if accepted else "export_failed")
 
-    return Shipper(
-        send,
-        lambda n: stats.count(stats.otlp_exported, signal, n),
-        lambda reason, n: stats.count(stats.otlp_dropped, (signal, reason), n),
-        name=f"runwatch-{signal}",
-        max_queue=max_queue,
-    )
+    def sent(items: list[Sent[Any]]) -> None:
+        stats.count(stats.otlp_exported, signal, len(items))
+        _settle(items, accepted=True)
+
+    def dropped(reason: str, items: list[Sent[Any]]) -> None:
+        stats.count(stats.otlp_dropped, (signal, reason), len(items))
+        _settle(items, accepted=False)
+
+    return Shipper(send, sent, dropped, name=f"runwatch-{signal}", max_queue=max_queue, ready=ready)
+
+
+def _settle(items: list[Sent[Any]], accepted: bool) -> None:
+    for _, receipt in items:
+        if receipt is not None:
+            receipt.settle(accepted)
 
 
 class _CountingMetricExporter(MetricExporter):
@@ -195,21 +217,39 @@ class OtlpOutput:
         self._log_queue = LogQueue(_shipper("logs", log_exporter, stats, queue),
                                    log_exporter.shutdown)  # fmt: skip
         self._logs = LogWriter(resource, self._log_queue)
+        stats.declare(stats.otlp_resent, [s for s, on in (("spans", self.traces),
+                                                          ("logs", self.logs)) if on])  # fmt: skip
 
-    def handle(self, outputs: Sequence[Output], emit_spans: bool) -> None:
+    @property
+    def delivers_from_files(self) -> bool:
+        """Whether it sends what lines make (spans, log records), whose delivery the file
+        cursors can follow."""
+        return self.traces or self.logs
+
+    def handle(self, outputs: Sequence[Output], emit: Emit) -> None:
         """Record histogram observations; write finished spans and log lines when
-        ``emit_spans`` (off for what was exported before a restart)."""
+        ``emit.spans`` (off for what the collector accepted before a restart), with the
+        line's receipt; those of a line read again are counted as sent again."""
         for output in outputs:
             if isinstance(output, Observed):
                 metric, instrument = self._histograms[output.metric]
                 instrument.record(output.value, metric.otel_attributes(output.labels, self._naming))
-            elif not emit_spans:
+            elif not emit.spans:
                 continue
             elif isinstance(output, FinishedSpan):
                 if self.traces:
+                    self._span_queue.receipt = emit.receipt
                     self._spans.write(output)
+                    self._count_again(emit, "spans")
             elif isinstance(output, LogLine) and self.logs:
+                self._log_queue.receipt = emit.receipt
                 self._logs.write(output)
+                self._count_again(emit, "logs")
+
+    def _count_again(self, emit: Emit, signal: str) -> None:
+        if not emit.fresh:
+            stats = self._pipeline.stats
+            stats.count(stats.otlp_resent, signal)
 
     def flush(self) -> None:
         """Export everything now: the spans and log records queued and a collection of

@@ -15,12 +15,22 @@ batch is retried with backoff on connection errors, 429 and 5xx, up to
 ``runwatch_remote_write_dropped_samples_total``. Per series, a sample not newer
 than the last one queued (Prometheus refuses it, and with it the whole request) is
 dropped before it is queued and counted as ``out_of_order``.
+
+Prometheus stores none of a request if it refuses one sample (remote write 1.0), so
+one bad sample must not share a request with good ones: samples more than
+:data:`OLD_SAMPLE_MS` behind the newest (Prometheus refuses what is older than about
+an hour behind its head) go in requests of their own, and a request refused for its
+samples (out of bounds, too old, out of order) is split by series into halves, sent
+again, down to the series refused, which are dropped and counted
+(``out_of_bounds``, ``out_of_order``); at most :data:`MAX_REQUESTS_PER_BATCH` requests
+a batch.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,19 +38,35 @@ import httpx
 
 from exporter import __version__
 from exporter.core.outputs import Output, StepValues
+from exporter.pipeline import Emit
 from exporter.telemetry.prompb import write_request
 from exporter.telemetry.self_stats import Stats
-from exporter.telemetry.shipper import Shipper
+from exporter.telemetry.shipper import Outcomes, Shipper, whole
 from exporter.telemetry.step_history import STEP_METRIC, SeriesClock, millis
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("queue_full", "out_of_order", "rejected", "failed")
+DROP_REASONS = ("queue_full", "out_of_order", "out_of_bounds", "rejected", "failed")
 MAX_ATTEMPTS = 6  # 15.5 s of backoff (0.5, 1, 2, 4, 8) before a batch is given up
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 10.0
+OLD_SAMPLE_MS = 3_600_000
+"""Samples older than this behind the newest (of the batch, or the clock) are sent apart:
+Prometheus refuses those older than half its head block (2 h) behind its newest sample."""
+MAX_REQUESTS_PER_BATCH = 64
+"""Requests one batch may take while refused requests are split (a batch of all-refused
+series stops there, its rest dropped)."""
+REFUSED_SAMPLES = {
+    "out of bounds": "out_of_bounds",
+    "too old sample": "out_of_bounds",
+    "out of order sample": "out_of_order",
+    "duplicate sample for timestamp": "out_of_order",
+}
+"""Prometheus's errors for a sample it refuses (answered 400, nothing of the request
+stored), and the drop reason each counts as."""
 
 Sample = tuple[str, str, int, float]  # run id, key, timestamp (ms), value
+Series = list[Sample]  # one (run id, key)'s samples, in time order
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +100,17 @@ class RemoteWriteOutput:
         self._warned: set[str] = set()
         self._shipper: Shipper[Sample] = Shipper(
             self._send,
-            lambda n: stats.count(stats.remote_write_sent, (), n),
-            lambda reason, n: stats.count(stats.remote_write_dropped, reason, n),
+            lambda samples: stats.count(stats.remote_write_sent, (), len(samples)),
+            lambda reason, samples: stats.count(stats.remote_write_dropped, reason, len(samples)),
             name="runwatch-remote-write",
             max_queue=settings.max_queue,
             batch_size=settings.batch_size,
         )
 
-    def handle(self, outputs: Sequence[Output], emit_spans: bool) -> None:
-        """Queue the step values; not those re-read after a restart (``emit_spans`` off:
+    def handle(self, outputs: Sequence[Output], emit: Emit) -> None:
+        """Queue the step values; not those re-read after a restart (``emit.fresh`` off:
         they were sent before, and Prometheus would refuse them as out of order)."""
-        if not emit_spans:
+        if not emit.fresh:
             return
         put, admit, late = self._shipper.put, self._clock.admit, 0
         for output in outputs:
@@ -112,17 +138,44 @@ class RemoteWriteOutput:
         self._client.close()
         return True
 
-    def _send(self, batch: list[Sample]) -> str | None:
-        series: dict[tuple[str, str], list[tuple[int, float]]] = {}
-        for run_id, key, at, value in batch:
-            series.setdefault((run_id, key), []).append((at, value))
-        body = write_request([({**self._labels, "run_id": run_id, "key": key}, samples)
-                              for (run_id, key), samples in series.items()])  # fmt: skip
-        return self._post(body)
+    def _send(self, batch: list[Sample]) -> Outcomes[Sample]:
+        """The batch's samples too old for the receiver's head in one request, the others in
+        another, split while refused for some of its samples."""
+        bound = max(round(time.time() * 1000), max(at for _, _, at, _ in batch)) - OLD_SAMPLE_MS
+        old = [sample for sample in batch if sample[2] < bound]
+        recent = [sample for sample in batch if sample[2] >= bound] if old else batch
+        outcomes: Outcomes[Sample] = []
+        if old:  # refused, they are refused for their age: all of them, no use splitting
+            outcomes += whole(old, self._post(_by_series(old)))
+        if recent:
+            outcomes += self._split(_by_series(recent))
+        return outcomes
 
-    def _post(self, body: bytes) -> str | None:
+    def _split(self, series: list[Series]) -> Outcomes[Sample]:
+        """Send ``series``; a request refused for its samples is sent again as two halves,
+        down to the series refused, within MAX_REQUESTS_PER_BATCH requests."""
+        outcomes: Outcomes[Sample] = []
+        parts, requests = [series], 0
+        while parts:
+            part = parts.pop()
+            requests += 1
+            lost = self._post(part)
+            fits = requests + len(parts) + 2 <= MAX_REQUESTS_PER_BATCH
+            if lost in REFUSED_SAMPLES.values() and len(part) > 1 and fits:
+                half = len(part) // 2
+                parts += [part[half:], part[:half]]  # the first half next
+            else:
+                outcomes.append((lost, [sample for samples in part for sample in samples]))
+        return outcomes
+
+    def _post(self, series: list[Series]) -> str | None:
         """Send one request, retrying with backoff while the receiver is down or busy;
         returns None, or why the samples are lost."""
+        body = write_request([
+            ({**self._labels, "run_id": samples[0][0], "key": samples[0][1]},
+             [(at, value) for _, _, at, value in samples])
+            for samples in series
+        ])  # fmt: skip
         backoff = FIRST_BACKOFF_SECONDS
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -134,8 +187,9 @@ class RemoteWriteOutput:
                     return None
                 problem = f"HTTP {response.status_code}: {response.text[:200]}"
                 if response.status_code != 429 and response.status_code < 500:
-                    self._warn_once("rejected", problem)
-                    return "rejected"
+                    reason = _refusal(response)
+                    self._warn_once(reason, problem)
+                    return reason
             log.debug("remote write attempt %d failed: %s", attempt, problem)
             if attempt == MAX_ATTEMPTS or self._closing.wait(backoff):
                 break
@@ -149,3 +203,21 @@ class RemoteWriteOutput:
             log.warning("remote write to %s lost samples (%s; %s): counted in "
                         "runwatch_remote_write_dropped_samples_total, said once",
                         self._settings.url, kind, problem)  # fmt: skip
+
+
+def _by_series(samples: list[Sample]) -> list[Series]:
+    series: dict[tuple[str, str], Series] = {}
+    for sample in samples:
+        series.setdefault((sample[0], sample[1]), []).append(sample)
+    return list(series.values())
+
+
+def _refusal(response: httpx.Response) -> str:
+    """The drop reason of a 4xx: what Prometheus said of a sample it refused, else
+    ``rejected``."""
+    if response.status_code == 400:
+        text = response.text
+        for error, reason in REFUSED_SAMPLES.items():
+            if error in text:
+                return reason
+    return "rejected"

@@ -100,6 +100,7 @@ class Stats:
         self.file_rotations: Counter[str] = Counter({"rotated": 0, "truncated": 0})
         self.otlp_exported: Counter[str] = Counter()  # signal, once OTLP is on
         self.otlp_dropped: Counter[tuple[str, str]] = Counter()  # (signal, reason)
+        self.otlp_resent: Counter[str] = Counter()  # by signal: sent again after a restart
         self.remote_write_sent: Counter[tuple[()]] = Counter()  # step samples, once it is on
         self.remote_write_dropped: Counter[str] = Counter()  # by reason
         self.source_errors: Counter[tuple[str, str]] = Counter()  # (source, reason)

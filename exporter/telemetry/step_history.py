@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 
 from exporter.core.outputs import Output, StepValues
+from exporter.pipeline import Emit
 
 STEP_METRIC = "training_step_metric"
 HELP = "Every logged value of a step metric (metric_update, checkpoint), at the event's time."
@@ -49,7 +50,7 @@ class HistoryRecorder:
     def __init__(self) -> None:
         self.steps: list[StepValues] = []
 
-    def handle(self, outputs: Sequence[Output], emit_spans: bool) -> None:
+    def handle(self, outputs: Sequence[Output], emit: Emit) -> None:
         self.steps.extend(output for output in outputs if output.__class__ is StepValues)
 
 

@@ -208,7 +208,7 @@ def test_a_file_reader_delivers_each_line_once_however_writes_are_cut(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.jsonl"
         path.write_bytes(b"")
-        reader = FileReader(str(path), lambda ls, _: got.extend(ls), 1 << 20)
+        reader = FileReader(str(path), lambda ls, *_: got.extend(ls), 1 << 20)
         position = 0
         for size in itertools.cycle(cuts):
             if position >= len(data):
@@ -328,7 +328,7 @@ def test_a_state_file_is_cursors_or_none(content: bytes) -> None:
         cursors = CursorStore(state).load()
         events = Path(tmp) / "events.jsonl"
         events.write_bytes(b"one\n")
-        reader = FileReader(str(events), lambda ls, _: None, 100)
+        reader = FileReader(str(events), lambda ls, *_: None, 100)
         for cursor in cursors.values():
             reader.resume(cursor)  # a cursor that loaded is one a reader can use
         reader.close()

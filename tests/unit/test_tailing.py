@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter.sources.files import jsonl
+from exporter.sources.files.delivery import Origin
 from exporter.sources.files.jsonl import CursorStore, Tailer
 from tests.conftest import wait_for
 
@@ -25,7 +26,7 @@ class Collected:
         self.rotations: list[str] = []
         self.max_line = max_line
 
-    def sink(self, lines: list[bytes], spans_from: int) -> None:
+    def sink(self, lines: list[bytes], spans_from: int, origin: Origin) -> None:
         for i, line in enumerate(lines):
             if len(line) > self.max_line:
                 self.too_long += 1

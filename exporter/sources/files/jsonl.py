@@ -29,8 +29,11 @@ A file is read from its start (state recovery), then followed:
   before the next look loses those last lines (an open one is drained).
 
 With a cursor file, each file's identity (device, inode, hash of its first
-bytes) and the offset read so far are saved, so a restart rebuilds the state
-from the whole file but emits spans only for lines past the saved offset.
+bytes), the offset read so far and the offset up to which the collector accepted
+the spans and log records of its lines are saved (see :mod:`.delivery`; both are
+the offset read unless the file's delivery is tracked), so a restart rebuilds the
+state from the whole file, sends again what the lines between the two offsets
+send, and sends the spans of no line before them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import errno
 import fnmatch
 import glob
 import hashlib
+import itertools
 import logging
 import os
 import stat
@@ -55,6 +59,7 @@ import orjson
 import watchfiles
 
 from exporter.core.events import Refused
+from exporter.sources.files.delivery import Ledger, Origin
 from exporter.sources.files.regular_files import NotRegularFile, open_regular, read_regular
 from exporter.sources.files.rejection_log import RejectionLog
 from exporter.sources.worker import Worker
@@ -67,15 +72,18 @@ READ_BUDGET = 16 << 20  # bytes read from one file before the others get their t
 HEAD_BYTES = 4096  # bytes hashed into a file's identity, against inode reuse
 TAIL_BYTES = 256  # bytes before the read offset compared, to see a file rewritten in place
 CURSOR_VERSION = 1
+SAVE_WAITING_SECONDS = 0.25  # the soonest a save follows the last one for what waits on it
 ROTATED_IDLE_SECONDS = 5.0  # how long a rotated-away file is kept open after its last write
 MAX_OPEN_FILES = 128  # files a tailer holds open at once; the least recently written are closed
 GLOB_CHARS = frozenset("*?[")
 
 Refusals = list[tuple[int, Refused]]
-LineSink = Callable[[list[bytes], int], Refusals | None]
-"""Receives complete lines (no newlines; empty ones are to be skipped) and the index of the
-first line whose spans are to be emitted; may return the (index, Refused) of lines it refused,
-which are then logged with their file and line number."""
+LineSink = Callable[[list[bytes], int, Origin], Refusals | None]
+"""Receives complete lines (no newlines; empty ones are to be skipped), the index of the
+first line whose spans are to be emitted and where the lines were read (which of them were
+read before a restart, and where each starts when the file's delivery is tracked); may
+return the (index, Refused) of lines it refused, which are then logged with their file and
+line number."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +92,8 @@ class Cursor:
     inode: int
     head: str  # sha256 of the first head_len bytes
     head_len: int
-    offset: int
+    offset: int  # read up to here
+    delivered: int | None = None  # spans and log records accepted up to here (None: offset)
 
 
 class _StateFile(msgspec.Struct):
@@ -134,6 +143,8 @@ def _head_hash(fh, length: int) -> str:
 def _first_ending_after(pieces: list[bytes], start: int, position: int) -> int:
     """Index of the first newline-terminated piece read from ``start`` that ends after
     ``position``; len(pieces) when none does."""
+    if position <= start:
+        return 0
     end = start
     for index, piece in enumerate(pieces):
         end += len(piece) + 1
@@ -149,9 +160,18 @@ class FileReplaced(OSError):
         super().__init__(errno.ESTALE, "the path names another file now", path)
 
 
+def _line_starts(pieces: list[bytes], start: int, carried: int) -> list[int]:
+    """Where the line of each newline-terminated piece read from ``start`` starts: the
+    first one ``carried`` bytes earlier (its beginning came with an earlier read)."""
+    starts = list(itertools.accumulate((len(piece) + 1 for piece in pieces), initial=start))
+    starts.pop()
+    starts[0] -= carried
+    return starts
+
+
 class FileReader:
     """One file, by identity: reads what is new and cuts it into lines. Its descriptor
-    may be closed (:meth:`close`) and is opened again, from the same file, when it is
+    may be closed (:meth:`release_descriptor`) and is opened again, from the same file, when it is
     next needed."""
 
     def __init__(
@@ -161,6 +181,7 @@ class FileReader:
         max_line_bytes: int,
         on_too_long: Callable[[], None] = lambda: None,
         on_rejected: Callable[[str, int, Refusals], None] = lambda path, line, refused: None,
+        track: bool = False,
     ) -> None:
         self.path = path
         self._fh: BinaryIO | None = os.fdopen(open_regular(path), "rb")
@@ -176,6 +197,9 @@ class FileReader:
         self._sink = sink
         self._max = max_line_bytes
         self.spans_from = 0  # lines ending at or before this offset emit no spans
+        self.fresh_from = 0  # lines ending at or before this offset were read before a restart
+        self._track = track
+        self.ledger = Ledger() if track else None  # what the collector has not accepted yet
         self.last_growth = time.monotonic()
         self.on_too_long = on_too_long  # a line over the limit was cut while it streamed
         self.on_rejected = on_rejected  # (path, line number of the batch's first, rejections)
@@ -183,9 +207,15 @@ class FileReader:
         self.unreported = (0, 0)  # lines and bytes read since the tailer last took them
 
     def cursor(self) -> Cursor:
+        """What the state file keeps: the offsets read and delivered, counting what was read
+        and delivered before a restart and has not been read again yet."""
         head_len = min(HEAD_BYTES, self.offset)
         head = hashlib.sha256(self._head[:head_len]).hexdigest()  # the bytes read, kept
-        return Cursor(*self.identity, head, head_len, self.offset)
+        delivered = max(self.offset, self.spans_from)
+        if self.ledger is not None:
+            delivered = self.ledger.delivered(delivered)
+        read = max(self.offset, self.fresh_from)
+        return Cursor(*self.identity, head, head_len, read, delivered)
 
     @property
     def is_open(self) -> bool:
@@ -216,7 +246,9 @@ class FileReader:
         return os.fstat(self._fh.fileno()).st_size
 
     def resume(self, cursor: Cursor) -> None:
-        """Adopt a saved cursor if it describes this very file."""
+        """Adopt a saved cursor if it describes this very file: lines up to its delivered
+        offset emit no spans; up to its read offset, what they emit is sent again. Without
+        tracking, nothing is sent again (every line read counts as delivered)."""
         fh = self._file()
         size = os.fstat(fh.fileno()).st_size
         same = (
@@ -225,7 +257,13 @@ class FileReader:
             and _head_hash(fh, cursor.head_len) == cursor.head
         )
         if same:
-            self.spans_from = cursor.offset
+            delivered = cursor.offset if cursor.delivered is None else cursor.delivered
+            self.spans_from = (
+                max(0, min(delivered, cursor.offset)) if self._track else cursor.offset
+            )
+            self.fresh_from = cursor.offset
+            if self.ledger is not None:  # the state file says so already
+                self.ledger.release(cursor.offset)
 
     def rewritten(self) -> bool:
         """Whether the bytes already read are no longer the file's: it was truncated, or
@@ -245,6 +283,10 @@ class FileReader:
         self._head.clear()
         self._tail = b""
         self.spans_from = 0
+        self.fresh_from = 0
+        if self.ledger is not None:  # what it holds is of the old bytes
+            self.ledger.release_all()
+            self.ledger = Ledger()
         self._partial.clear()
         self._skipping = False
         self.lines_read = 0
@@ -254,11 +296,11 @@ class FileReader:
         taken, self.unreported = self.unreported, (0, 0)
         return taken
 
-    def _hand_on(self, lines: list[bytes], spans_from: int) -> None:
+    def _hand_on(self, lines: list[bytes], spans_from: int, origin: Origin) -> None:
         first = self.lines_read + 1
         self.lines_read += len(lines)
         self.unreported = (self.unreported[0] + len(lines), self.unreported[1])
-        rejections = self._sink(lines, spans_from)
+        rejections = self._sink(lines, spans_from, origin)
         if rejections:
             self.on_rejected(self.path, first, rejections)
 
@@ -291,11 +333,9 @@ class FileReader:
         lines = chunk.split(b"\n")
         tail = lines.pop()
         if lines:
-            spans_from = (
-                0
-                if self.spans_from <= start
-                else _first_ending_after(lines, start, self.spans_from)
-            )
+            spans_from = _first_ending_after(lines, start, self.spans_from)
+            fresh_from = _first_ending_after(lines, start, self.fresh_from)
+            starts = () if self.ledger is None else _line_starts(lines, start, len(self._partial))
             if self._skipping:  # the first piece ends an over-long line
                 self._skipping = False
                 lines[0] = b""
@@ -308,7 +348,7 @@ class FileReader:
             elif lines[0].endswith(b"\r"):  # a CRLF whose \r came with the previous read
                 lines[0] = lines[0][:-1]
             self.offset = self._read_pos - len(tail)
-            self._hand_on(lines, spans_from)
+            self._hand_on(lines, spans_from, Origin(fresh_from, self.ledger, starts))
         if not tail or self._skipping:
             return
         if len(self._partial) + len(tail) > self._max:
@@ -324,13 +364,22 @@ class FileReader:
             line = bytes(self._partial)
             self._partial.clear()
             self.offset = self._read_pos
-            self._hand_on([line], 0 if self.offset > self.spans_from else 1)
+            origin = Origin(
+                int(self.offset <= self.fresh_from), self.ledger, (self.offset - len(line),)
+            )
+            self._hand_on([line], int(self.offset <= self.spans_from), origin)
 
-    def close(self) -> None:
-        """Release the descriptor; a later read opens the file again."""
+    def release_descriptor(self) -> None:
+        """Close the file while it stays followed; a later read opens it again."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    def close(self) -> None:
+        """The file is no longer followed: its cursor no longer speaks for what it sent."""
+        if self.ledger is not None:
+            self.ledger.release_all()
+        self.release_descriptor()
 
 
 def read_whole_files(
@@ -365,6 +414,7 @@ class Tailer(Worker):
         progress: FileProgressTable | None = None,
         source: str = "jsonl",
         max_open_files: int = MAX_OPEN_FILES,
+        track_delivery: bool = False,
     ) -> None:
         super().__init__("runwatch-tail", join_timeout=10)
         self.patterns = [os.path.abspath(p) for p in patterns]
@@ -391,6 +441,8 @@ class Tailer(Worker):
         self._waiting: set[str] = set()  # patterns said to match nothing yet
         self._max_open = max_open_files
         self._open: set[FileReader] = set()  # readers holding a descriptor
+        # the OTLP output says what its collector accepted, and the cursors keep it
+        self._track = track_delivery and cursor_store is not None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -407,20 +459,43 @@ class Tailer(Worker):
         for reader in [*self.files.values(), *self._rotated]:
             reader.close()
 
+    def save_delivered(self) -> None:
+        """Once stopped, save the cursors again after the outputs' last sends: what these
+        delivered moves the delivered offsets on, so a restart sends none of it again."""
+        if self._closed:
+            self.save_cursors()
+
     def save_cursors(self) -> None:
+        """Save the cursors; then what the files' lines sent may leave (see delivery.py),
+        even when the file could not be written (warned: a restart sends it again)."""
         if self._store is None:
             return
+        self._last_save = time.monotonic()
+        readers = [*self.files.values(), *self._rotated]
+        cursors = [r.cursor() for r in readers]
         try:
-            self._store.save([r.cursor() for r in [*self.files.values(), *self._rotated]])
+            self._store.save(cursors)
         except OSError as exc:
             if not self._save_failed:
                 log.warning("cannot write state file %s: %s (retrying; a restart meanwhile "
                             "sends finished spans again)", self._store.path, exc)  # fmt: skip
             self._save_failed = True
-            return
-        if self._save_failed:
-            log.info("state file %s written again", self._store.path)
-            self._save_failed = False
+        else:
+            if self._save_failed:
+                log.info("state file %s written again", self._store.path)
+                self._save_failed = False
+        for reader, cursor in zip(readers, cursors, strict=True):
+            if reader.ledger is not None:
+                reader.ledger.release(cursor.offset)
+
+    def _save_if_due(self) -> None:
+        """Every second, or sooner (SAVE_WAITING_SECONDS) while spans and log records wait
+        for a saved read offset to leave."""
+        since = time.monotonic() - self._last_save
+        readers = [*self.files.values(), *self._rotated]
+        waiting = any(r.ledger is not None and r.ledger.waiting for r in readers)
+        if since > 1.0 or (waiting and since > SAVE_WAITING_SECONDS):
+            self.save_cursors()
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -495,15 +570,14 @@ class Tailer(Worker):
                     log.warning("cannot read %s: %s", path, exc)
         while behind and not self._stop.is_set():
             behind = [r for r in behind if self._read(r, READ_BUDGET) >= READ_BUDGET]
+            self._save_if_due()
         for reader in list(self._rotated):
             reader.read_available()
             if time.monotonic() - reader.last_growth > ROTATED_IDLE_SECONDS:
                 self._let_go(reader)
         self._report(full=paths is None)
         self._rejections.summarise()
-        if self._store is not None and time.monotonic() - self._last_save > 1.0:
-            self._last_save = time.monotonic()
-            self.save_cursors()
+        self._save_if_due()
 
     def _read(self, reader: FileReader, budget: int) -> int:
         """Read the next budget of a followed file, then keep within the open-file cap."""
@@ -525,7 +599,7 @@ class Tailer(Worker):
             if victim in self._rotated:
                 self._let_go(victim)
             else:
-                victim.close()
+                victim.release_descriptor()
                 self._open.discard(victim)
 
     def _let_go(self, reader: FileReader) -> None:
@@ -640,7 +714,7 @@ class Tailer(Worker):
             self._rotated.remove(reader)
         else:
             reader = FileReader(path, self._sink, self._max, self._on_too_long,
-                                self._rejections.note)  # fmt: skip
+                                self._rejections.note, self._track)  # fmt: skip
             saved = self._saved.pop(reader.identity, None)
             if saved is not None:
                 reader.resume(saved)

@@ -18,6 +18,7 @@ import msgspec
 
 from exporter.core.events import AnyEvent, Refused, parse_lines
 from exporter.pipeline import Pipeline
+from exporter.sources.files.delivery import Origin
 from exporter.sources.files.jsonl import read_whole_files
 
 MIN_BYTES = 8 << 20
@@ -63,7 +64,7 @@ def _parse_files(paths: list[str], max_line_bytes: int, send: Connection) -> Non
     def ship(items: list[Any]) -> None:
         send.send_bytes(encode(items))
 
-    def sink(lines: list[bytes], spans_from: int) -> None:
+    def sink(lines: list[bytes], spans_from: int, origin: Origin) -> None:
         ship(parse_lines(lines, max_line_bytes))
 
     too_long = Refused("line_too_long", f"over {max_line_bytes} bytes")

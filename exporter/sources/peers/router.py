@@ -23,6 +23,7 @@ import orjson
 
 from exporter.app.sampling import SourceUnavailable
 from exporter.core.events import Rejected, failure
+from exporter.sources.files.delivery import Origin
 from exporter.telemetry.self_stats import ROUTER_SOURCE
 
 REJECT_REASONS: tuple[str, ...] = (
@@ -56,10 +57,11 @@ def decode_lines(lines: list[bytes]) -> list[Any]:
     return values
 
 
-def line_sink(deliver: RouterSink) -> Callable[[list[bytes], int], None]:
-    """A Tailer sink: lines decoded and delivered with the Tailer's ``spans_from``."""
+def line_sink(deliver: RouterSink) -> Callable[[list[bytes], int, Origin | None], None]:
+    """A Tailer sink: lines decoded and delivered with the Tailer's ``spans_from`` (the
+    trace's delivery is not tracked: its origin says nothing more)."""
 
-    def sink(lines: list[bytes], spans_from: int) -> None:
+    def sink(lines: list[bytes], spans_from: int, origin: Origin | None = None) -> None:
         # spans_from counts lines; empty ones are dropped, so count them out of it too
         skipped = lines[:spans_from].count(b"")
         deliver(decode_lines(lines), time.time(), spans_from - skipped)
