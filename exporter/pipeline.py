@@ -253,7 +253,7 @@ class Pipeline:
         latest, at = self._latest_run.get(source, (None, 0.0))
         return latest == run_id and time.monotonic() - at < BACKLOG_SECONDS
 
-        def _map_custom(self, event: CustomEvent, emit: Emit) -> None:
+    def _map_custom(self, event: CustomEvent, emit: Emit) -> None:
         """A core event of a type runwatch does not know that the router mapping lists:
         the mapping's rules apply to it too (its fields, and ``run_id``, as the event's), so
         a user declares extra types and the metrics of their numeric fields in one place."""
