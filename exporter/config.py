@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -43,6 +44,23 @@ def _positive_int(text: str) -> int:
     value = _int(text)
     if value <= 0:
         raise ValueError(f"{value} is not positive")
+    return value
+
+
+BYTE_UNITS = {"": 1, "B": 1, "kB": 1000, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+              "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}  # fmt: skip
+_BYTE_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+
+def _byte_size(text: str) -> int:
+    """A size in bytes: a whole number, or a number with a unit (``64KiB``, ``1MiB``, ``2MB``)."""
+    match = _BYTE_SIZE.fullmatch(text)
+    if match is None or match[2] not in BYTE_UNITS:
+        raise ValueError(f"{text!r} is not a size (a number of bytes, or with a unit: "
+                         f"{', '.join(u for u in BYTE_UNITS if u)})")  # fmt: skip
+    value = int(float(match[1]) * BYTE_UNITS[match[2]])
+    if value <= 0:
+        raise ValueError(f"{text!r} is not positive")
     return value
 
 
@@ -223,7 +241,7 @@ class Settings:
                                  group="inputs")
     max_line_bytes: int = option(
         1 << 20, "Longest event line accepted; longer ones are skipped and "
-        "counted as line_too_long.", _positive_int, group="inputs"
+        "counted as line_too_long.", _byte_size, group="inputs"
     )
     strict_events: bool = option(
         False, "Refuse events that lack a UTC offset, a timestamp or a "
@@ -232,8 +250,10 @@ class Settings:
         "runwatch_events_lenient_total).", _bool,
         group="inputs"
     )
-    max_body_bytes: int = option(16 << 20, "Largest POST /v1/events body; larger ones get 413.",
-                                 _positive_int, group="inputs")
+    max_body_bytes: int = option(
+        16 << 20, "Largest POST /v1/events and POST /start_training body; larger "
+        "ones get 413.", _byte_size, group="inputs"
+    )
     body_timeout: float = option(
         30.0, "Seconds a POST /v1/events body may take to arrive; a "
         "client that stalls longer gets 408 and its body is counted as body_incomplete.",
@@ -242,7 +262,7 @@ class Settings:
     max_response_bytes: int = option(
         8 << 20, "Largest REST response read from the trading "
         "bridge or the training backend; a larger one is cut off, left out of that poll "
-        "and counted as response_too_large.", _positive_int, group="inputs"
+        "and counted as response_too_large.", _byte_size, group="inputs"
     )
     listen: list[tuple[str, int]] = option(
         [("127.0.0.1", DEFAULT_PORT)], "HOST:PORT to serve /metrics, /healthz, "
@@ -476,7 +496,7 @@ class Settings:
         256 << 10, "Text budget of a run, in bytes: its config, checkpoint paths "
         "and, with OTLP on, its open spans and their events (errors, progress messages); "
         "past it the config's last keys, a path or a span event are cut and counted as "
-        "max_text_bytes_per_run.", _positive_int, group="limits"
+        "max_text_bytes_per_run.", _byte_size, group="limits"
     )
     max_time_ahead: float = option(
         60.0, "Seconds an event's time may be ahead of runwatch's clock; "

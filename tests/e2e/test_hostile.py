@@ -530,6 +530,52 @@ def test_a_sample_that_cannot_be_rendered_is_left_out_of_the_otlp_export(otlp_re
     assert pipeline.stats.render_errors["training_step"] >= 1
 
 
+@pytest.mark.parametrize("field", ["run_id", "key", "stage"])
+def test_text_utf8_cannot_encode_is_refused_and_every_scrape_stays_200(
+    serve, bin_dir, field: str
+) -> None:
+    """A lone surrogate escape reaches the second-chance parser (a bare NaN sends it there)."""
+    escape = b'"x\\ud800"'
+    line = {
+        "run_id": b'{"event_type": "metric_update", "run_id": '
+        + escape
+        + b', "metrics": {"loss": NaN}}',
+        "key": b'{"event_type": "metric_update", "run_id": "r", "metrics": {' + escape + b": NaN}}",
+        "stage": b'{"event_type": "stage_change", "run_id": "r", "timestamp": NaN, '
+        b'"new_stage": ' + escape + b"}",
+    }[field]
+    server = serve(*QUIET)
+    posted = httpx.post(server.url + "/v1/events", content=line)
+    assert posted.status_code == 400
+    assert posted.json()["rejections"][0]["reason"] == "invalid_utf8"
+    httpx.post(server.url + "/v1/events", json=event("metric_update", metrics={"loss": 2.0}))
+    for _ in range(5):
+        scrape, runs = httpx.get(server.url + "/metrics"), httpx.get(server.url + "/api/runs")
+        assert (scrape.status_code, runs.status_code) == (200, 200)
+    assert [run["run_id"] for run in runs.json()] == ["run_1"]
+    assert server.sample('runwatch_events_rejected_total{reason="invalid_utf8",source="http"}') == 1
+    assert lint(bin_dir, scrape.text) == (0, b"", b"")
+
+
+def test_text_utf8_cannot_encode_that_reached_the_state_costs_its_samples_only(caplog) -> None:
+    """Were such text to get past validation (a source with a bug), the render still
+    isolates it: its samples and its run's /api/runs entry are left out and counted."""
+    from prometheus_client import generate_latest
+
+    from exporter.app.server import runs_document
+    from exporter.telemetry.prometheus import catalogue_registry
+
+    pipeline = _poisoned_pipeline()
+    run = pipeline.state.runs["run_1"]
+    run.step, run.metrics["x\ud800"] = 3, 1.0
+    text = generate_latest(catalogue_registry(pipeline)).decode()
+    assert 'training_metric{key="loss",run_id="run_1"} 0.5' in text
+    assert 'key="x' not in text and pipeline.stats.render_errors["training_metric"] == 1
+    document = orjson.loads(runs_document(pipeline.state.runs.values(), pipeline.stats))
+    assert [r["run_id"] for r in document] == ["run_2"]
+    assert pipeline.stats.render_errors["api_runs"] == 1
+
+
 # -- an OTLP endpoint that refuses forever, and shutting down ------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -12,9 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.core.state import ProcessObservation
 from exporter.pipeline import Pipeline
 from exporter.simulate.demo import synthetic_run
+from exporter.sources.peers.bridge_contract import arms_from, positions_from
+from exporter.sources.sampled.readings import TradingSample
 from exporter.telemetry.catalogue import documented_metrics
 from exporter.telemetry.metric import Type, prometheus_name
 from exporter.telemetry.prometheus import catalogue_registry
+from exporter.telemetry.self_stats import BRIDGE_SOURCE
 from tests.conftest import ROOT, event
 
 ISSUE_NAMES = {
@@ -83,6 +87,31 @@ def test_promtool_check_metrics_prints_nothing(bin_dir: Path) -> None:
         capture_output=True,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+
+
+def test_names_given_twice_or_cut_alike_make_one_series_each(bin_dir: Path) -> None:
+    """Two lots of one symbol, an arm listed twice, config keys alike in their first 256
+    characters: each is one series (lots summed), and promtool finds nothing."""
+    pipeline = Pipeline()
+    long = "k" * 300
+    config = {long + "1": 1, long + "2": 2}
+    assert pipeline.ingest_lines([orjson.dumps(event("run_start", config=config))], "http") == []
+    lots = [{"symbol": "AAPL", "quantity": q, "current_price": p} for q, p in ((1, 10), (2, 11))]
+    arms = [{"arm": "momentum", "pulls": 3, "weight": 0.2}, {"arm": "momentum", "pulls": 4}]
+    sample = TradingSample(None, None, (), (), tuple(positions_from(lots).positions), None, None,
+                           tuple(arms_from(arms).arms), None)  # fmt: skip
+    pipeline.readings.register(BRIDGE_SOURCE, 1.0)
+    pipeline.readings.store(BRIDGE_SOURCE, sample, 0.01, time.time())
+    text = exposition(pipeline)
+    result = subprocess.run(
+        [bin_dir / "promtool", "check", "metrics"], input=text.encode(), capture_output=True
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    assert 'trading_position_quantity{symbol="AAPL"} 3.0' in text
+    assert 'trading_position_price{symbol="AAPL"} 11.0' in text
+    assert 'trading_cils_arm_pulls{arm="momentum"} 7.0' in text
+    assert 'trading_cils_arm_weight{arm="momentum"} 0.2' in text
+    assert text.count("training_run_config_info{") == 1
 
 
 def test_label_values_survive_any_bytes_through_the_exposition() -> None:

@@ -12,9 +12,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
 
+from exporter.app.web_config import WebConfigError, load_web_config
 from exporter.cli import _parser
 from exporter.config import DEFAULT_PORT, OPTIONS, resolve
 from exporter.mixin import prometheus_rule
@@ -186,6 +188,31 @@ def test_the_kubernetes_manifests_fit_together_and_runwatch_accepts_their_args()
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     for path in [*settings.events, *settings.pid_file, settings.state_file]:
         assert any(path.startswith(mount + "/") for mount in mounts), path
+
+
+def test_the_kubernetes_pods_ask_for_credentials_from_the_web_config_they_mount(
+    tmp_path: Path,
+) -> None:
+    """The shipped web config is refused until its hash is put in (so pods never serve
+    writes to anyone), works once it is, and the ServiceMonitor sends credentials."""
+    docs = manifests()
+    generated = docs["Kustomization"]["secretGenerator"]
+    assert generated == [{"name": "runwatch-web-config", "files": ["web-config.yml"]}]
+    pod = docs["DaemonSet"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volume = next(v for v in pod["volumes"] if v.get("secret"))
+    assert volume["secret"]["secretName"] == "runwatch-web-config"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert f"--web.config.file={mount['mountPath']}/web-config.yml" in container["args"]
+    auth = docs["ServiceMonitor"]["spec"]["endpoints"][0]["basicAuth"]
+    assert {auth["username"]["name"], auth["password"]["name"]} == {"runwatch-scrape"}
+    shipped = DEPLOY / "kubernetes" / "web-config.yml"
+    with pytest.raises(WebConfigError, match="not a bcrypt hash"):
+        load_web_config(str(shipped))
+    hashed = bcrypt.hashpw(b"scrape", bcrypt.gensalt(4)).decode()
+    filled = tmp_path / "web-config.yml"
+    filled.write_text(shipped.read_text().replace("REPLACE-WITH-A-BCRYPT-HASH", hashed))
+    assert list(load_web_config(str(filled)).users) == ["prometheus"]
 
 
 def test_the_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:

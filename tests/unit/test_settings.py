@@ -50,3 +50,29 @@ def test_list_defaults_are_not_shared() -> None:
     first, second = Settings(), Settings()
     first.events.append("a.jsonl")
     assert second.events == [] and Settings().events == []
+
+
+SIZES = [("1MiB", 1 << 20), ("64KiB", 65536), ("2MB", 2_000_000), ("1000", 1000),
+         ("1.5 GiB", 3 << 29)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("given", "size"), SIZES)
+def test_byte_sizes_take_units_from_flags_and_yaml(given, size, tmp_path) -> None:
+    names = ["max_body_bytes", "max_response_bytes"]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")  # as the CLI adds it
+    add_arguments(parser, names)
+    config = tmp_path / "runwatch.yml"
+    config.write_text(f"max_response_bytes: {given}\n")
+    settings = resolve(parser.parse_args(["--max-body-bytes", given, "--config", str(config)]),
+                       names)  # fmt: skip
+    assert settings.max_body_bytes == size and settings.max_response_bytes == size
+
+
+@pytest.mark.parametrize("given", ["1mb", "MiB", "0", "-1", "1 MiBs"])
+def test_a_size_runwatch_cannot_read_is_refused_naming_the_units(given) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, ["max_body_bytes"])
+    with pytest.raises(Exception, match="max-body-bytes") as refused:
+        resolve(parser.parse_args(["--max-body-bytes", given]), ["max_body_bytes"])
+    assert "MiB" in str(refused.value) or "positive" in str(refused.value)
