@@ -120,7 +120,8 @@ def garbage_lines(draw: st.DrawFn) -> bytes:
     byte that is not UTF-8, hostile numbers and nesting."""
     base = line({"event_type": "metric_update", "run_id": "run_1", "timestamp": 1.0,
                  "metrics": {"loss": 1.0}, "step": 3})  # fmt: skip
-    kind = draw(st.sampled_from(["bytes", "cut", "utf8", "number", "nested", "json"]))
+    kinds = ["bytes", "cut", "utf8", "surrogate", "number", "nested", "json"]
+    kind = draw(st.sampled_from(kinds))
     if kind == "bytes":
         raw = draw(st.binary(min_size=1, max_size=80))
         if raw.lstrip().startswith(b"{"):  # never a well-formed object by accident
@@ -130,6 +131,13 @@ def garbage_lines(draw: st.DrawFn) -> bytes:
     elif kind == "utf8":  # in a field runwatch reads (unknown fields are skipped unread)
         at = draw(st.integers(0, len(b"run_1")))
         raw = base.replace(b"run_1", b"run_1"[:at] + b"\xff" + b"run_1"[at:])
+    elif kind == "surrogate":  # valid JSON, but text UTF-8 cannot encode; a bare NaN sends
+        # the line to the second-chance parser, which once kept it
+        if draw(st.booleans()):
+            base = base.replace(b'"loss":1.0', b'"loss":NaN')
+        escape = draw(st.sampled_from([b"\\ud800", b"\\udfff", b"\\udbff\\u0041"]))
+        field = draw(st.sampled_from([b'"run_1"', b'"loss"']))
+        raw = base.replace(field, field[:-1] + escape + b'"', 1)
     elif kind == "number":
         number = draw(st.sampled_from([b"9" * 400, b"1e999", b"NaN", b"-1",
                                        str(2**53 + 1).encode(), b"Infinity"]))  # fmt: skip
@@ -158,6 +166,7 @@ def rejected_by_reason(pipeline: Pipeline, source: str) -> Counter:
 
 @given(st.lists(st.binary(max_size=300), max_size=20))
 @example([b"[" * 5000 + b"]" * 5000, b'{"event_type":"run_start","x":' + b"[" * 3000])
+@example([b'{"event_type":"metric_update","run_id":"x\\ud800","metrics":{"loss":NaN}}'])
 def test_any_bytes_parse_to_an_event_or_a_known_refusal(lines: list[bytes]) -> None:
     parsed = parse_lines(lines, 200)
     assert len(parsed) == len(lines)
