@@ -31,13 +31,11 @@ import platform
 import re
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,9 +46,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.results import write_section
-from bench.run import cpu_model, free_port, percentile
+from bench.run import cpu_model, percentile
+from bench.trees import ROOT, baseline_worktree, serve
 
-ROOT = Path(__file__).resolve().parent.parent
 IDLE_SOCKETS = 1100
 FLOOD_CLIENTS = 100
 USER, PASSWORD = "prometheus", "right"
@@ -68,50 +66,6 @@ def soft_limit_1024() -> None:
     """In the server's process: the soft open-file limit of a unit without LimitNOFILE."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
-
-
-def tree_env(tree: Path) -> dict[str, str]:
-    """The environment that runs ``tree``'s runwatch; checked to import from there."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    where = subprocess.run(
-        [sys.executable, "-c", "import exporter; print(exporter.__file__)"],
-        cwd=tree, env=env, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    if not Path(where).is_relative_to(tree):
-        raise SystemExit(f"{tree}: runwatch imported from {where}")
-    return env
-
-
-@contextmanager
-def serve(tree: Path, args: list[str], log: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "serve", "--listen", f"127.0.0.1:{port}",
-             "--no-nvml", "--no-system", *args],
-            cwd=tree, env=tree_env(tree), stdout=out, stderr=subprocess.STDOUT,
-            preexec_fn=soft_limit_1024,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"runwatch from {tree} did not start: {log.read_text()}")
-                time.sleep(0.05)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
 
 
 def scrapes(url: str, seconds: float, timeout: float, auth: tuple[str, str] | None) -> Result:
@@ -185,7 +139,8 @@ def measure(case: str, tree: Path, work: Path, seconds: float, timeout: float) -
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
         config.write_text(f"basic_auth_users:\n  {USER}: {hashed}\n")
         args, auth = ["--web.config.file", str(config)], (USER, PASSWORD)
-    with serve(tree, args, log) as url:
+    with serve(tree, args, log, preexec_fn=soft_limit_1024) as served:
+        url = served.url
         if auth is not None:  # the right password checked once, as a running Prometheus has
             httpx.get(url + "/metrics", auth=auth, timeout=30).raise_for_status()
         before = len(log.read_bytes().splitlines())
@@ -264,10 +219,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * IDLE_SOCKETS)), hard))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        worktree = work / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(worktree), args.baseline],
-                       cwd=ROOT, check=True)  # fmt: skip
-        try:
+        with baseline_worktree(args.baseline, work) as worktree:
             trees = {args.baseline: worktree, "this tree": ROOT}
             results = {case: {name: Result([], 0, 0) for name in trees} for case in CASES}
             for round_ in range(args.rounds):
@@ -278,9 +230,6 @@ def main() -> None:
                         merged.took += result.took
                         merged.timed_out += result.timed_out
                         merged.log_lines += result.log_lines
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT,
-                           check=False)  # fmt: skip
     text = report(args.baseline, results, args.timeout, args.rounds)
     write_section("bench/connections.py", text)
     print(text)

@@ -16,7 +16,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,9 +29,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.results import write_section
-from bench.run import cpu_model, free_port
+from bench.run import cpu_model
+from bench.trees import ROOT, baseline_worktree, serve
 
-ROOT = Path(__file__).resolve().parent.parent
 BODY_BYTES = 10 << 20
 
 
@@ -83,53 +82,33 @@ def scrape_latencies(url: str, seconds: float, stop: threading.Event | None = No
     return latencies
 
 
-def measure(tree: Path, seconds: float, body: bytes) -> dict[str, list[float]]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--listen", f"127.0.0.1:{port}",
-         "--no-nvml", "--no-system", "--log-level", "warning", "--max-body-bytes",
-         str(2 * BODY_BYTES)],
-        cwd=tree, env=env,
-    )  # fmt: skip
-    try:
-        with httpx.Client(timeout=120) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if client.get(url + "/readyz").status_code == 200:
+def measure(tree: Path, seconds: float, body: bytes, log: Path) -> dict[str, list[float]]:
+    args = ["--log-level", "warning", "--max-body-bytes", str(2 * BODY_BYTES)]
+    with serve(tree, args, log) as served, httpx.Client(timeout=120) as client:
+        url = served.url
+        client.post(url + "/v1/events", content=load()).raise_for_status()
+        idle = scrape_latencies(url, seconds / 2)
+        posts: list[float] = []
+        stop = threading.Event()
+
+        def post_back_to_back() -> None:
+            with httpx.Client(timeout=120) as poster:
+                for number in range(1_000_000):
+                    if stop.is_set():
                         break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            client.post(url + "/v1/events", content=load()).raise_for_status()
-            idle = scrape_latencies(url, seconds / 2)
-            posts: list[float] = []
-            stop = threading.Event()
+                    # a run of its own for each body, so every event is applied
+                    content = body.replace(b'"posted"', b'"p%06d"' % number)
+                    started = time.perf_counter()
+                    response = poster.post(url + "/v1/events", content=content)
+                    posts.append(time.perf_counter() - started)
+                    if response.json().get("rejected"):
+                        raise SystemExit(f"events refused: {response.text[:500]}")
 
-            def post_back_to_back() -> None:
-                with httpx.Client(timeout=120) as poster:
-                    for number in range(1_000_000):
-                        if stop.is_set():
-                            break
-                        # a run of its own for each body, so every event is applied
-                        content = body.replace(b'"posted"', b'"p%06d"' % number)
-                        started = time.perf_counter()
-                        response = poster.post(url + "/v1/events", content=content)
-                        posts.append(time.perf_counter() - started)
-                        if response.json().get("rejected"):
-                            raise SystemExit(f"events refused: {response.text[:500]}")
-
-            poster = threading.Thread(target=post_back_to_back)
-            poster.start()
-            busy = scrape_latencies(url, seconds)
-            stop.set()
-            poster.join()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        poster = threading.Thread(target=post_back_to_back)
+        poster.start()
+        busy = scrape_latencies(url, seconds)
+        stop.set()
+        poster.join()
     if not posts:
         raise SystemExit("no POST completed while scraping")
     return {"idle": idle, "busy": busy, "posts": posts}
@@ -183,22 +162,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="busy scraping per round")
     args = parser.parse_args()
     body = big_body()
-    with tempfile.TemporaryDirectory() as tmp:
-        worktree = Path(tmp) / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(worktree), args.baseline],
-                       cwd=ROOT, check=True)  # fmt: skip
-        try:
-            trees = {args.baseline: worktree, "this tree": ROOT}
-            merged: dict[str, dict[str, list[float]]] = {
-                name: {"idle": [], "busy": [], "posts": []} for name in trees
-            }
-            for _ in range(args.rounds):
-                for name, tree in trees.items():
-                    for key, values in measure(tree, args.seconds, body).items():
-                        merged[name][key] += values
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT,
-                           check=False)  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        baseline_worktree(args.baseline, Path(tmp)) as worktree,
+    ):
+        log = Path(tmp) / "serve.log"
+        trees = {args.baseline: worktree, "this tree": ROOT}
+        merged: dict[str, dict[str, list[float]]] = {
+            name: {"idle": [], "busy": [], "posts": []} for name in trees
+        }
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                for key, values in measure(tree, args.seconds, body, log).items():
+                    merged[name][key] += values
     text = report(args.baseline, merged, len(body))
     write_section("bench/contention.py", text)
     print(text)

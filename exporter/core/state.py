@@ -100,7 +100,7 @@ class Limits:
     max_metric_keys_per_run: int = 100
     max_checkpoints_per_run: int = 50
     max_error_types_per_run: int = 32
-    max_series_per_run: int = 2000  # keyed values that become series: see Budget below
+    max_series_per_run: int = 2000  # keyed values that become series (see State._admit)
     max_series: int = 20000  # the same, over all runs
     max_text_bytes_per_run: int = 256 << 10  # config, paths, open spans and their events
     max_clock_skew_seconds: float = 5.0
