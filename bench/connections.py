@@ -24,18 +24,14 @@ logged meanwhile.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import os
 import platform
-import re
 import resource
 import socket
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.results import write_section
 from bench.run import cpu_model, percentile
 from bench.trees import ROOT, baseline_worktree, serve
+from tests.peers import Flood
 
 IDLE_SOCKETS = 1100
 FLOOD_CLIENTS = 100
@@ -82,48 +79,6 @@ def scrapes(url: str, seconds: float, timeout: float, auth: tuple[str, str] | No
             timed_out += 1
         time.sleep(0.05)
     return Result(took, timed_out, 0)
-
-
-class Flood:
-    """Clients sending requests back to back on kept-alive connections, from one asyncio
-    loop in a thread of its own."""
-
-    def __init__(self, port: int, clients: int, request: Callable[[int, int], bytes]) -> None:
-        self.answered = 0
-        self._port, self._request = port, request
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=asyncio.run, args=(self._all(clients),), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    async def _all(self, clients: int) -> None:
-        await asyncio.gather(*(self._client(index) for index in range(clients)))
-
-    async def _client(self, index: int) -> None:
-        sent = 0
-        while not self._stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                while not self._stop.is_set():
-                    writer.write(self._request(index, sent))
-                    sent += 1
-                    head = (await reader.readuntil(b"\r\n\r\n")).lower()
-                    length = re.search(rb"content-length: *(\d+)", head)
-                    await reader.readexactly(int(length.group(1)) if length else 0)
-                    self.answered += 1
-                    if b"connection: close" in head:
-                        break
-            except (OSError, asyncio.IncompleteReadError):
-                await asyncio.sleep(0.05)
-            finally:
-                writer.close()
 
 
 def wrong_password(index: int, sent: int) -> bytes:

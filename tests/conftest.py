@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -93,6 +95,26 @@ def event(event_type: str, run_id: str = "run_1", ts: float = 1_700_000_000.0, *
 
 def jsonl(*events: dict) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def read_as_written(data: bytes, cuts: list[int], sink: Any, **reader_options: Any) -> None:
+    """``data`` appended to a new file in writes of the sizes in ``cuts`` (over and over),
+    a FileReader handing its lines to ``sink`` reading after each write."""
+    from exporter.sources.files.jsonl import FileReader
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        path.write_bytes(b"")
+        reader = FileReader(str(path), sink, 1 << 20, **reader_options)
+        position = 0
+        for size in itertools.cycle(cuts):
+            if position >= len(data):
+                break
+            with path.open("ab") as out:
+                out.write(data[position : position + size])
+            position += size
+            reader.read_available()
+        reader.close()
 
 
 @pytest.fixture(scope="session")

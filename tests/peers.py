@@ -1,11 +1,15 @@
 """Hostile peers on loopback: an HTTP service whose every path can drip, hang, fail or
-answer without end, and a WebSocket service that sends whatever frames it is given."""
+answer without end, a WebSocket service that sends whatever frames it is given, and a
+flood of clients (the tests' and the benchmarks')."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -158,3 +162,45 @@ def frames_once(by_path: dict[str, list[str | bytes]]) -> Callable[[str], Iterat
             yield from by_path.get(path, [])
 
     return frames
+
+
+class Flood:
+    """``clients`` clients sending requests back to back on kept-alive connections, from one
+    asyncio loop in a thread of its own; the statuses answered, counted."""
+
+    def __init__(self, port: int, clients: int, request: Callable[[int, int], bytes]) -> None:
+        self.statuses: Counter[int] = Counter()
+        self._port, self._request = port, request
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._all(clients),), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    async def _all(self, clients: int) -> None:
+        await asyncio.gather(*(self._client(index) for index in range(clients)))
+
+    async def _client(self, index: int) -> None:
+        sent = 0
+        while not self._stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                while not self._stop.is_set():
+                    writer.write(self._request(index, sent))
+                    sent += 1
+                    head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                    length = re.search(rb"content-length: *(\d+)", head)
+                    await reader.readexactly(int(length.group(1)) if length else 0)
+                    self.statuses[int(head.split(b" ", 2)[1])] += 1
+                    if b"connection: close" in head:
+                        break
+            except (OSError, asyncio.IncompleteReadError):
+                await asyncio.sleep(0.05)
+            finally:
+                writer.close()

@@ -4,16 +4,12 @@ scrapes (the outside audit's defects 2, 3 and 15)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import re
 import resource
 import socket
 import statistics
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import event, jsonl, wait_for
+from tests.peers import Flood
 
 QUIET = ["--no-nvml", "--no-system"]
 IDLE_SOCKETS = 1100
@@ -206,48 +203,6 @@ def test_at_the_cap_the_longest_idle_is_closed_and_when_all_are_busy_a_503(serve
 
 
 # -- 15. wrong passwords --------------------------------------------------------------------------
-
-
-class Flood:
-    """``clients`` clients sending requests back to back on kept-alive connections, from one
-    asyncio loop in a thread of its own; the statuses answered, counted."""
-
-    def __init__(self, port: int, clients: int, request: Callable[[int, int], bytes]) -> None:
-        self.statuses: Counter[int] = Counter()
-        self._port, self._request = port, request
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=asyncio.run, args=(self._all(clients),), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    async def _all(self, clients: int) -> None:
-        await asyncio.gather(*(self._client(index) for index in range(clients)))
-
-    async def _client(self, index: int) -> None:
-        sent = 0
-        while not self._stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                while not self._stop.is_set():
-                    writer.write(self._request(index, sent))
-                    sent += 1
-                    head = (await reader.readuntil(b"\r\n\r\n")).lower()
-                    length = re.search(rb"content-length: *(\d+)", head)
-                    await reader.readexactly(int(length.group(1)) if length else 0)
-                    self.statuses[int(head.split(b" ", 2)[1])] += 1
-                    if b"connection: close" in head:
-                        break
-            except (OSError, asyncio.IncompleteReadError):
-                await asyncio.sleep(0.05)
-            finally:
-                writer.close()
 
 
 def basic(user: str, password: str) -> str:

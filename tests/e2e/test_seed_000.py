@@ -100,7 +100,7 @@ def test_a_missing_run_id_takes_the_pid_files_live_run(tmp_path) -> None:
     assert [r.reason for _, r in orphan] == ["missing_field"]  # nothing names a run
 
 
-@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1)))
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2026, 1, 1)))  # the past
 def test_a_naive_timestamp_means_the_same_instant_in_utc(moment: datetime) -> None:
     pipeline = Pipeline()
     aware = moment.replace(tzinfo=UTC).isoformat()

@@ -34,7 +34,7 @@ from prometheus_client import generate_latest
 from exporter.core.events import REJECT_REASONS, STATUS_ALIASES, parse_lines
 from exporter.pipeline import Pipeline
 from exporter.telemetry.prometheus import catalogue_registry
-from tests.conftest import ROOT, Server
+from tests.conftest import ROOT, Server, read_as_written
 
 FUZZ = ROOT / "fuzz"
 TARGETS = runpy.run_path(str(FUZZ / "targets.py"))["TARGETS"]  # the atheris harnesses
@@ -210,23 +210,9 @@ def assert_promtool_clean(bin_dir: Path, text: str) -> None:
 def test_a_file_reader_delivers_each_line_once_however_writes_are_cut(
     lines: list[bytes], cuts: list[int], crlf: bool
 ) -> None:
-    from exporter.sources.files.jsonl import FileReader
-
     data = b"".join(item + (b"\r\n" if crlf else b"\n") for item in lines)
     got: list[bytes] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "events.jsonl"
-        path.write_bytes(b"")
-        reader = FileReader(str(path), lambda ls, *_: got.extend(ls), 1 << 20)
-        position = 0
-        for size in itertools.cycle(cuts):
-            if position >= len(data):
-                break
-            with path.open("ab") as out:
-                out.write(data[position : position + size])
-            position += size
-            reader.read_available()
-        reader.close()
+    read_as_written(data, cuts, lambda ls, *_: got.extend(ls))
     assert got == lines
 
 

@@ -4,8 +4,6 @@ and the offsets a tracked reader hands on and saves."""
 
 from __future__ import annotations
 
-import itertools
-import tempfile
 from pathlib import Path
 
 from hypothesis import example, given
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 from exporter.sources.files.delivery import Ledger, Origin, Receipt
 from exporter.sources.files.jsonl import Cursor, FileReader
 from exporter.telemetry.shipper import Shipper, whole
+from tests.conftest import read_as_written
 
 
 def test_the_delivered_offset_is_where_the_first_line_not_accepted_starts() -> None:
@@ -87,19 +86,7 @@ def test_a_tracked_reader_hands_on_where_each_line_starts_however_writes_are_cut
 ) -> None:
     data = b"".join(line + (b"\r\n" if crlf else b"\n") for line in lines)
     got = Handed()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "events.jsonl"
-        path.write_bytes(b"")
-        reader = FileReader(str(path), got.sink, 1 << 20, track=True)
-        position = 0
-        for size in itertools.cycle(cuts):
-            if position >= len(data):
-                break
-            with path.open("ab") as out:
-                out.write(data[position : position + size])
-            position += size
-            reader.read_available()
-        reader.close()
+    read_as_written(data, cuts, got.sink, track=True)
     assert [line for line, *_ in got.lines] == lines
     ending = b"\r\n" if crlf else b"\n"
     for line, index, _, origin in got.lines:
