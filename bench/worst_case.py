@@ -250,7 +250,8 @@ def report(baseline: str, results: dict[str, dict[str, Measured]], every: Measur
     for case, trees in results.items():
         before, after = trees[baseline], trees["this tree"]
         lines.append(
-            f"- {case}: RSS growth {before.rss_growth / max(after.rss_growth, 1 << 20):,.0f}x less, /metrics "
+            f"- {case}: RSS growth "
+            f"{before.rss_growth / max(after.rss_growth, 1 << 20):,.0f}x less, /metrics "
             f"{before.metrics_bytes / after.metrics_bytes:,.1f}x, scrape "
             f"{before.scrape_seconds / after.scrape_seconds:,.1f}x, /api/runs "
             f"{before.runs_bytes / after.runs_bytes:,.1f}x smaller."
