@@ -55,6 +55,8 @@ _BYTE_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 def _byte_size(text: str) -> int:
     """A size in bytes: a whole number, or a number with a unit (``64KiB``, ``1MiB``, ``2MB``)."""
     match = _BYTE_SIZE.fullmatch(text)
+    if text.strip().startswith("-"):
+        raise ValueError(f"{text!r} is not positive")
     if match is None or match[2] not in BYTE_UNITS:
         raise ValueError(f"{text!r} is not a size (a number of bytes, or with a unit: "
                          f"{', '.join(u for u in BYTE_UNITS if u)})")  # fmt: skip
@@ -241,7 +243,8 @@ class Settings:
                                  group="inputs")
     max_line_bytes: int = option(
         1 << 20, "Longest event line accepted; longer ones are skipped and "
-        "counted as line_too_long.", _byte_size, group="inputs"
+        "counted as line_too_long. SIZE: bytes, or with a unit (64KiB, 1MiB, 2MB).",
+        _byte_size, group="inputs", metavar="SIZE"
     )
     strict_events: bool = option(
         False, "Refuse events that lack a UTC offset, a timestamp or a "
@@ -252,17 +255,20 @@ class Settings:
     )
     max_body_bytes: int = option(
         16 << 20, "Largest POST /v1/events and POST /start_training body; larger "
-        "ones get 413.", _byte_size, group="inputs"
+        "ones get 413. SIZE: bytes, or with a unit (64KiB, 1MiB, 2MB).", _byte_size,
+        group="inputs", metavar="SIZE"
     )
     body_timeout: float = option(
-        30.0, "Seconds a POST /v1/events body may take to arrive; a "
-        "client that stalls longer gets 408 and its body is counted as body_incomplete.",
+        30.0, "Seconds a POST /v1/events or POST /start_training body may take to "
+        "arrive; a client that stalls longer gets 408 and its body is counted as "
+        "body_incomplete.",
         _positive_float, group="inputs"
     )
     max_response_bytes: int = option(
         8 << 20, "Largest REST response read from the trading "
         "bridge or the training backend; a larger one is cut off, left out of that poll "
-        "and counted as response_too_large.", _byte_size, group="inputs"
+        "and counted as response_too_large. SIZE: bytes, or with a unit (64KiB, 1MiB, "
+        "2MB).", _byte_size, group="inputs", metavar="SIZE"
     )
     listen: list[tuple[str, int]] = option(
         [("127.0.0.1", DEFAULT_PORT)], "HOST:PORT to serve /metrics, /healthz, "
@@ -304,7 +310,8 @@ class Settings:
     tls_key_file: str | None = option(None, "PEM private key for --tls-cert-file.", group="server")
     basic_auth_user: str | None = option(
         None, "Require HTTP basic auth with this user (all endpoints but "
-        "/healthz); --web.config.file's basic_auth_users takes several.", group="server"
+        "the probes /healthz and /readyz); --web.config.file's basic_auth_users takes "
+        "several.", group="server"
     )
     basic_auth_password_file: str | None = option(
         None, "File holding the basic-auth password "
@@ -496,7 +503,8 @@ class Settings:
         256 << 10, "Text budget of a run, in bytes: its config, checkpoint paths "
         "and, with OTLP on, its open spans and their events (errors, progress messages); "
         "past it the config's last keys, a path or a span event are cut and counted as "
-        "max_text_bytes_per_run.", _byte_size, group="limits"
+        "max_text_bytes_per_run. SIZE: bytes, or with a unit (64KiB, 1MiB, 2MB).",
+        _byte_size, group="limits", metavar="SIZE"
     )
     max_time_ahead: float = option(
         60.0, "Seconds an event's time may be ahead of runwatch's clock; "

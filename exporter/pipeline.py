@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import msgspec
@@ -182,8 +182,10 @@ class Pipeline:
                             continue
                     try:
                         if item.timestamp > horizon:  # type: ignore[operator]  # completed
-                            raise Rejected("in_the_future", f"{item.timestamp} is more than "
-                                           f"{ahead:g} s ahead of runwatch's clock")  # fmt: skip
+                            at: float = item.timestamp  # type: ignore[assignment]
+                            raise Rejected("in_the_future", f"{_utc(at)} is more "
+                                           f"than {ahead:g} s ahead of runwatch's clock "
+                                           "(--max-time-ahead)")  # fmt: skip
                         outputs = apply(item)
                     except Rejected as rejected:
                         self.reject(source, rejected)
@@ -433,3 +435,11 @@ def _latest_run_id(items: Sequence[Parsed], indices: range) -> str | None:
         if isinstance(item, Event) and item.run_id is not None:
             return item.run_id
     return None
+
+
+def _utc(seconds: float) -> str:
+    """An event time as a person reads it (years past 9999 as epoch seconds)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+    except (OverflowError, ValueError, OSError):
+        return f"{seconds:.0f} (epoch seconds)"

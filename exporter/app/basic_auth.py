@@ -6,9 +6,13 @@ their own (the toolkit holds a mutex around them), never in the thread pool the 
 (``/metrics``) run in; a user and password that passed is remembered, as the toolkit
 caches it, so a scrape every 15 s pays once; a wrong one is remembered for a minute, so
 repeating it costs nothing; the same credentials arriving while they are being checked wait
-for that check; and when :data:`MAX_WAITING` checks are already queued, a request is
-refused at once (429) instead of joining the queue. A user that does not exist costs a
-check against a dummy hash, so timing does not tell which users exist.
+for that check. Checks wait in one queue per client address, taken in turn (fair
+queueing), so a flood from one address delays another address's check by one bcrypt at
+most per address waiting, not by the whole flood: a Prometheus whose password is not
+remembered yet (after a restart) is let in within about 50 ms per flooding address. A
+client with :data:`MAX_WAITING` checks queued, or a new one when :data:`MAX_CLIENTS`
+addresses are, is refused at once (429) instead of joining. A user that does not exist
+costs a check against a dummy hash, so timing does not tell which users exist.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +31,8 @@ import bcrypt
 DUMMY_HASH = bcrypt.hashpw(b"runwatch", bcrypt.gensalt(rounds=10))
 MAX_REMEMBERED = 1024  # passed credentials, and as many failed ones
 FAILED_SECONDS = 60.0  # how long a wrong password is remembered
-MAX_WAITING = 8  # checks queued or running (about 0.4 s of bcrypt) before refusing more
+MAX_WAITING = 8  # checks one client address may have queued (about 0.4 s of bcrypt)
+MAX_CLIENTS = 64  # client addresses with checks queued at once
 
 
 class TooManyChecks(Exception):
@@ -63,11 +69,16 @@ class BcryptUsers:
         self._passed: set[bytes] = set()
         self._failed: dict[bytes, float] = {}  # key -> until when, oldest first
         self._checking: dict[bytes, asyncio.Future[bool]] = {}
+        self._queues: dict[str, deque[tuple[bytes, bytes, asyncio.Future[bool]]]] = {}
+        self._waiting: dict[str, int] = {}  # checks queued or running, by client address
+        self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
-    async def check(self, users: dict[str, bytes], user: str, password: bytes) -> bool:
-        """Whether the password is the user's; TooManyChecks when it would have to queue
-        behind MAX_WAITING others."""
+    async def check(
+        self, users: dict[str, bytes], user: str, password: bytes, client: str = ""
+    ) -> bool:
+        """Whether the password is the user's; TooManyChecks when ``client`` (its address)
+        has MAX_WAITING checks queued or running, or MAX_CLIENTS other addresses have."""
         hashed = users.get(user)
         key = hashlib.sha256(b"\0".join((user.encode(), hashed or b"", password))).digest()
         if hashed is not None and key in self._passed:
@@ -76,17 +87,40 @@ class BcryptUsers:
             return False
         check = self._checking.get(key)
         if check is None:
-            if len(self._checking) >= MAX_WAITING:
+            waiting = self._waiting.get(client, 0)
+            if waiting >= MAX_WAITING or (not waiting and len(self._waiting) >= MAX_CLIENTS):
                 raise TooManyChecks
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="runwatch-bcrypt")
-            check = asyncio.get_running_loop().run_in_executor(
-                self._executor, _matches, password, hashed or DUMMY_HASH
-            )
+            self._waiting[client] = waiting + 1
+            check = asyncio.get_running_loop().create_future()
+            self._queues.setdefault(client, deque()).append((password, hashed or DUMMY_HASH, check))
             self._checking[key] = check
             check.add_done_callback(lambda done: self._remember(key, hashed is not None, done))
+            if self._worker is None or self._worker.done():
+                self._worker = asyncio.create_task(self._work())
         # shielded: a client that leaves does not cancel a check others may be waiting on
         return await asyncio.shield(check) and hashed is not None
+
+    async def _work(self) -> None:
+        """Run the queued checks one at a time in the bcrypt thread, one client per turn."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="runwatch-bcrypt")
+        loop = asyncio.get_running_loop()
+        while self._queues:
+            for client in list(self._queues):
+                queue = self._queues[client]
+                password, hashed, check = queue.popleft()
+                if not queue:
+                    del self._queues[client]
+                try:
+                    matched = await loop.run_in_executor(self._executor, _matches, password, hashed)
+                except Exception as exc:  # whoever waits on it sees it
+                    check.set_exception(exc)
+                else:
+                    check.set_result(matched)
+                finally:
+                    self._waiting[client] -= 1
+                    if not self._waiting[client]:
+                        del self._waiting[client]
 
     def _remember(self, key: bytes, known: bool, check: asyncio.Future[bool]) -> None:
         del self._checking[key]

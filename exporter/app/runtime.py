@@ -172,6 +172,7 @@ class Runtime:
                 lambda rejected: self.pipeline.reject(PID_FILE_SOURCE, rejected),
                 settings.pid_interval,
             )
+        authorization = backend_authorization(settings)  # refused before any thread starts
         self.background = build_background(
             settings,
             self.pipeline,
@@ -201,7 +202,7 @@ class Runtime:
                 self.pipeline,
                 settings.backend_url,
                 limits,
-                backend_authorization(settings),
+                authorization,
             )
         self.sockets: list[socket.socket] = []
         try:  # last: a port in use is refused before any thread starts
@@ -275,8 +276,13 @@ class Runtime:
 
     def _warn_if_writable_by_anyone(self) -> None:
         """One warning when the endpoints that change state are open to the network."""
-        if self.web is not None and self.web.current().users:
-            return
+        if self.web is not None:
+            config = self.web.current()
+            verified = config.tls is not None and config.tls.client_auth_type == (
+                "RequireAndVerifyClientCert"
+            )
+            if config.users or verified:  # a password or a client certificate is asked for
+                return
         exposed = [sock for sock in self.sockets if not _loopback(sock.getsockname()[0])]
         if not exposed:
             return

@@ -191,7 +191,8 @@ def _web_config_middleware(app: FastAPI, web: LiveWebConfig, pipeline: Pipeline)
         elif guarded and config.users:
             given = credentials(request.headers.get("authorization", ""))
             try:
-                passed = given is not None and await users.check(config.users, *given)
+                client = request.client.host if request.client else ""
+                passed = given is not None and await users.check(config.users, *given, client)
             except TooManyChecks:
                 response = refuse("auth_busy", "too many password checks waiting")
             else:

@@ -275,30 +275,35 @@ def _backend(settings: Settings, pipeline: Pipeline) -> list[Worker]:
     pipeline.handshakes.timeout = settings.backend_ack_timeout
     events = BackendEvents(pipeline)
     timeout = settings.backend_timeout
+    authorization = backend_authorization(settings)
     follower = WebSocketFollower(
         _ws_base(url) + "/ws", "backend", stats, events,
         _failure_counter(pipeline, BACKEND_SOURCE), timeout,
+        {"authorization": authorization} if authorization else None,
     )  # fmt: skip
     poller = BackendPoller(
         url, timeout, settings.max_response_bytes, events,
-        lambda: stats.websocket_connected.get("backend", 0) == 1,
-        backend_authorization(settings),
+        lambda: stats.websocket_connected.get("backend", 0) == 1, authorization,
     )  # fmt: skip
     return [follower, PeriodicSampler(poller, pipeline.readings, settings.backend_interval)]
 
 
 def backend_authorization(settings: Settings) -> str | None:
-    """The Authorization header for the training backend, from --backend-authorization-file."""
+    """The Authorization header for the training backend, from --backend-authorization-file:
+    one line of visible ASCII (an HTTP header's value), checked at start."""
     path = settings.backend_authorization_file
     if path is None:
         return None
+    if settings.backend_url is None:
+        raise ConfigError("--backend-authorization-file is sent to the training backend: "
+                          "give --backend-url too")  # fmt: skip
     try:
-        value = Path(path).read_text().strip()
+        value = Path(path).read_text(encoding="utf-8-sig").strip()  # an editor's BOM dropped
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--backend-authorization-file: {exc}") from None
-    if not value or "\n" in value:
-        raise ConfigError("--backend-authorization-file: one line expected, the header's "
-                          "value (e.g. 'Bearer <token>')")  # fmt: skip
+    if not value or not all(" " <= char <= "~" or char == "\t" for char in value):
+        raise ConfigError("--backend-authorization-file: one line of ASCII expected, the "
+                          "header's value (e.g. 'Bearer <token>')")  # fmt: skip
     return value
 
 

@@ -17,6 +17,7 @@ naive ``datetime``, a missing timestamp or run id stays None.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, final, get_args
 
@@ -503,6 +504,11 @@ def naive_seconds(timestamp: datetime) -> float:
     return timestamp.replace(tzinfo=UTC).timestamp()
 
 
+# A \\uD800-\\uDBFF escape not followed by a \\uDC00-\\uDFFF one, or one of those alone.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 # msgspec error messages, first match wins; see tests/unit/test_events.py for each case.
 _MESSAGE_REASONS: tuple[tuple[str, str], ...] = (
     ("Number out of range", "non_finite_number"),
@@ -530,4 +536,6 @@ def _rejection(exc: msgspec.DecodeError, line: bytes) -> Rejected:
         line.decode("utf-8")
     except UnicodeDecodeError as bad:
         return Rejected("invalid_utf8", f"byte {bad.start}")
+    if _LONE_SURROGATE.search(line):  # the decoder's message varies with where it is
+        return Rejected("invalid_utf8", "text UTF-8 cannot encode (a lone surrogate escape)")
     return Rejected("invalid_json", message)

@@ -85,10 +85,11 @@ def split_body(body: bytes) -> list[bytes]:
     if text.startswith(b"["):
         try:
             return [bytes(raw) for raw in _split_array_fast(text)]
-        except RecursionError:  # an element nested past the decoder's limit
+        except (RecursionError, msgspec.DecodeError):
+            # an element nested past the decoder's limit, or one the strict decoder refuses
+            # (a bare NaN, a lone surrogate escape, a cut): the elements one by one, so
+            # each is applied or refused on its own
             return _split_array_slowly(text)
-        except msgspec.DecodeError:
-            pass  # not one array: NDJSON, whose first line then says what is wrong
     lines = [line.rstrip(b"\r") for line in text.split(b"\n") if line.strip()]
     if len(lines) > 1:
         try:
@@ -100,8 +101,9 @@ def split_body(body: bytes) -> list[bytes]:
 
 
 def _split_array_slowly(text: bytes) -> list[bytes]:
-    """The elements of a JSON array, found without recursion (for arrays holding something
-    nested too deep for the decoder, whose neighbours must still be applied)."""
+    """The elements of a JSON array, found without decoding them or recursing (for arrays
+    holding something the decoder refuses, whose neighbours must still be applied). What
+    follows the array, or the rest of one cut short, is one more item, refused on its own."""
     items: list[bytes] = []
     depth, start = 0, 1
     for token in _TOKENS.finditer(text):
@@ -112,10 +114,13 @@ def _split_array_slowly(text: bytes) -> list[bytes]:
             depth -= 1
             if depth == 0:
                 items.append(text[start : token.start()])
+                items.append(text[token.end() :])
                 break
         elif char == ord(",") and depth == 1:
             items.append(text[start : token.start()])
             start = token.end()
+    else:
+        items.append(text[start:])  # the array never closed
     return [item.strip() for item in items if item.strip()]
 
 

@@ -93,6 +93,30 @@ def test_a_deeply_nested_item_costs_only_itself_in_a_post(serve, shape: str) -> 
     assert server.sample(completions) == 100
 
 
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [(b'{"event_type": "metric_update", "run_id": "run_1", "metrics": {"loss": NaN}}', None),
+     (b'{"event_type": "stage_change", "run_id": "x\\ud800", "new_stage": "s"}', "invalid_utf8"),
+     (b'{"event_type": "metric_update", "run_id": "run_1", "metr', "invalid_json")],
+    ids=["bare NaN", "lone surrogate", "cut short"],
+)  # fmt: skip
+def test_an_array_item_the_strict_decoder_refuses_costs_only_itself(serve, bad, reason) -> None:
+    """An array with a bare NaN (Python's json.dumps writes it), a lone surrogate or a cut
+    item is split item by item: the others are applied, the item applied or refused alone."""
+    server = serve(*QUIET)
+    valid = [orjson.dumps(event("target_complete", target=f"t{i}", ts=1_700_000_000 + i))
+             for i in range(4)]  # fmt: skip
+    if reason == "invalid_json":  # a body cut short: the cut item is its end
+        body = b"[" + b",".join([*valid, bad])
+    else:
+        body = b"[" + b",".join([*valid[:2], bad, *valid[2:]]) + b"]"
+    posted = httpx.post(server.url + "/v1/events", content=body).json()
+    assert posted["accepted"] == 4 + (reason is None)
+    assert [r["reason"] for r in posted.get("rejections", [])] == ([reason] if reason else [])
+    completions = 'training_target_completions_total{run_id="run_1",status="success"}'
+    assert server.sample(completions) == 4
+
+
 # -- 3 and 11. files rewritten in place -----------------------------------------------------------
 
 

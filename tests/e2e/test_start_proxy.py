@@ -5,6 +5,7 @@ never reach the backend, and the backend's credentials come from a file."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import bcrypt
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import ROOT, RUNWATCH, free_port
 
 QUIET = ("--no-nvml", "--no-system", "--backend-interval", "3600")
 
@@ -137,3 +138,36 @@ def test_serving_on_every_interface_without_credentials_is_warned_once(serve) ->
     warning = "POST /v1/events can be reached without credentials on 0.0.0.0:"
     assert exposed.log.read_text().count(warning) == 1
     assert "without credentials" not in local.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "with_backend", "error"),
+    [("Bearer t\u00e9st\n", True, "one line of ASCII"),
+     ("Bearer a\nBearer b\n", True, "one line of ASCII"),
+     ("Bearer token\n", False, "give --backend-url too")],
+    ids=["not ASCII", "two lines", "no backend"],
+)  # fmt: skip
+def test_a_backend_token_file_runwatch_cannot_send_is_refused_at_start(
+    tmp_path: Path, content: str, with_backend: bool, error: str
+) -> None:
+    token = tmp_path / "token"
+    token.write_text(content)
+    backend = ["--backend-url", "http://127.0.0.1:9"] if with_backend else []
+    started = subprocess.run(
+        [*RUNWATCH, "serve", "--listen", f"127.0.0.1:{free_port()}", *QUIET, *backend,
+         "--backend-authorization-file", str(token)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert started.returncode == 2
+    (line,) = started.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith("runwatch: --backend-authorization-file") and error in line
+
+
+def test_an_editors_byte_order_mark_is_not_sent(serve, backend, tmp_path: Path) -> None:
+    target = backend()
+    token = tmp_path / "token"
+    token.write_bytes("\ufeffBearer backend-token\r\n".encode())
+    server = serve("--backend-url", target.url, "--backend-authorization-file", str(token),
+                   *QUIET)  # fmt: skip
+    assert httpx.post(server.url + "/start_training", json={}).status_code == 202
+    assert target.headers[0]["authorization"] == "Bearer backend-token"

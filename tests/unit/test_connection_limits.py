@@ -238,3 +238,29 @@ def test_out_of_descriptors_the_accept_loop_tries_once_a_second_and_logs_once() 
     assert len(failures) == 1 and "Too many open files" in failures[0]
     assert not any("out of system resource" in m for m in result["records"])
     assert result["accepted"] == 50  # once descriptors are free again, the backlog is served
+
+
+def test_a_flood_from_one_address_delays_another_by_one_check_per_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checks are taken one client address at a time: Prometheus's first check after a
+    restart waits for one of the flood's, not for all of them."""
+    order: list[bytes] = []
+
+    def matches(password: bytes, hashed: bytes) -> bool:
+        order.append(password)
+        return password == b"right"
+
+    monkeypatch.setattr(basic_auth, "_matches", matches)
+    users = BcryptUsers()
+
+    async def flood_then_scrape() -> bool:
+        flood = [asyncio.ensure_future(users.check(USERS, "prometheus", b"w%d" % i, "10.0.0.9"))
+                 for i in range(MAX_WAITING)]  # fmt: skip
+        await asyncio.sleep(0)
+        scrape = await users.check(USERS, "prometheus", b"right", "10.0.0.1")
+        await asyncio.gather(*flood)
+        return scrape
+
+    assert asyncio.run(flood_then_scrape()) is True
+    assert order.index(b"right") <= 1  # behind at most the check already running

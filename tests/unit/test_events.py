@@ -114,6 +114,9 @@ CASES = [
      "number_too_large"),
     (json.dumps(event("checkpoint_saved", checkpoint_id="c", step=2**64)).encode(),
      "number_too_large"),
+    # text UTF-8 cannot encode: a lone surrogate escape, however the line is parsed
+    (orjson.dumps(event("stage_change")).replace(b"}", b', "new_stage": "x\\ud800"}'),
+     "invalid_utf8"),
     # nesting: past the parser's recursion limit, and a config deeper than 32 levels
     (orjson.dumps(event("run_start")).replace(b"}", b', "config": {"a": ' + b"[" * 2000 +
      b"]" * 2000 + b"}}"), "too_deeply_nested"),

@@ -37,9 +37,11 @@ class WebSocketFollower(Worker):
         handle: Callable[[str | bytes], None],
         failed: Callable[[Exception], object],
         open_timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"runwatch-ws-{channel}", join_timeout=5)
         self._url = url
+        self._headers = headers or {}
         self.channel = channel
         self._stats = stats
         self._handle = handle
@@ -53,7 +55,8 @@ class WebSocketFollower(Worker):
         attempt = 0
         while not self._stop.is_set():
             try:
-                with connect(self._url, open_timeout=self._open_timeout, close_timeout=1) as ws:
+                with connect(self._url, open_timeout=self._open_timeout, close_timeout=1,
+                             additional_headers=self._headers) as ws:  # fmt: skip
                     attempt = 0
                     self._logged = False
                     self._stats.set(self._stats.websocket_connected, self.channel, 1)
