@@ -60,12 +60,12 @@ def write_config(path: Path, config: dict) -> None:
 class Served:
     """`runwatch serve --web.config.file FILE` on a free port."""
 
-    def __init__(self, tmp: Path, config: Path) -> None:
+    def __init__(self, tmp: Path, config: Path, host: str = "127.0.0.1") -> None:
         self.port = free_port()
-        self.log = tmp / "runwatch.log"
+        self.log = tmp / f"runwatch-{self.port}.log"
         self.process = subprocess.Popen(
             [*RUNWATCH, "serve", "--no-nvml", "--no-system", "--web.listen-address",
-             f"127.0.0.1:{self.port}", "--web.config.file", str(config)],
+             f"{host}:{self.port}", "--web.config.file", str(config)],
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(self._listening, what="runwatch listening")
@@ -96,8 +96,8 @@ class Served:
 def served(tmp_path: Path):
     servers: list[Served] = []
 
-    def start(config: Path) -> Served:
-        servers.append(Served(tmp_path, config))
+    def start(config: Path, host: str = "127.0.0.1") -> Served:
+        servers.append(Served(tmp_path, config, host))
         return servers[-1]
 
     yield start
@@ -165,6 +165,22 @@ def test_client_certificates_and_tls_versions(tmp_path, served) -> None:
     old.maximum_version = ssl.TLSVersion.TLSv1_2  # below min_version
     with pytest.raises(httpx.ConnectError):
         httpx.get(url, verify=old)
+
+
+def test_only_a_server_that_asks_for_no_credentials_warns_on_every_interface(
+    tmp_path, served
+) -> None:
+    ca = ca_cert(tmp_path)
+    cert, key = server_cert(tmp_path, "server")
+    tls = {"cert_file": str(cert), "key_file": str(key)}
+    verified, plain = tmp_path / "verified.yml", tmp_path / "plain.yml"
+    write_config(verified, {"tls_server_config": {
+        **tls, "client_ca_file": str(ca[0]),
+        "client_auth_type": "RequireAndVerifyClientCert"}})  # fmt: skip
+    write_config(plain, {"tls_server_config": tls})
+    asks, open_ = served(verified, "0.0.0.0"), served(plain, "0.0.0.0")
+    wait_for(lambda: "without credentials" in open_.log.read_text(), what="the warning")
+    assert "without credentials" not in asks.log.read_text()
 
 
 def test_bcrypt_users_headers_and_a_file_that_changes(tmp_path, served) -> None:
