@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
@@ -108,7 +109,7 @@ def runs_document(runs: Iterable[Run], stats: Stats) -> bytes:
     encoded = []
     for run in runs:
         try:
-            encoded.append(orjson.dumps(run_json(run)))
+            encoded.append(_encoded(run_json(run)))
         except (TypeError, ValueError) as exc:
             stats.count(stats.render_errors, API_RUNS)
             if API_RUNS not in _logged:
@@ -119,6 +120,15 @@ def runs_document(runs: Iterable[Run], stats: Stats) -> bytes:
 
 
 _logged: set[str] = set()
+
+
+def _encoded(value: Any) -> bytes:
+    """JSON of one run: orjson, or for integers past 64 bits (a config may hold them) the
+    standard library's; text UTF-8 cannot encode raises UnicodeEncodeError either way."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False).encode()
 
 
 def _number(value: float) -> float | str:

@@ -88,8 +88,11 @@ def split_body(body: bytes) -> list[bytes]:
         except (RecursionError, msgspec.DecodeError):
             # an element nested past the decoder's limit, or one the strict decoder refuses
             # (a bare NaN, a lone surrogate escape, a cut): the elements one by one, so
-            # each is applied or refused on its own
-            return _split_array_slowly(text)
+            # each is applied or refused on its own; unless the array ends on its first
+            # line and more lines follow: NDJSON, whose first line is not an event
+            first, newline, _ = text.partition(b"\n")
+            if not (newline and _closes(first)):
+                return _split_array_slowly(text)
     lines = [line.rstrip(b"\r") for line in text.split(b"\n") if line.strip()]
     if len(lines) > 1:
         try:
@@ -98,6 +101,17 @@ def split_body(body: bytes) -> list[bytes]:
         except (msgspec.DecodeError, RecursionError):
             pass
     return lines
+
+
+def _closes(line: bytes) -> bool:
+    """Whether the brackets opened on ``line`` all close on it."""
+    depth = 0
+    for token in _TOKENS.finditer(line):
+        char = line[token.start()]
+        depth += (char in b"[{") - (char in b"]}")
+        if depth == 0:
+            return True
+    return False
 
 
 def _split_array_slowly(text: bytes) -> list[bytes]:
