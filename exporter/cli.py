@@ -19,7 +19,15 @@ from prometheus_client import generate_latest
 
 from exporter import __version__
 from exporter.app.wiring import SOURCE, build_pipeline, read_files_once, read_router_files_once
-from exporter.config import OPTIONS, ConfigError, Settings, add_arguments, listen_address, resolve
+from exporter.config import (
+    OPTIONS,
+    ConfigError,
+    Settings,
+    add_arguments,
+    listen_address,
+    resolve,
+    unknown_variables,
+)
 from exporter.core.schema import render_schema
 from exporter.log_format import configure_logging
 from exporter.pipeline import Pipeline
@@ -37,7 +45,7 @@ REPLAY = (
     + ["router_events", "router_mapping", "history_job", "history_instance"]
     + ["log_level", "log_format"]
 )
-DEMO = [n for n in SERVE if n not in ("events", "state_file")]
+DEMO = [n for n in SERVE if n not in ("events", "state_file", "local_dir")]
 
 DESCRIPTION = """\
 runwatch turns the events of ML training runs (JSONL files, HTTP POST, PID files),
@@ -92,8 +100,9 @@ def _parser() -> argparse.ArgumentParser:
         "--history",
         choices=["openmetrics"],
         help="print the files' step history instead: every logged value as "
-        "training_step_metric{run_id, key} at its event's time, in OpenMetrics with "
-        "timestamps, for `promtool tsdb create-blocks-from openmetrics` (backfill)",
+        "training_step_metric{run_id, key} at its event's time and its step as "
+        "training_history_step{run_id}, in OpenMetrics with timestamps, for "
+        "`promtool tsdb create-blocks-from openmetrics` (backfill)",
     )
     replay.add_argument("--config", metavar="FILE", help="YAML file of options")
     add_arguments(replay, REPLAY)
@@ -190,6 +199,8 @@ def _command(args: argparse.Namespace) -> int:
             print(path)
         return 0
     names = {"serve": SERVE, "replay": REPLAY, "demo": DEMO}[args.command]
+    for problem in unknown_variables():  # before any error they may explain
+        print(f"runwatch: warning: {problem}", file=sys.stderr)
     settings = resolve(args, names)
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "replay":
@@ -298,13 +309,11 @@ def replay(paths: list[str], settings: Settings, history: str | None = None) -> 
 def _write_history(recorder: HistoryRecorder, pipeline: Pipeline, settings: Settings) -> None:
     """The step history as OpenMetrics on stdout; what was left out, on stderr."""
     labels = {"job": settings.history_job, "instance": settings.history_instance or "replay"}
-    refused = [0]
-    sys.stdout.writelines(openmetrics(recorder.steps, labels, refused))
+    sys.stdout.writelines(openmetrics(recorder.steps, labels))
     thinned = pipeline.state.dropped["step_rate"]
-    if refused[0] or thinned:
+    if thinned:
         print(f"runwatch: step history: {thinned} values thinned out by "
-              f"--max-history-steps-per-second, {refused[0]} not newer than their series' "
-              f"last (same millisecond or out of order) left out", file=sys.stderr)  # fmt: skip
+              f"--max-history-steps-per-second", file=sys.stderr)  # fmt: skip
 
 
 def demo(settings: Settings, interval: float) -> int:

@@ -8,6 +8,7 @@ and help); the argparse flags, the environment variable names, the YAML keys and
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import re
@@ -225,10 +226,19 @@ class Settings:
         "and started_at. Gives training_process_up; a run whose process is gone without "
         "run_complete becomes 'crashed'.", many=True, group="inputs", metavar="PATH"
     )
+    local_dir: str = option(
+        "/tmp/runwatch", "The folder a training script's SDK writes to when told no "
+        "other place (its RUNWATCH_LOCAL_DIR, the same variable). With no --events, serve "
+        "follows DIR/*.jsonl and DIR/spool/*.jsonl (what an SDK sender could not deliver); "
+        "with no --pid-file, DIR/pids/*.pid. An empty value follows nothing unless told.",
+        group="inputs", metavar="DIR"
+    )
     state_file: str | None = option(
         None, "Where to keep the file cursors (identity, offsets read and "
         "delivered) so a restart sends again only the spans and log records the OTLP "
-        "collector had not accepted.", group="inputs",
+        "collector had not accepted; and, in PATH.pids, the PID files seen, so a restart "
+        "judges the runs it recovers (a process that died or a file removed while "
+        "runwatch was down).", group="inputs",
         metavar="PATH"
     )
     poll_interval: float = option(
@@ -522,6 +532,41 @@ class Settings:
         group="general", standard="--log.format"
     )
     # fmt: on
+
+
+def followed_files(settings: Settings) -> tuple[list[str], list[str]]:
+    """The event files and the PID files serve follows: those given, else the local
+    folder's (where the SDK writes when told nothing), so the two meet with no settings."""
+    local = settings.local_dir.rstrip("/") or ("/" if settings.local_dir else "")
+    events = settings.events or ([f"{local}/*.jsonl", f"{local}/spool/*.jsonl"] if local else [])
+    pid_files = settings.pid_file or ([f"{local}/pids/*.pid"] if local else [])
+    return events, pid_files
+
+
+SDK_VARIABLES = frozenset({
+    "RUNWATCH_URL", "RUNWATCH_EVENTS_FILE", "RUNWATCH_LOCAL_DIR", "RUNWATCH_PID_DIR",
+    "RUNWATCH_PID_FILE", "RUNWATCH_USERNAME", "RUNWATCH_PASSWORD", "RUNWATCH_CA_FILE",
+    "RUNWATCH_QUIET",
+})  # fmt: skip
+"""The SDK's variables (runwatch_sdk.places.SDK_VARIABLES; a test keeps them equal): they
+share the RUNWATCH_ namespace with the options."""
+OTHER_VARIABLES = frozenset({
+    "RUNWATCH_BASIC_AUTH_PASSWORD",  # --basic-auth-user's password
+    "RUNWATCH_BIN",  # scripts/test: where the stack's programs are
+})  # fmt: skip
+
+
+def unknown_variables() -> list[str]:
+    """The ``RUNWATCH_*`` variables set that are neither an option nor the SDK's, each
+    with the nearest known name: a misspelled one is said, as a misspelled YAML key is."""
+    known = {option.env for option in OPTIONS} | SDK_VARIABLES | OTHER_VARIABLES
+    problems = []
+    for name in sorted(os.environ):
+        if name.startswith("RUNWATCH_") and name not in known:
+            near = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            problems.append(f"{name} is set but is no runwatch variable{hint}")
+    return problems
 
 
 OPTIONS: tuple[Option, ...] = tuple(

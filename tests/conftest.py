@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +31,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNWATCH = [sys.executable, "-m", "exporter"]
+
+# Where the SDK writes and serve reads when told nothing: a folder of this session's, so
+# that tests never read or leave anything in the machine's /tmp/runwatch; and quiet.
+os.environ["RUNWATCH_LOCAL_DIR"] = tempfile.mkdtemp(prefix="runwatch-tests-")
+os.environ.setdefault("RUNWATCH_QUIET", "1")
 
 # Property-based tests: a bounded number of examples in CI; scripts/fuzz runs the "long"
 # profile (and atheris) for a long session. No deadline: these machines are noisy.
@@ -69,6 +75,29 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "c
 def _pid_files_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TrainingMonitor writes a PID file per run: into the test's folder, not /tmp/runwatch."""
     monkeypatch.setenv("RUNWATCH_PID_DIR", str(tmp_path / "pids"))
+
+
+@pytest.fixture(autouse=True)
+def _sdk_closed() -> Iterator[None]:
+    """A test ends the SDK monitors and closes the senders it opens. Left open, a sender
+    lives on in its thread and a monitor in the SDK's table of open runs: at the
+    interpreter's exit, after the summary, the monitor is ended and the sender closed,
+    sending to a server long gone and spooling what it could not ("... events not
+    delivered ..."). Here they are let go, quietly, and the test fails, naming them."""
+    from runwatch_sdk import monitor, transports
+
+    senders, monitors = weakref.WeakSet(transports._open_transports), set(monitor._open_monitors)
+    yield
+    with monitor._open_lock:
+        runs = {name: m for name, m in monitor._open_monitors.items()
+                if name not in monitors and not m._ended}  # fmt: skip
+        for name in runs:
+            del monitor._open_monitors[name]
+    left = [t for t in list(transports._open_transports) if t not in senders]
+    for transport in left:
+        transport.close(timeout=0)
+    assert not runs, f"SDK monitors left running (end or close them): {sorted(runs)}"
+    assert not left, f"SDK senders left open: {[getattr(t, 'url', t) for t in left]}"
 
 
 @pytest.fixture
@@ -146,11 +175,13 @@ class Server:
         self.client = client  # httpx options: verify, auth
         self.log = tmp / f"runwatch-{self.port}.log"
         self._log_file = self.log.open("wb")
+        # a local folder of its own: no other test's default events are followed
+        local = {"RUNWATCH_LOCAL_DIR": str(tmp / f"local-{self.port}")}
         self.process = subprocess.Popen(
             [*RUNWATCH, "serve", "--listen", f"127.0.0.1:{self.port}", *args],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **local, **(env or {})},
             cwd=ROOT,
             preexec_fn=preexec_fn,  # e.g. resource limits of the child alone
         )

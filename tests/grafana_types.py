@@ -17,6 +17,7 @@ RAW = "@grafana/schema/dist/esm/raw"
 # panel type -> (module under raw/composable, whether it exports a FieldConfig)
 PANEL_TYPES = {
     "timeseries": ("timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen", True),
+    "xychart": ("xychart/panelcfg/x/XYChartPanelCfg_types.gen", True),
     "stat": ("stat/panelcfg/x/StatPanelCfg_types.gen", False),
     "table": ("table/panelcfg/x/TablePanelCfg_types.gen", True),
     "state-timeline": ("statetimeline/panelcfg/x/StateTimelinePanelCfg_types.gen", True),

@@ -34,7 +34,12 @@ from exporter.app.wiring import (
     build_pipeline,
     file_tailer,
 )
-from exporter.config import ConfigError, Settings, listen_address
+from exporter.config import (
+    ConfigError,
+    Settings,
+    followed_files,
+    listen_address,
+)
 from exporter.sources.attribution import no_runs
 from exporter.sources.files.jsonl import CursorStore, Tailer
 from exporter.sources.peers.start_proxy import StartProxyLimits, add_start_proxy
@@ -153,11 +158,12 @@ class Runtime:
         )
         self.remote_write = attach_remote_write(self.pipeline, settings)
         self.tailer: Tailer | None = None
-        if settings.events:
+        events, pid_files = followed_files(settings)
+        if events:
             store = CursorStore(Path(settings.state_file)) if settings.state_file else None
             self.tailer = file_tailer(
                 self.pipeline,
-                settings.events,
+                events,
                 cursor_store=store,
                 poll_interval=settings.poll_interval,
                 force_polling=settings.force_polling,
@@ -165,12 +171,15 @@ class Runtime:
                 track_delivery=self.otlp is not None and self.otlp.delivers_from_files,
             )
         self.pid_watcher: PidFileWatcher | None = None
-        if settings.pid_file:
+        if pid_files:
             self.pid_watcher = PidFileWatcher(
-                settings.pid_file,
+                pid_files,
                 self.pipeline.observe_process,
                 lambda rejected: self.pipeline.reject(PID_FILE_SOURCE, rejected),
                 settings.pid_interval,
+                # what it knew outlives a restart; it judges the runs the tailer recovers
+                memory=Path(settings.state_file + ".pids") if settings.state_file else None,
+                after=self.tailer.ready if self.tailer is not None else None,
             )
         authorization = backend_authorization(settings)  # refused before any thread starts
         self.background = build_background(

@@ -151,6 +151,13 @@ class Event(msgspec.Struct, tag_field="event_type", kw_only=True, gc=False):
     timestamp: Annotated[
         Timestamp | None, Meta(description="When it happened; defaults to when it was read.")
     ] = None
+    event_id: Annotated[
+        Ident | None,
+        Meta(
+            description="'<sender>.<sequence>': an event whose sequence is not above the "
+            "last applied of its sender (a batch sent again) is applied once."
+        ),
+    ] = None
 
 
 class RunStart(Event, tag="run_start"):
@@ -255,6 +262,13 @@ class CheckpointSaved(Event, tag="checkpoint_saved"):
     is_best: Annotated[
         bool | None, Meta(description="Marks it as the run's best (one best per run).")
     ] = None
+    valid: Annotated[
+        bool | None,
+        Meta(description="Outcome of a check of its file (loads, holds the expected keys)."),
+    ] = None
+    invalid_reason: Annotated[str | None, Meta(description="Why the check found it not valid.")] = (
+        None
+    )
 
 
 class StatusChange(Event, tag="status_change"):

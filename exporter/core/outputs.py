@@ -74,6 +74,7 @@ class StepValues:
     run_id: str
     timestamp: float
     values: dict[str, float]
+    step: int | None  # the event's, when it gave one
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
@@ -68,6 +68,7 @@ OTHER = "other"
 CUSTOM = CustomEvent.__struct_config__.tag
 TARGET_DURATION_METRIC = "training_target_duration_seconds"
 MAX_CUSTOM_EVENT_TYPES = 32
+MAX_SENDERS = 10_000  # senders whose last event_id is remembered (see State._seen)
 """Event types runwatch does not know counted by name; more are counted as ``other``."""
 DROP_REASONS: tuple[str, ...] = (
     "max_runs", "max_stages_per_run", "max_targets_per_run", "max_metric_keys_per_run",
@@ -125,6 +126,7 @@ class Checkpoint:
     is_best: bool
     timestamp: float
     filepath: str | None
+    valid: bool | None = None  # the outcome of the SDK's validate_checkpoint, if checked
 
 
 @dataclass(slots=True)
@@ -164,7 +166,10 @@ class Run:
     stage: str | None = None
     stages: dict[str, Stage] = field(default_factory=dict)
     targets_total: int = 0
-    targets_completed: int = 0
+    targets_completed: int = 0  # each target once: see State._count_targets
+    targets_done: int = 0  # distinct targets target_complete events named
+    targets_reported: int | None = None  # the latest progress event's targets_complete
+    completed_targets: set[int] = field(default_factory=set)  # hashes of targets' names
     targets_successful: int | None = None  # as run_complete reports it
     current_target: str | None = None
     target_best_auc: dict[tuple[str, str], float] = field(default_factory=dict)  # stage, target
@@ -175,6 +180,7 @@ class Run:
     errors: Counter[tuple[str, bool]] = field(default_factory=Counter)
     metrics: dict[str, float] = field(default_factory=dict)
     non_finite: Counter[str] = field(default_factory=Counter)  # NaN/inf values per metric key
+    invalid_checkpoints: int = 0  # checks that found a checkpoint not valid
     step: int | None = None
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     checkpoint_keys: set[str] = field(default_factory=set)  # with a step history, bounded
@@ -215,11 +221,12 @@ class Run:
         run.metrics = self.metrics.copy()
         run.non_finite = self.non_finite.copy()
         run.checkpoints = {  # a checkpoint's metrics are replaced whole, never changed
-            cid: Checkpoint(c.step, c.metrics, c.is_best, c.timestamp, c.filepath)
+            cid: Checkpoint(c.step, c.metrics, c.is_best, c.timestamp, c.filepath, c.valid)
             for cid, c in self.checkpoints.items()
         }
         run.root_span = run.stage_span = None
         run.target_spans = {}
+        run.completed_targets = set()  # outputs read only the count
         return run
 
 
@@ -255,6 +262,8 @@ class State:
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
         self.forgotten: Counter[str] = Counter(dict.fromkeys(FORGET_REASONS, 0))
         self.series = 0  # series charged to the budget, over all runs
+        self.duplicates = 0  # events whose event_id was applied before
+        self._senders: OrderedDict[str, int] = OrderedDict()  # sender -> last sequence
 
     def snapshot(self) -> State:
         """The state as it is now, in copies the reducer will not change (see Run.snapshot)."""
@@ -292,6 +301,9 @@ class State:
         run_id, ts = event.run_id, event.timestamp
         if run_id is None or not isinstance(ts, float):
             raise TypeError(f"not completed by the pipeline (run_id, epoch seconds): {event!r}")
+        if event.event_id is not None and self._seen(event.event_id):
+            self.duplicates += 1
+            return []
         run = self.runs.get(run_id)
         if run is None:
             run = self._new_run(run_id, ts)
@@ -320,6 +332,24 @@ class State:
         if out:
             _refund_finished_spans(run, out)
         return out
+
+    def _seen(self, event_id: str) -> bool:
+        """Whether a sender's event was applied before: a sender (the SDK) numbers its
+        events in the order it sends them, and sends them again in that order, so the last
+        sequence applied per sender is enough. The MAX_SENDERS most recent are kept."""
+        sender, _, sequence = event_id.rpartition(".")
+        if not sender or not (sequence.isascii() and sequence.isdigit()):
+            return False
+        number, senders = int(sequence), self._senders
+        last = senders.get(sender)
+        if last is not None:
+            if number <= last:
+                return True
+            senders.move_to_end(sender)
+        senders[sender] = number
+        if len(senders) > MAX_SENDERS:
+            senders.popitem(last=False)
+        return False
 
     def observe_process(self, obs: ProcessObservation) -> list[Output]:
         """A PID-file reading: liveness, and crash detection for runs left running."""
@@ -377,7 +407,8 @@ class State:
         if event.targets_total is not None:
             run.targets_total = event.targets_total
         if event.targets_complete is not None:
-            run.targets_completed = event.targets_complete
+            run.targets_reported = event.targets_complete
+            self._count_targets(run)
         if event.current_target is not None:
             run.current_target = event.current_target[:256] or None
         if event.message is not None and run.stage_span is not None:
@@ -406,7 +437,7 @@ class State:
         target = event.target
         status = _TARGET_STATUS_ALIASES.get((event.status or "success").lower(), OTHER)
         run.target_completions[status] += 1
-        run.targets_completed += 1
+        self._count_targets(run, target)
         if run.current_target == target:
             run.current_target = None
         best = run.target_best_auc
@@ -474,7 +505,7 @@ class State:
                 kept = values
                 if not kept.keys() <= run.metrics.keys():  # keys past the bound have none
                     kept = {k: v for k, v in kept.items() if k in run.metrics}
-                out.append(StepValues(run.run_id, ts, kept))
+                out.append(StepValues(run.run_id, ts, kept, event.step))
             else:
                 self.dropped["step_rate"] += len(values)
         if not all(map(math.isfinite, values.values())):
@@ -495,7 +526,18 @@ class State:
             if oldest is None:
                 return
             self._refund_checkpoint(run, checkpoints.pop(oldest))
+        if event.valid is False:
+            run.invalid_checkpoints += 1
         previous = checkpoints.get(checkpoint_id)
+        if previous is not None and not event.metrics and event.filepath is None:
+            # marking a known checkpoint best, or its check's outcome: nothing else changes
+            if event.is_best:
+                for checkpoint in checkpoints.values():
+                    checkpoint.is_best = False
+                previous.is_best = True
+            if event.valid is not None:
+                previous.valid = event.valid
+            return
         if previous is not None:
             self._refund_checkpoint(run, previous)
         metrics: dict[str, float] = {}
@@ -510,7 +552,8 @@ class State:
         if is_best:
             for checkpoint in checkpoints.values():
                 checkpoint.is_best = False
-        checkpoints[checkpoint_id] = Checkpoint(event.step, metrics, is_best, ts, filepath)
+        valid = event.valid if event.valid is not None or previous is None else previous.valid
+        checkpoints[checkpoint_id] = Checkpoint(event.step, metrics, is_best, ts, filepath, valid)
         if self.history and metrics:  # checkpoints are rare: never thinned
             keys, limit = run.checkpoint_keys, self.limits.max_metric_keys_per_run
             kept = {}
@@ -520,7 +563,7 @@ class State:
                     kept[key] = value
                 else:
                     self.dropped["max_metric_keys_per_run"] += 1
-            out.append(StepValues(run.run_id, ts, kept))
+            out.append(StepValues(run.run_id, ts, kept, event.step))
 
     def _on_status_change(
         self, run: Run, event: StatusChange, ts: float, out: list[Output]
@@ -692,6 +735,21 @@ class State:
         run.series += 1
         self.series += 1
         return True
+
+    def _count_targets(self, run: Run, completed: str | None = None) -> None:
+        """Targets finished so far, each once: a target completed again (a later stage
+        takes it too) or counted by a progress event's ``targets_complete`` as well (seed
+        000 sends both) is not counted twice. Distinct completed targets, or the script's
+        own latest count where higher (a script that sends progress events alone). Names
+        are kept up to max_targets_per_run (hashed: bounded memory); past it a target
+        completed again counts again, as its best-AUC series is cut (and counted) there."""
+        if completed is not None:
+            names, key = run.completed_targets, hash(completed)
+            if key not in names:
+                if len(names) < self.limits.max_targets_per_run:
+                    names.add(key)
+                run.targets_done += 1
+        run.targets_completed = max(run.targets_done, run.targets_reported or 0)
 
     def _refund_checkpoint(self, run: Run, checkpoint: Checkpoint) -> None:
         run.series -= len(checkpoint.metrics)

@@ -18,6 +18,11 @@ build instead of being stamped with a version it does not meet.
   here (say it per field instead).
 - Gauge panels: 13.2 added required options (bar shape and width, effects, segments,
   shape); they are written out with 13.2's own defaults, so no choice is left to the plugin.
+- XY chart panels carry ``pluginVersion``: the panel's migration handler (xychart
+  ``migrations.ts``) takes a panel without one, or older than 11.1, for the pre-11.1 shape
+  and rewrites its options (``seriesMapping``, ``dims``), which turns these boards' ``auto``
+  mapping into ``manual`` with one series on the first frame. Stamped with the version
+  compose runs, the handler leaves the options as they are.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 SCHEMA_VERSION = 42
+GRAFANA_VERSION = "13.2.3"  # compose.yaml's image: the core plugins' version
 # @grafana/schema 13.2.3, raw/composable/gauge/panelcfg: defaultOptions
 GAUGE_DEFAULTS: dict[str, Any] = {
     "barShape": "flat",
@@ -57,6 +63,8 @@ def for_grafana_13(board: dict[str, Any]) -> dict[str, Any]:
                                   "fieldConfig custom.footer.reducers in Grafana 13")  # fmt: skip
         elif panel.get("type") == "gauge":
             panel["options"] = {**GAUGE_DEFAULTS, **options}
+        elif panel.get("type") == "xychart":
+            panel["pluginVersion"] = GRAFANA_VERSION
     board["schemaVersion"] = SCHEMA_VERSION
     return board
 

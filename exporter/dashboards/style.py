@@ -25,13 +25,15 @@ from grafana_foundation_sdk.builders import (
     table,
     text,
     timeseries,
+    xychart,
 )
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+from grafana_foundation_sdk.models.xychart import SeriesMapping
 
-DASHBOARD_VERSION = (2, 3)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
+DASHBOARD_VERSION = (2, 4)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
 TAG = f"runwatch-v{DASHBOARD_VERSION[0]}.{DASHBOARD_VERSION[1]}"
 # the provisioned data sources (grafana/provisioning/datasources), the variables' defaults
 DATA_SOURCES = {
@@ -70,12 +72,11 @@ def _legend() -> common_builders.VizLegendOptions:
     )
 
 
-def _tooltip() -> common_builders.VizTooltipOptions:
-    return (
-        common_builders.VizTooltipOptions()
-        .mode(common.TooltipDisplayMode.MULTI)
-        .sort(common.SortOrder.DESCENDING)
-    )
+def _tooltip(
+    mode: common.TooltipDisplayMode = common.TooltipDisplayMode.MULTI,
+    sort: common.SortOrder = common.SortOrder.DESCENDING,
+) -> common_builders.VizTooltipOptions:
+    return common_builders.VizTooltipOptions().mode(mode).sort(sort)
 
 
 def _last_value() -> common_builders.ReduceDataOptions:
@@ -89,11 +90,11 @@ def _single_stat(panel: Any) -> Any:
 # Grafana's defaults (each plugin's defaultOptions in @grafana/schema), written out
 Panel = (
     timeseries.Panel | stat.Panel | table.Panel | statetimeline.Panel | gauge.Panel
-    | bargauge.Panel | logs.Panel | text.Panel
+    | bargauge.Panel | logs.Panel | text.Panel | xychart.Panel
 )  # fmt: skip
 """The panel builders runwatch's boards use."""
 P = TypeVar("P", timeseries.Panel, stat.Panel, table.Panel, statetimeline.Panel, gauge.Panel,
-            bargauge.Panel)  # fmt: skip
+            bargauge.Panel, xychart.Panel)  # fmt: skip
 """One of the panel builders :data:`OPTIONS` styles."""
 
 OPTIONS: dict[type, Any] = {
@@ -138,6 +139,14 @@ OPTIONS: dict[type, Any] = {
         .min_viz_height(16)
         .min_viz_width(8)
         .max_viz_height(300)
+    ),
+    # the hovered point only (several series rarely share an x); the panel says which fields
+    # are x and y (``series``)
+    xychart.Panel: lambda panel: (
+        panel.legend(_legend())
+        .tooltip(_tooltip(common.TooltipDisplayMode.SINGLE, common.SortOrder.NONE))
+        .mapping(SeriesMapping.AUTO)
+        .series([])
     ),
 }
 
@@ -217,7 +226,11 @@ VARIABLES = {
     "instance": ('label_values(runwatch_build_info{job="$job"}, instance)', "instance", True),
     "run": (f"label_values(training_run_info{{{SEL}}}, run_id)", "run", True),
     "gpu": (f"label_values(gpu_info{{{SEL}}}, gpu)", "GPU", True),
+    # every key the runs picked logged (the scraped latest values: there with or without history)
+    "key": (f'label_values(training_metric{{{SEL}, run_id=~"$run"}}, key)', "key", True),
 }
+# name -> the value selected when the board opens (else Grafana's: the first, or All)
+QUERY_DEFAULTS = {"key": "loss"}
 
 # name -> (label, default): free text, such as the address runwatch answers on for links
 TEXT_VARIABLES = {"runwatch_url": ("runwatch address", "http://127.0.0.1:19464")}
@@ -247,6 +260,10 @@ def _query_variable(name: str) -> dashboard.QueryVariable:
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
     )
+    if name in QUERY_DEFAULTS:
+        default = QUERY_DEFAULTS[name]
+        chosen = [default] if several else default
+        variable = variable.current(model.VariableOption(text=chosen, value=chosen, selected=True))
     return variable.multi(True).include_all(True) if several else variable
 
 

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import dashboard, stat, statetimeline, table, text, timeseries
+from grafana_foundation_sdk.builders import (
+    dashboard,
+    stat,
+    statetimeline,
+    table,
+    text,
+    timeseries,
+    xychart,
+)
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.text import TextMode
+from grafana_foundation_sdk.models.xychart import PointShape, XYShowMode
 
 from exporter.core.event_log import STAGE_TAGS as TAG_OF_STAGE
 from exporter.dashboards.style import (
@@ -170,6 +179,91 @@ def _steps_panel(title: str, keys: str, legend: str) -> timeseries.Panel:
     )
 
 
+PALETTE = dashboard.FieldColor().mode(model.FieldColorModeId.PALETTE_CLASSIC)
+"""A colour per series: where runs are compared, each its own."""
+
+
+def _key_history() -> timeseries.Panel:
+    """Each key picked in ``$key`` in a panel of its own (repeated downwards, beside its BY
+    STEP): every logged step as LOSS draws it, the history where written, else the scraped
+    value."""
+    return (
+        _steps_panel("HISTORY: $key", "$key", "{{run_id}} {{key}}")
+        .color_scheme(PALETTE)
+        .repeat("key")
+        .repeat_direction("v")
+    )
+
+
+# the step history of the runs and key picked, every sample in the time range: the values,
+# and the steps at the same timestamps (Prometheus answers a range selector with raw samples)
+BY_STEP_VALUES = f'training_step_metric{{{RUN}, key=~"$key"}}[$__range]'
+BY_STEP_STEPS = f"training_history_step{{{RUN}}}[$__range]"
+# the fields @grafana/prometheus makes of two table queries' answers: "Value #<refId>"
+VALUE, STEP = "Value #A", "Value #B"
+
+
+def _transform(id_val: str, options: dict[str, object]) -> model.DataTransformerConfig:
+    return model.DataTransformerConfig(id_val=id_val, options=options)
+
+
+def _by_step() -> xychart.Panel:
+    """The key of the runs picked against the step, a series per run: an XY chart of the
+    two instant queries' samples paired by (time, job, instance, run_id).
+
+    Grafana's transformations, in order: drop ``__name__`` (the two series' names differ,
+    and ``merge`` joins rows whose common fields are all equal); ``merge`` the two tables,
+    so a value and the step logged at its timestamp share a row (every step of a run has a
+    timestamp of its own, and its values and step share it); drop rows without both (a key
+    not logged at every step); drop job and instance; ``partitionByValues`` on run and key,
+    a frame per series. In every frame the XY chart (``auto`` mapping) takes the steps
+    (``Value #B``, which an override names ``step``) as x and the other number field, the
+    values (``Value #A``, named ``<run> <key>``), as y. Checked against a real Prometheus
+    by tests/integration/test_step_history.py."""
+    is_null = {"id": "isNull", "options": {}}
+    panel = (
+        styled(xychart.Panel(), "BY STEP: $key", "none",
+               [query(BY_STEP_VALUES, table=True), query(BY_STEP_STEPS, table=True)])
+        .description(
+            "$key of the runs picked against the step (x), a series per run: every sample "
+            "of the step history in the time range. Needs the step history "
+            "(--remote-write-url, or a backfill)."
+        )
+        .color_scheme(PALETTE)
+        .show(XYShowMode.POINTS_AND_LINES)
+        .point_shape(PointShape.CIRCLE)
+        .point_size(xychart.XychartFieldConfigPointSize().fixed(3))
+        .point_stroke_width(0)
+        .fill_opacity(100)
+        .line_width(1)
+        .series([
+            xychart.XYSeriesConfig().x(xychart.XychartXYSeriesConfigX().matcher(
+                xychart.MatcherConfig().id("byRegexp").options(f"(step|{STEP}.*)")
+            ))
+        ])
+        .repeat("key")
+        .repeat_direction("v")
+    )  # fmt: skip
+    for transformation in (
+        _transform("organize", {"excludeByName": {"__name__": True}}),
+        _transform("merge", {}),
+        _transform("filterByValue", {
+            "filters": [{"fieldName": VALUE, "config": is_null},
+                        {"fieldName": STEP, "config": is_null}],
+            "type": "exclude",
+            "match": "any",
+        }),
+        _transform("organize", {"excludeByName": {"instance": True, "job": True}}),
+        _transform("partitionByValues", {
+            "fields": ["run_id", "key"], "keepFields": False, "naming": {"asLabels": True},
+        }),
+    ):  # fmt: skip
+        panel = panel.with_transformation(transformation)
+    return panel.override_by_regexp(f"{STEP}.*", [_set("displayName", "step")]).override_by_regexp(
+        f"{VALUE}.*", [_set("displayName", "${__field.labels.run_id} ${__field.labels.key}")]
+    )
+
+
 def _stage_tags() -> statetimeline.Panel:
     panel = styled(
         statetimeline.Panel(),
@@ -256,12 +350,13 @@ def build() -> dashboard.Dashboard:
         "runwatch-training",
         "runwatch / training terminal",
         "Runs, stages, loss, learning rate, checkpoints, config and the system in a "
-        "3x3; pick several runs to compare them.",
-        ["job", "instance", "run", "steps", "runwatch_url"],
+        "3x3; pick several runs to compare them, and keys to see each by time and by step.",
+        ["job", "instance", "run", "key", "steps", "runwatch_url"],
         [
             (8, [_run_list(), system, events]),
             (8, [loss, learning_rate, progress]),
             (8, [_checkpoints(), _stage_tags(), actions]),
             (8, [_run_config(), events_by_type, *_span_metrics()]),
+            (8, [_key_history(), _by_step()]),
         ],
     )

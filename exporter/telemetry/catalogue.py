@@ -175,7 +175,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("training_run_targets", "training.run.targets", "", G, RUN,
            "Targets in the run, as last reported.", _per_run(lambda r: r.targets_total)),
     Metric("training_run_targets_completed", "training.run.targets.completed", "", G, RUN,
-           "Targets finished so far.", _per_run(lambda r: r.targets_completed)),
+           "Targets finished so far, each once (also when a later stage takes it again).",
+           _per_run(lambda r: r.targets_completed)),
     Metric("training_run_targets_successful", "training.run.targets.successful", "", G, RUN,
            "Targets that succeeded, as run_complete reports them.",
            _per_run(lambda r: r.targets_successful)),
@@ -241,6 +242,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("training_checkpoint_best", "training.checkpoint.best", "", G,
            ("run_id", "checkpoint_id"), "1 for the run's best checkpoint, 0 for the others.",
            lambda v: (((r.run_id, cid), float(c.is_best)) for r, cid, c in _checkpoints(v))),
+    Metric("training_checkpoint_valid", "training.checkpoint.valid", "", G,
+           ("run_id", "checkpoint_id"), "1 for a checkpoint whose file was checked and "
+           "found valid (loads with torch, holds the expected keys), 0 for one found not; "
+           "absent for those never checked.",
+           lambda v: (((r.run_id, cid), float(c.valid)) for r, cid, c in _checkpoints(v)
+                      if c.valid is not None)),
+    Metric("training_run_checkpoints_invalid", "training.run.checkpoints.invalid", "", G, RUN,
+           "Checkpoint checks of the run that found the file not valid.",
+           _per_run(lambda r: r.invalid_checkpoints)),
     Metric("training_checkpoint_metric", "training.checkpoint.metric", "", G,
            ("run_id", "checkpoint_id", "key"), "Metrics recorded with each checkpoint.",
            lambda v: (((r.run_id, cid, k), x) for r, cid, c in _checkpoints(v)
@@ -285,6 +295,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("runwatch_events_rejected_total", "runwatch.events.rejected", "", C,
            ("source", "reason"), "Inputs skipped, by source and reason.",
            stats_counter(lambda s: s.rejected)),
+    Metric("runwatch_events_duplicate_total", "runwatch.events.duplicate", "", C, (),
+           "Events skipped because their event_id was applied before (a batch the SDK sent "
+           "again after an answer it did not get, or a spool read after it was sent); also "
+           "counted in runwatch_events_ingested_total.",
+           lambda v: [((), v.state.duplicates)]),
     Metric("runwatch_events_lenient_total", "runwatch.events.lenient", "", C,
            ("source", "reason"), "Events applied although they lacked something the format "
            "asks for: naive_timestamp (no UTC offset: taken as UTC), missing_timestamp (the "

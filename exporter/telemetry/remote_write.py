@@ -12,9 +12,9 @@ needs the collector for a single-process setup).
 Never in ingestion's way: samples go through a bounded :class:`Shipper` queue; a
 batch is retried with backoff on connection errors, 429 and 5xx, up to
 :data:`MAX_ATTEMPTS`; every sample lost is counted by reason in
-``runwatch_remote_write_dropped_samples_total``. Per series, a sample not newer
-than the last one queued (Prometheus refuses it, and with it the whole request) is
-dropped before it is queued and counted as ``out_of_order``.
+``runwatch_remote_write_dropped_samples_total``. Each step is stamped by
+:class:`RunClock` (after its run's previous one), so no sample is out of order when
+queued, and its step goes along as ``training_history_step{run_id}``.
 
 Prometheus stores none of a request if it refuses one sample (remote write 1.0), so
 one bad sample must not share a request with good ones: samples more than
@@ -42,7 +42,7 @@ from exporter.pipeline import Emit
 from exporter.telemetry.prompb import write_request
 from exporter.telemetry.self_stats import Stats
 from exporter.telemetry.shipper import Outcomes, Shipper, whole
-from exporter.telemetry.step_history import STEP_METRIC, SeriesClock, millis
+from exporter.telemetry.step_history import STEP_INDEX_METRIC, STEP_METRIC, RunClock, millis
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ REFUSED_SAMPLES = {
 """Prometheus's errors for a sample it refuses (answered 400, nothing of the request
 stored), and the drop reason each counts as."""
 
-Sample = tuple[str, str, int, float]  # run id, key, timestamp (ms), value
+Sample = tuple[str, str | None, int, float]  # run id, key (None: the step), time (ms), value
 Series = list[Sample]  # one (run id, key)'s samples, in time order
 
 
@@ -87,9 +87,8 @@ class RemoteWriteOutput:
         self._stats = stats
         stats.declare(stats.remote_write_sent, [()])
         stats.declare(stats.remote_write_dropped, list(DROP_REASONS))
-        self._labels = {"__name__": STEP_METRIC, "job": settings.job,
-                        "instance": settings.instance}  # fmt: skip
-        self._clock = SeriesClock()
+        self._labels = {"job": settings.job, "instance": settings.instance}
+        self._clock = RunClock()
         self._client = httpx.Client(timeout=settings.timeout_seconds, headers={
             "Content-Encoding": "snappy",
             "Content-Type": "application/x-protobuf",
@@ -112,17 +111,15 @@ class RemoteWriteOutput:
         they were sent before, and Prometheus would refuse them as out of order)."""
         if not emit.fresh:
             return
-        put, admit, late = self._shipper.put, self._clock.admit, 0
+        put, stamp = self._shipper.put, self._clock.stamp
         for output in outputs:
             if output.__class__ is StepValues:
-                at, run_id = millis(output.timestamp), output.run_id
+                run_id = output.run_id
+                at = stamp(run_id, millis(output.timestamp))
                 for key, value in output.values.items():
-                    if admit((run_id, key), at):
-                        put((run_id, key, at, value))
-                    else:
-                        late += 1
-        if late:
-            self._stats.count(self._stats.remote_write_dropped, "out_of_order", late)
+                    put((run_id, key, at, value))
+                if output.step is not None:
+                    put((run_id, None, at, output.step))
 
     def close(self, within: float) -> bool:
         """Send what is queued, giving up after ``within`` seconds; whether it finished."""
@@ -172,7 +169,7 @@ class RemoteWriteOutput:
         """Send one request, retrying with backoff while the receiver is down or busy;
         returns None, or why the samples are lost."""
         body = write_request([
-            ({**self._labels, "run_id": samples[0][0], "key": samples[0][1]},
+            (self._series_labels(samples[0][0], samples[0][1]),
              [(at, value) for _, _, at, value in samples])
             for samples in series
         ])  # fmt: skip
@@ -197,6 +194,11 @@ class RemoteWriteOutput:
         self._warn_once("failed", problem)
         return "failed"
 
+    def _series_labels(self, run_id: str, key: str | None) -> dict[str, str]:
+        if key is None:
+            return {"__name__": STEP_INDEX_METRIC, **self._labels, "run_id": run_id}
+        return {"__name__": STEP_METRIC, **self._labels, "run_id": run_id, "key": key}
+
     def _warn_once(self, kind: str, problem: str) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
@@ -206,7 +208,7 @@ class RemoteWriteOutput:
 
 
 def _by_series(samples: list[Sample]) -> list[Series]:
-    series: dict[tuple[str, str], Series] = {}
+    series: dict[tuple[str, str | None], Series] = {}
     for sample in samples:
         series.setdefault((sample[0], sample[1]), []).append(sample)
     return list(series.values())

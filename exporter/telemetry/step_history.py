@@ -1,5 +1,15 @@
 """The step history: each logged value as a sample of ``training_step_metric{run_id, key}``
-at its event's time, where a scrape keeps one value per scrape.
+at its event's time, where a scrape keeps one value per scrape, and the step it was logged
+at as a sample of ``training_history_step{run_id}`` at the same time, so a board can draw
+the values against the step.
+
+Prometheus keeps one sample per series and millisecond and refuses a sample older than
+its series' last: a loop logging three steps in one millisecond would keep one. So a
+run's samples are stamped by :class:`RunClock`: at the event's time, or a millisecond
+after the run's previous sample when that is not earlier. Every step (within
+``--max-history-steps-per-second``, at most 100 a second by default, so the nudge stays
+under a second) is kept in logging order, and all the samples of one step share one
+timestamp, which is what joins a value to its step.
 
 Two ways out: remote write while serving (:mod:`exporter.telemetry.remote_write`), and
 OpenMetrics text with timestamps for a replayed file, which ``promtool tsdb
@@ -18,7 +28,9 @@ from exporter.pipeline import Emit
 
 STEP_METRIC = "training_step_metric"
 HELP = "Every logged value of a step metric (metric_update, checkpoint), at the event's time."
-MAX_SERIES_TRACKED = 100_000
+STEP_INDEX_METRIC = "training_history_step"
+STEP_INDEX_HELP = "The step of each step-history sample, at the same timestamp as its values."
+MAX_RUNS_TRACKED = 100_000
 
 
 def millis(seconds: float) -> int:
@@ -26,22 +38,22 @@ def millis(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-class SeriesClock:
-    """The last timestamp written per series: a sample not newer than it is refused, as
-    Prometheus refuses it (and, over remote write, the whole request with it)."""
+class RunClock:
+    """The last timestamp given per run: each step gets one after it (see the module
+    docstring); runs past ``max_runs`` are forgotten, the least recently stamped first."""
 
-    def __init__(self, max_series: int = MAX_SERIES_TRACKED) -> None:
-        self._last: OrderedDict[tuple[str, str], int] = OrderedDict()
-        self._max_series = max_series
+    def __init__(self, max_runs: int = MAX_RUNS_TRACKED) -> None:
+        self._last: OrderedDict[str, int] = OrderedDict()
+        self._max_runs = max_runs
 
-    def admit(self, series: tuple[str, str], at: int) -> bool:
-        last = self._last.get(series)
+    def stamp(self, run_id: str, at: int) -> int:
+        last = self._last.pop(run_id, None)
         if last is not None and at <= last:
-            return False
-        self._last[series] = at
-        if last is None and len(self._last) > self._max_series:  # forget the oldest series
+            at = last + 1
+        self._last[run_id] = at
+        if len(self._last) > self._max_runs:
             self._last.popitem(last=False)
-        return True
+        return at
 
 
 class HistoryRecorder:
@@ -54,27 +66,28 @@ class HistoryRecorder:
         self.steps.extend(output for output in outputs if output.__class__ is StepValues)
 
 
-def openmetrics(
-    steps: Iterable[StepValues], labels: dict[str, str], refused: list[int]
-) -> Iterator[str]:
-    """OpenMetrics text of the steps: one family, each series' samples together and in
-    time order, ``labels`` (job, instance) on every series, ``# EOF`` last. Samples not
-    newer than their series' last are left out and counted in ``refused[0]``."""
-    clock = SeriesClock(max_series=1 << 62)  # a replay keeps every series it writes
-    series: dict[tuple[str, str], list[str]] = {}
+def openmetrics(steps: Iterable[StepValues], labels: dict[str, str]) -> Iterator[str]:
+    """OpenMetrics text of the steps: the values' family, then the steps' (each series'
+    samples together and in time order), ``labels`` (job, instance) on every series, and
+    ``# EOF`` last. A time before 1970 (which the format cannot hold) is written as 1970."""
+    clock = RunClock(max_runs=1 << 62)  # a replay keeps every run it writes
+    values: dict[tuple[str, str], list[str]] = {}
+    indices: dict[str, list[str]] = {}
     for step in steps:
+        at = clock.stamp(step.run_id, max(0, millis(step.timestamp)))
+        stamp = f" {at // 1000}.{at % 1000:03d}\n"
         for key, value in step.values.items():
-            at = millis(step.timestamp)
-            if not clock.admit((step.run_id, key), at) or at < 0:
-                refused[0] += 1
-                continue
-            series.setdefault((step.run_id, key), []).append(
-                f" {_value(value)} {at // 1000}.{at % 1000:03d}\n"
-            )
-    yield f"# HELP {STEP_METRIC} {HELP}\n# TYPE {STEP_METRIC} gauge\n"
+            values.setdefault((step.run_id, key), []).append(f" {_value(value)}{stamp}")
+        if step.step is not None:
+            indices.setdefault(step.run_id, []).append(f" {step.step}{stamp}")
     fixed = ",".join(f'{name}="{_escape(value)}"' for name, value in sorted(labels.items()))
-    for (run_id, key), samples in series.items():
+    yield f"# HELP {STEP_METRIC} {HELP}\n# TYPE {STEP_METRIC} gauge\n"
+    for (run_id, key), samples in values.items():
         name = f'{STEP_METRIC}{{{fixed},key="{_escape(key)}",run_id="{_escape(run_id)}"}}'
+        yield "".join(name + sample for sample in samples)
+    yield f"# HELP {STEP_INDEX_METRIC} {STEP_INDEX_HELP}\n# TYPE {STEP_INDEX_METRIC} gauge\n"
+    for run_id, samples in indices.items():
+        name = f'{STEP_INDEX_METRIC}{{{fixed},run_id="{_escape(run_id)}"}}'
         yield "".join(name + sample for sample in samples)
     yield "# EOF\n"
 

@@ -3,7 +3,7 @@
     from runwatch_sdk import FileTransport
     from runwatch_sdk.lightning import RunwatchCallback
 
-    trainer = Trainer(callbacks=[RunwatchCallback(FileTransport("/tmp/runwatch/events.jsonl"))])
+    trainer = Trainer(callbacks=[RunwatchCallback(FileTransport("/tmp/runwatch/lightning.jsonl"))])
 
 The run starts with the fit (named after the module's class unless ``run_name`` is
 given, its ``hparams`` as config), the stage follows training and validation, the

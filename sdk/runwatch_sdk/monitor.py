@@ -11,10 +11,12 @@
 
 Where the events go: ``transport=``, else ``dashboard_url=`` (``http(s)://`` runwatch, or
 the seed's ``ws(s)://host:port``, sent to the same host and port over HTTP), else
-``RUNWATCH_URL``, else the file ``RUNWATCH_EVENTS_FILE`` (default
-:data:`DEFAULT_EVENTS_FILE`). Each run writes a PID file (``$RUNWATCH_PID_DIR/<run_id>.pid``,
-default ``/tmp/runwatch/pids``) so runwatch attributes its CPU, memory and GPU use and
-sees a ``kill -9`` as a crash.
+``RUNWATCH_URL``, else the file ``RUNWATCH_EVENTS_FILE`` (default ``events.jsonl`` in the
+local folder, ``RUNWATCH_LOCAL_DIR``, ``/tmp/runwatch``, which ``runwatch serve`` follows
+by default: see :mod:`runwatch_sdk.places`); the first monitor of a process says where
+on stderr (``RUNWATCH_QUIET=1`` silences it). Each run writes a PID file
+(``$RUNWATCH_PID_DIR/<run_id>.pid``, default ``pids/`` in the local folder) so runwatch
+attributes its CPU, memory and GPU use and sees a ``kill -9`` as a crash.
 
 The run ends once: ``completed`` on leaving the ``with`` block, ``failed`` with the
 exception as an error event, ``interrupted`` on Ctrl-C; a run left open ends when the
@@ -29,6 +31,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -42,13 +45,16 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from runwatch_sdk.pidfile import DEFAULT_PID_DIR, remove_pid_file, write_pid_file
+from runwatch_sdk import checkpoints
+from runwatch_sdk.pidfile import remove_pid_file, write_pid_file
+from runwatch_sdk.places import events_file, pid_dir
 from runwatch_sdk.transports import FileTransport, HttpTransport, Transport
 from runwatch_sdk.values import count, scalar, scalars
 
 RUN_MARKER = ".runwatch-run.json"  # in the checkpoint directory: the run to resume
-DEFAULT_EVENTS_FILE = "/tmp/runwatch/events.jsonl"
 MAX_REMEMBERED_CHECKPOINTS = 50  # runwatch's default --max-checkpoints-per-run
+
+log = logging.getLogger(__name__)
 
 
 def now_iso() -> str:
@@ -59,13 +65,32 @@ def transport_for(dashboard_url: str | None = None) -> Transport:
     """The transport a monitor uses when none is given (see the module docstring)."""
     url = dashboard_url or os.environ.get("RUNWATCH_URL")
     if not url:
-        return FileTransport(os.environ.get("RUNWATCH_EVENTS_FILE", DEFAULT_EVENTS_FILE))
+        return FileTransport(events_file())
     parts = urlsplit(url)
     if parts.scheme in ("ws", "wss"):  # the seed's dashboard URL: runwatch on that host:port
         return HttpTransport(f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}")
     if parts.scheme in ("http", "https"):
         return HttpTransport(url)
     raise ValueError(f"dashboard_url {url!r}: give an http(s):// or ws(s):// URL")
+
+
+def destination(transport: Transport) -> str:
+    """Where a transport's events go, in words."""
+    if isinstance(transport, FileTransport):
+        return f"{transport.path} (runwatch serve follows it by default)"
+    if isinstance(transport, HttpTransport):
+        return f"{transport.url} (spooled to {transport.spool_path} while it is away)"
+    return type(transport).__name__
+
+
+_said_where: list[bool] = []
+
+
+def _say_where(transport: Transport) -> None:
+    """Once per process, on stderr: where the events go (RUNWATCH_QUIET=1: not)."""
+    if not _said_where and os.environ.get("RUNWATCH_QUIET", "") in ("", "0"):
+        _said_where.append(True)
+        print(f"runwatch: events go to {destination(transport)}", file=sys.stderr)
 
 
 def distributed_rank() -> int:
@@ -106,14 +131,16 @@ class TrainingMonitor:
         self._next_checkpoint = 1
         self._stage: str | None = None
         self._step: int | None = None
+        self.values_left_out = 0  # values log_metrics left out: not numbers
+        self._left_out: set[str] = set()  # their keys, each warned about once
         self._ended = self.rank != 0  # other ranks report nothing, so they never end a run
         self._pid_file: Path | None = None
         if self.rank == 0 and pid_file is not False:
-            default = (
-                Path(os.environ.get("RUNWATCH_PID_DIR", DEFAULT_PID_DIR)) / f"{self.run_id}.pid"
-            )
+            default = pid_dir() / f"{self.run_id}.pid"
             path = default if pid_file is True else Path(pid_file)
             self._pid_file = path if write_pid_file(path, self.run_id) else None
+        if self.rank == 0 and transport is None:
+            _say_where(self.transport)
         _replace_open_monitor(self)
         self._emit("run_start", name=run_name, config=self.config, resumed=resumed or None)
 
@@ -147,21 +174,63 @@ class TrainingMonitor:
         return monitor
 
     def get_last_checkpoint(self) -> dict[str, Any] | None:
-        """The newest checkpoint this run registered (``checkpoint_id``, ``filepath``,
-        ``step``, ``metrics``, ``metadata``), kept across restarts by
-        :meth:`resume_or_create`; loading the file stays the caller's."""
+        """The newest checkpoint this run registered, kept across restarts by
+        :meth:`resume_or_create`: its file loaded with torch on the CPU (``model``,
+        ``optimizer``, ``step``: what the script saved), with runwatch's record of it
+        (``checkpoint_id``, ``filepath``, ``metrics``, ``metadata``, and ``step`` when the
+        file has none). Only the record when torch is missing or the file cannot be
+        loaded (said in a warning). None before the first checkpoint."""
         if not self._checkpoints:
             return None
-        return dict(next(reversed(self._checkpoints.values())))
+        record = dict(next(reversed(self._checkpoints.values())))
+        loaded, problem = checkpoints.load(record["filepath"])
+        if loaded is None:
+            log.warning("runwatch: checkpoint %s not loaded: %s", record["filepath"], problem)
+            return record
+        return {**record, **loaded} if isinstance(loaded, dict) else {**record, "model": loaded}
+
+    def validate_checkpoint(
+        self,
+        filepath: str | os.PathLike[str],
+        expected_keys: tuple[str, ...] = checkpoints.EXPECTED_KEYS,
+        checkpoint_id: str | None = None,
+    ) -> bool:
+        """Whether the checkpoint file exists, loads with torch on the CPU and holds
+        ``expected_keys``: the training dashboard's check before a checkpoint is trusted.
+        The outcome is sent with the checkpoint (``checkpoint_id``, else the one saved at
+        ``filepath``, else a new one): runwatch counts invalid ones and alerts on them."""
+        problem = checkpoints.problem(filepath, expected_keys)
+        path = os.fspath(filepath)
+        if checkpoint_id is None:
+            known = [c for c, r in self._checkpoints.items() if r["filepath"] == path]
+            checkpoint_id = known[-1] if known else self.save_checkpoint(path)
+        self._emit("checkpoint_saved", checkpoint_id=checkpoint_id, valid=problem is None,
+                   invalid_reason=problem)  # fmt: skip
+        if problem is not None:
+            log.warning("runwatch: checkpoint %s is not valid: %s", path, problem)
+        return problem is None
 
     # --- seed 002 ---------------------------------------------------------------------
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Numbers (numpy and torch scalars included; NaN and infinities sent as such, for
-        runwatch to count) for ``step``; other values are left out."""
-        step = count(step)
-        self._step = step if step is not None else self._step
-        self._emit("metric_update", step=step, metrics=scalars(metrics))
+        runwatch to count) for ``step`` (without one: the step after the last, from 0, as
+        W&B counts); other values are left out, each key said once in a warning."""
+        given = count(step)
+        self._step = given if given is not None else (-1 if self._step is None else self._step) + 1
+        numbers = scalars(metrics)
+        if len(numbers) != len(metrics):
+            self.values_left_out += len(metrics) - len(numbers)
+            self._say_left_out(metrics, numbers)
+        self._emit("metric_update", step=self._step, metrics=numbers)
+
+    def _say_left_out(self, metrics: dict[str, Any], numbers: dict[str, float]) -> None:
+        for key in metrics:
+            name = str(key)
+            if name not in numbers and name not in self._left_out:
+                self._left_out.add(name)
+                log.warning("runwatch: %r is not a number (%s): left out of the run's metrics",
+                            name, type(metrics[key]).__name__)  # fmt: skip
 
     def save_checkpoint(
         self,
@@ -188,9 +257,14 @@ class TrainingMonitor:
         return checkpoint_id
 
     def mark_best_checkpoint(self, checkpoint_id: str) -> None:
-        record = self._checkpoints.get(checkpoint_id)
-        if record is not None:
-            self._emit("checkpoint_saved", is_best=True, **record)
+        """Star a saved checkpoint as the run's best (one per run). An id this monitor does
+        not know (nor a resumed run's earlier process) is said in a warning, and sent all
+        the same: runwatch may know it."""
+        if checkpoint_id not in self._checkpoints:
+            log.warning("runwatch: mark_best_checkpoint(%r): no checkpoint of that id was "
+                        "saved by this run (save_checkpoint returns the id)",
+                        checkpoint_id)  # fmt: skip
+        self._emit("checkpoint_saved", checkpoint_id=checkpoint_id, is_best=True)
 
     def set_status(self, status: str, reason: str | None = None) -> None:
         """``running`` again, or an end: ``completed``, ``failed``, ``interrupted``, ..."""

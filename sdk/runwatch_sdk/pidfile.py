@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_PID_DIR = "/tmp/runwatch/pids"
@@ -26,8 +26,11 @@ def run_process() -> int:
 
 def write_pid_file(path: Path, run_id: str) -> bool:
     """Write the PID file atomically (renamed into place: never read half-written); False
-    when it cannot be written (telemetry must not fail the training)."""
-    record = {"pid": run_process(), "run_id": run_id, "started_at": time.time()}
+    when it cannot be written (telemetry must not fail the training). ``started_at`` is
+    ISO 8601 in UTC with its offset, as seed 000 writes it, so any reader of the seed's
+    format (not runwatch alone) can parse it."""
+    started_at = datetime.now(UTC).isoformat()
+    record = {"pid": run_process(), "run_id": run_id, "started_at": started_at}
     staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

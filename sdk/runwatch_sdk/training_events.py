@@ -1,10 +1,10 @@
 """Seed 000's emitter functions, as a drop-in module: an existing pipeline switches to
 runwatch by changing one import. Events go to ``RUNWATCH_EVENTS_FILE`` (default
-``/tmp/runwatch/training_events.jsonl``) and the PID file to ``RUNWATCH_PID_FILE``
-(default ``/tmp/runwatch/training.pid``); point ``runwatch serve --events`` and
-``--pid-file`` at the same paths. ``close_training_events`` without an
-``emit_run_complete`` first (the seed's own pattern) ends the run ``ended``: a clean
-close, never read as a crash.
+``training_events.jsonl`` in the local folder, ``$RUNWATCH_LOCAL_DIR``, ``/tmp/runwatch``)
+and the PID file to ``RUNWATCH_PID_FILE`` (default ``pids/training.pid`` there): where
+``runwatch serve`` looks by default, or point its ``--events`` and ``--pid-file`` at them.
+``close_training_events`` without an ``emit_run_complete`` first (the seed's own pattern)
+ends the run ``ended``: a clean close, never read as a crash.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from typing import Any
 
 from runwatch_sdk.monitor import now_iso
 from runwatch_sdk.pidfile import remove_pid_file, write_pid_file
+from runwatch_sdk.places import local_dir
 from runwatch_sdk.transports import FileTransport
 
 _state: dict[str, Any] = {}
 
 
 def _paths() -> tuple[Path, Path]:
-    events = Path(os.environ.get("RUNWATCH_EVENTS_FILE", "/tmp/runwatch/training_events.jsonl"))
-    pid = Path(os.environ.get("RUNWATCH_PID_FILE", "/tmp/runwatch/training.pid"))
-    return events, pid
+    events = os.environ.get("RUNWATCH_EVENTS_FILE") or local_dir() / "training_events.jsonl"
+    pid = os.environ.get("RUNWATCH_PID_FILE") or local_dir() / "pids" / "training.pid"
+    return Path(events), Path(pid)
 
 
 def init_training_events(run_id: str) -> None:

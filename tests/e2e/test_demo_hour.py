@@ -4,10 +4,14 @@ alert holds.
 The compose stack's workload is replayed through the real pipeline in simulated time: the
 demo's synthetic runs (one in three fails), the bridge's training runs, and the reference
 training backend's jobs (its own code, stepped on the simulated clock: about 12 a minute,
-so --max-runs 100 is reached within minutes, as in compose). Every 15 simulated seconds
-the retention sweep runs and /metrics is rendered, as Prometheus would scrape it. Those
-scrapes become the input series of a ``promtool test rules`` file over the shipped rules,
-which must show none of runwatch's self-alerts (RunwatchRejectingInput, RunwatchRenderErrors,
+so --max-runs 100 is reached within minutes, as in compose). The reference bridge is
+polled as the demo polls it, by the real poller over HTTP, every 5 simulated seconds; what
+waits on a real clock there (the poll interval, uvicorn closing a kept-alive connection
+idle for 5 s) runs SHORT_CLOCK real seconds per simulated one, so the hour's 720 polls meet
+the server's closes as the demo's do. Every 15 simulated seconds the retention sweep runs
+and /metrics is rendered, as Prometheus would scrape it. Those scrapes become the input
+series of a ``promtool test rules`` file over the shipped rules, which must show none of
+runwatch's self-alerts (RunwatchRejectingInput, RunwatchRenderErrors,
 RunwatchDroppingSeries) at any time in the hour, and every failed run's RunwatchRunFailed
 still firing at its end.
 """
@@ -16,30 +20,41 @@ from __future__ import annotations
 
 import heapq
 import subprocess
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
 import pytest
+import uvicorn
 import yaml
 
+from exporter.app.sampling import SourceUnavailable
+from exporter.config import Settings
 from exporter.core.events import parse_lines
 from exporter.core.state import Limits
 from exporter.pipeline import Pipeline
 from exporter.simulate import reference_backend
 from exporter.simulate.demo import synthetic_run
+from exporter.simulate.reference_bridge import create_bridge_app
 from exporter.sources.peers.backend import BackendEvents
+from exporter.sources.peers.bridge import BRIDGE_SOURCE, BridgePoller
+from exporter.sources.peers.contract import REJECT_REASONS
 from exporter.telemetry.prometheus import catalogue_registry
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, wait_for
 
 HOUR, SCRAPE = 3600, 15
 SELF_ALERTS = ("RunwatchRejectingInput", "RunwatchRenderErrors", "RunwatchDroppingSeries")
 SELF_SERIES = ("runwatch_events_rejected_total", "runwatch_render_errors_total",
                "runwatch_series_dropped_total")  # fmt: skip
 LABELS = {"job": "runwatch", "instance": "runwatch:19464"}
+SHORT_CLOCK = 0.005  # real seconds per simulated second, for what waits on a real clock
+KEEP_ALIVE = 5  # seconds uvicorn keeps an idle connection open: the reference bridge's
 
 
 def runs(prefix: str, start: float, step: float, steps: int, gap: float,
@@ -65,6 +80,34 @@ def backend_jobs(start: float, tick: float, monkeypatch) -> Iterator[tuple[float
         for message in backend.step():
             yield clock[0], "backend", orjson.dumps(message)
         clock[0] += tick
+
+
+@contextmanager
+def reference_bridge(keep_alive: float) -> Iterator[str]:
+    """The demo's reference bridge served as the demo serves it (uvicorn on a loopback
+    port), idle connections closed after ``keep_alive`` seconds; its URL."""
+    port = free_port()
+    config = uvicorn.Config(create_bridge_app(), host="127.0.0.1", port=port, log_level="warning",
+                            timeout_keep_alive=keep_alive)  # type: ignore[arg-type]  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, what="the reference bridge")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def bridge_poller(pipeline: Pipeline, url: str) -> BridgePoller:
+    """The bridge's REST poller as the demo wires it (its reasons declared at 0)."""
+    settings, stats = Settings(), pipeline.stats
+    stats.declare(stats.rejected, [(BRIDGE_SOURCE, reason) for reason in REJECT_REASONS])
+    poller = BridgePoller(url, settings.bridge_timeout, stats, settings.max_positions,
+                          settings.max_response_bytes)  # fmt: skip
+    poller.open()
+    return poller
 
 
 def scrape(pipeline: Pipeline) -> dict[str, float]:
@@ -94,22 +137,35 @@ def an_hour(tmp_path_factory) -> tuple[Pipeline, list[dict[str, float]]]:
         backend_jobs(start, 0.5, monkeypatch),  # the reference backend, a tick per 0.5 s
     )
     scrapes, pending = [], next(workload, None)
-    try:
-        for step in range(1, HOUR // SCRAPE + 1):
-            now = start + step * SCRAPE
-            lines = []
-            while pending is not None and pending[0] < now:
-                _, source, line = pending
-                if source == "backend":
-                    backend(line)
-                else:
-                    lines.append(line)
-                pending = next(workload, None)
-            pipeline.apply_parsed(parse_lines(lines, 1 << 20), "jsonl")
-            pipeline.expire_runs(now)
-            scrapes.append(scrape(pipeline))
-    finally:
-        monkeypatch.undo()
+    interval = Settings().bridge_interval  # the demo's: 5 s
+    with reference_bridge(KEEP_ALIVE * SHORT_CLOCK) as url:
+        poller = bridge_poller(pipeline, url)
+        polled, real_start, answered = start, time.monotonic(), 0
+        try:
+            for step in range(1, HOUR // SCRAPE + 1):
+                now = start + step * SCRAPE
+                while polled + interval <= now:  # at its simulated time, on the short clock
+                    polled += interval
+                    time.sleep(max(0.0, real_start + (polled - start) * SHORT_CLOCK
+                                   - time.monotonic()))  # fmt: skip
+                    with suppress(SourceUnavailable):  # counted by reason, as in the demo
+                        poller.sample()
+                        answered += 1
+                lines = []
+                while pending is not None and pending[0] < now:
+                    _, source, line = pending
+                    if source == "backend":
+                        backend(line)
+                    else:
+                        lines.append(line)
+                    pending = next(workload, None)
+                pipeline.apply_parsed(parse_lines(lines, 1 << 20), "jsonl")
+                pipeline.expire_runs(now)
+                scrapes.append(scrape(pipeline))
+        finally:
+            poller.close()
+            monkeypatch.undo()
+    assert answered == HOUR // interval  # the bridge answered each of the hour's polls
     return pipeline, scrapes
 
 

@@ -6,16 +6,19 @@ request, nor does a plain restart that reads the files again."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from tests.conftest import Prometheus, event, free_port, jsonl, wait_for
+from tests.conftest import Prometheus, Server, event, free_port, jsonl, wait_for
 from tests.integration.test_step_history import dropped, raw_samples
 
 QUIET = ["--no-nvml", "--no-system", "--no-otlp-metrics"]
@@ -150,8 +153,9 @@ def test_an_old_step_does_not_cost_another_runs_current_steps(
         current = 'training_step_metric{run_id="current", key="loss"}'
         wait_for(lambda: len(raw_samples(prometheus, current)) == 50, timeout=30,
                  what="the 50 current steps stored")  # fmt: skip
-        wait_for(lambda: dropped(server, "out_of_bounds") == 1, what="the old one dropped")
-        assert server.sample("runwatch_remote_write_samples_total") == 50
+        # the old step's value and step number; the current ones', and their steps
+        wait_for(lambda: dropped(server, "out_of_bounds") == 2, what="the old one dropped")
+        assert server.sample("runwatch_remote_write_samples_total") == 100
         assert dropped(server, "rejected") == 0
     finally:
         prometheus.stop()
@@ -185,8 +189,74 @@ def test_a_plain_restart_reading_a_file_again_costs_no_new_step(
         second = serve(*args)  # no state file: every step of the file is sent again
         wait_for(lambda: stored("after") == 20, timeout=30, what="the new run's steps")
         # the old run's steps, older than the series' last: refused, each in its own request
-        wait_for(lambda: dropped(second, "out_of_order") == 20, what="the steps sent before")
-        assert second.sample("runwatch_remote_write_samples_total") == 20
+        wait_for(lambda: dropped(second, "out_of_order") == 40, what="the steps sent before")
+        assert second.sample("runwatch_remote_write_samples_total") == 40  # values and steps
         assert stored("before") == 20
     finally:
         prometheus.stop()
+
+
+def judged(server: Server, *runs: str) -> dict[str, str | None]:
+    """Each run's status on /metrics (running, crashed or ended)."""
+    series = 'training_run_status{run_id="%s",status="%s"}'
+    statuses = ("running", "crashed", "ended")
+    return {run: next((s for s in statuses if server.sample(series % (run, s)) == 1), None)
+            for run in runs}  # fmt: skip
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    """A stand-in training process: alive until killed."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+
+def test_a_restart_judges_the_runs_it_recovers_by_their_pid_files(serve, tmp_path: Path) -> None:
+    """Processes that die, and PID files that go, while runwatch is down: the restarted
+    serve judges the runs it recovers from the event file as a running one would."""
+    events, state, pids = tmp_path / "events.jsonl", tmp_path / "state.json", tmp_path / "pids"
+    pids.mkdir()
+    now = time.time()
+    names = ("reused", "closed", "gone", "ended_live")
+    processes = {name: sleeper() for name in names}
+    paths = {name: pids / f"{name}.pid" for name in names} | {"reused": pids / "training.pid"}
+
+    def write_pid(name: str, process: subprocess.Popen[bytes]) -> None:
+        pid = {"pid": process.pid, "run_id": name, "started_at": datetime.now(UTC).isoformat()}
+        paths[name].write_bytes(orjson.dumps(pid))
+
+    for name in names:
+        write_pid(name, processes[name])
+    events.write_bytes(jsonl(*(event("stage_change", run_id=name, ts=now, new_stage="training")
+                               for name in names)))  # fmt: skip
+    args = ("--events", str(events), "--state-file", str(state), "--pid-file",
+            str(pids / "*.pid"), "--pid-interval", "0.1", *QUIET)  # fmt: skip
+
+    try:
+        first = serve(*args)
+        wait_for(lambda: all(first.sample(f'training_process_up{{run_id="{name}"}}') == 1
+                             for name in names), what="every process up")  # fmt: skip
+        paths["ended_live"].unlink()  # the seed's clean close (no run_complete), seen live
+        wait_for(lambda: judged(first, "ended_live") == {"ended_live": "ended"},
+                 what="a clean end")  # fmt: skip
+        first.process.kill()  # runwatch goes down; meanwhile:
+        first.process.wait()
+        processes["reused"].kill()  # dies; the next run takes its PID file's path
+        processes["next"] = sleeper()
+        paths["next"] = paths["reused"]
+        write_pid("next", processes["next"])
+        with events.open("ab") as out:
+            out.write(jsonl(event("stage_change", run_id="next", ts=now + 1, new_stage="s")))
+        paths["closed"].unlink()  # closed cleanly (the process lives on)
+        processes["gone"].kill()  # dies, and its PID file is cleaned away
+        paths["gone"].unlink()
+        second = serve(*args)
+        expected = {"reused": "crashed", "next": "running", "closed": "ended",
+                    "gone": "crashed", "ended_live": "ended"}  # fmt: skip
+        deadline = time.monotonic() + 10
+        while judged(second, *expected) != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # later checks change nothing
+        assert judged(second, *expected) == expected
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.wait()

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -110,15 +111,26 @@ def test_http_transport_delivers_to_runwatch(serve) -> None:
                          ) == 1  # fmt: skip
 
 
-def test_http_transport_never_blocks_and_bounds_its_buffer() -> None:
-    transport = HttpTransport(f"http://127.0.0.1:{free_port()}", buffer_events=100)  # nobody
+def test_past_its_bounds_the_http_transport_drops_metric_updates_never_the_lifecycle(
+    tmp_path: Path,
+) -> None:
+    transport = HttpTransport(f"http://127.0.0.1:{free_port()}", max_queued=100,  # nobody
+                              spool_dir=tmp_path, spool_bytes=4000)  # fmt: skip
     monitor = TrainingMonitor("offline", transport=transport)
     started = time.perf_counter()
     for step in range(500):
         monitor.log_metrics({"loss": 1.0}, step)
     assert time.perf_counter() - started < 1.0  # training did not wait on telemetry
-    assert transport.dropped == 401  # run_start + 500 updates into 100 places
-    transport.close(timeout=2)
+    checkpoint = monitor.save_checkpoint("ckpt.pt")
+    monitor.end()  # close: nothing reachable, so everything kept is spooled
+    lines = [json.loads(line) for line in transport.spool_path.read_bytes().splitlines()]
+    kinds = [line["event_type"] for line in lines]
+    assert kinds[0] == "run_start" and kinds[-2:] == ["checkpoint_saved", "run_complete"]
+    assert lines[-2]["checkpoint_id"] == checkpoint
+    assert 0 < transport.dropped == 500 - kinds.count("metric_update")
+    assert (transport.sent, transport.pending) == (0, len(lines))
+    numbers = [int(line["event_id"].rpartition(".")[2]) for line in lines]
+    assert numbers == sorted(numbers)  # in the order they were logged
 
 
 def test_the_http_transport_catches_up_when_runwatch_appears(serve) -> None:
@@ -130,7 +142,7 @@ def test_the_http_transport_catches_up_when_runwatch_appears(serve) -> None:
     server = serve("--no-nvml", "--no-system", port=port)
     wait_for(lambda: server.sample(f'training_step{{run_id="{monitor.run_id}"}}') == 1,
              timeout=10, what="the buffered events after backoff")  # fmt: skip
-    transport.close()
+    monitor.end()  # the run ends while runwatch is there: nothing is left to send at exit
 
 
 def test_resume_or_create_continues_the_same_run(tmp_path: Path) -> None:
@@ -152,7 +164,9 @@ def test_the_seed_000_functions_are_a_drop_in(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setenv("RUNWATCH_PID_FILE", str(pid))
     emit_progress("ranking", 5)  # before init: a no-op, not an error
     init_training_events("seed_run")
-    assert json.loads(pid.read_text())["run_id"] == "seed_run"
+    written = json.loads(pid.read_text())
+    assert written["run_id"] == "seed_run"
+    assert datetime.fromisoformat(written["started_at"]).utcoffset() == timedelta(0)
     emit_stage_change("", "ranking")
     emit_target_start("t1", 0, 1)
     emit_progress("ranking", 50, current_target="t1", targets_complete=0, targets_total=1)
@@ -161,6 +175,8 @@ def test_the_seed_000_functions_are_a_drop_in(tmp_path: Path, monkeypatch) -> No
     emit_run_complete("completed", total_targets=1, successful_targets=1)
     close_training_events()
     assert not pid.exists()
+    for line in events.read_text().splitlines():  # seed 000: ISO 8601 in UTC, with offset
+        assert datetime.fromisoformat(json.loads(line)["timestamp"]).utcoffset() == timedelta(0)
     text = replay(events)
     assert 'training_run_status{run_id="seed_run",status="completed"} 1.0' in text
     assert 'training_target_best_auc{run_id="seed_run",stage="ranking",target="t1"} 0.7' in text
@@ -224,7 +240,8 @@ def test_framework_callbacks_report_nothing_on_ranks_other_than_zero(tmp_path: P
     from runwatch_sdk.reporter import RunReporter
 
     events = tmp_path / "events.jsonl"
-    for monitor in (None, TrainingMonitor("given", transport=FileTransport(events))):
+    given = TrainingMonitor("given", transport=FileTransport(events))
+    for monitor in (None, given):
         reporter = RunReporter(FileTransport(events), None, monitor)
         reporter.start("fit", {"lr": 0.1}, rank_zero=False)
         reporter.stage("training")
@@ -233,6 +250,7 @@ def test_framework_callbacks_report_nothing_on_ranks_other_than_zero(tmp_path: P
         reporter.finish(RuntimeError("rank 1 died"))
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assert [line["event_type"] for line in lines] == ["run_start"]  # the user's own monitor
+    given.end()  # the user's to end, as rank 0 would
 
 
 def test_framework_metrics_keep_only_single_numbers() -> None:

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from runwatch_sdk import FileTransport, HttpTransport, TrainingMonitor
-from runwatch_sdk.monitor import DEFAULT_EVENTS_FILE, transport_for
+from runwatch_sdk.monitor import transport_for
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.e2e.test_sdk import replay
@@ -42,7 +42,7 @@ def run_script(code: str, *args: object, env: dict[str, str] | None = None):
 # Each public method of TrainingMonitor, and what runwatch must show after it was called.
 EXERCISED = {"log_metrics", "save_checkpoint", "mark_best_checkpoint", "set_status", "stage",
              "progress", "target", "error", "complete", "end", "close", "get_last_checkpoint",
-             "resume_or_create"}  # fmt: skip
+             "resume_or_create", "validate_checkpoint"}  # fmt: skip
 
 
 def test_every_public_method_is_exercised_below() -> None:
@@ -58,7 +58,7 @@ def test_each_method_produces_the_state_it_means_in_runwatch_serve(serve, tmp_pa
     run = monitor.run_id
 
     def state() -> dict:
-        monitor.transport._wake.set()  # send now rather than at the next batch
+        monitor.transport.flush()  # send now rather than at the next batch
         return api_run(server, run)
 
     assert wait_for(lambda: state()["config"] == {"lr": 0.1}, what="run_start")
@@ -75,6 +75,15 @@ def test_each_method_produces_the_state_it_means_in_runwatch_serve(serve, tmp_pa
     wait_for(lambda: state()["best_checkpoint"] == first and len(state()["checkpoints"]) == 2,
              what="checkpoints and the best")  # fmt: skip
     assert monitor.get_last_checkpoint()["checkpoint_id"] == second
+    # the star moves without the checkpoint being saved again (its time and metrics kept)
+    assert [c["checkpoint_id"] for c in state()["checkpoints"]] == [first, second]
+    assert server.sample(f'training_checkpoint_metric{{checkpoint_id="{first}",key="loss",'
+                         f'run_id="{run}"}}') == 0.5  # fmt: skip
+    assert monitor.validate_checkpoint(tmp_path / "missing.pt") is False
+    wait_for(lambda: server.sample(f'training_run_checkpoints_invalid{{run_id="{run}"}}') == 1,
+             what="the invalid checkpoint counted")  # fmt: skip
+    assert server.sample(f'training_checkpoint_valid{{checkpoint_id="ckpt_000003",'
+                         f'run_id="{run}"}}') == 0  # fmt: skip
     with monitor.target("fold_1", index=0, total=5) as result:
         result["best_auc"] = np.float64(0.75)
     wait_for(
@@ -120,10 +129,15 @@ def test_the_seed_constructor_calls_run_as_written(serve, tmp_path, monkeypatch)
     text = replay(tmp_path / "new" / "events.jsonl")  # the folder was created
     assert f'training_run_status{{run_id="{monitor.run_id}",status="completed"}} 1.0' in text
     monkeypatch.setenv("RUNWATCH_URL", server.url)
-    assert isinstance(transport_for(), HttpTransport)
+    sender = transport_for()
+    assert isinstance(sender, HttpTransport)
+    sender.close()  # its thread started: left open, it would be closed at exit
     monkeypatch.delenv("RUNWATCH_URL")
     monkeypatch.delenv("RUNWATCH_EVENTS_FILE")
-    assert transport_for().path == DEFAULT_EVENTS_FILE == "/tmp/runwatch/events.jsonl"
+    monkeypatch.delenv("RUNWATCH_LOCAL_DIR")
+    assert transport_for().path == "/tmp/runwatch/events.jsonl"
+    monkeypatch.setenv("RUNWATCH_LOCAL_DIR", str(tmp_path / "local"))
+    assert transport_for().path == str(tmp_path / "local" / "events.jsonl")
     with pytest.raises(ValueError, match="http"):
         TrainingMonitor("x", dashboard_url="ftp://host")
 
@@ -132,12 +146,25 @@ def test_the_documented_sdk_example_runs_verbatim_on_a_fresh_machine(tmp_path: P
     section = (ROOT / "docs" / "sdk.md").read_text()
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     events = tmp_path / "fresh" / "runwatch" / "events.jsonl"  # no such folder yet
-    result = run_script(snippet, env={"RUNWATCH_EVENTS_FILE": str(events)})
-    assert result.returncode == 0 and not result.stderr, result.stderr
+    result = run_script(snippet, env={"RUNWATCH_EVENTS_FILE": str(events), "RUNWATCH_QUIET": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"runwatch: events go to {events} (runwatch serve follows it by default)\n"
+    )  # once, though the file is not the default one
     text = replay(events)
     assert re.search(r'training_run_status\{run_id="resnet50_[^"]+",status="completed"\} 1.0', text)
     assert re.search(r'training_target_best_auc\{run_id="resnet50_[^"]+",stage="training",'
                      r'target="fold_1"\} 0.81', text)  # fmt: skip
+    # its step history keeps every loss, though the loop logs them in one millisecond
+    history = subprocess.run([sys.executable, "-m", "exporter", "replay", str(events),
+                              "--history", "openmetrics"], capture_output=True, text=True,
+                             cwd=ROOT, timeout=60, check=True)  # fmt: skip
+    assert not history.stderr
+    losses = [line.split()[1] for line in history.stdout.splitlines()
+              if line.startswith("training_step_metric{") and 'key="loss"' in line]  # fmt: skip
+    steps = [line.split()[1] for line in history.stdout.splitlines()
+             if line.startswith("training_history_step{")]  # fmt: skip
+    assert (losses, steps) == (["2.3", "1.1", "0.7", "0.7"], ["0", "1", "2", "2"])
 
 
 def test_a_file_that_cannot_be_written_fails_loudly_once_and_counts(tmp_path, caplog) -> None:
@@ -188,7 +215,9 @@ def test_numpy_and_tensor_like_values_are_numbers() -> None:
     assert line == {"step": 7, "x": 1.5, "y": "-Infinity"}
 
 
-def test_an_unreachable_runwatch_at_exit_costs_counted_events_and_a_bounded_wait() -> None:
+def test_an_unreachable_runwatch_at_exit_costs_a_bounded_wait_and_leaves_a_spool(
+    tmp_path: Path,
+) -> None:
     code = f"""
         import time
         from runwatch_sdk import HttpTransport, TrainingMonitor
@@ -198,14 +227,19 @@ def test_an_unreachable_runwatch_at_exit_costs_counted_events_and_a_bounded_wait
             monitor.log_metrics({{"loss": 1.0}}, step)
         started = time.monotonic()
         monitor.end()
-        print(transport.dropped, transport.sent, round(time.monotonic() - started))
+        print(transport.dropped, transport.pending, round(time.monotonic() - started))
     """
-    result = run_script(code)
+    result = run_script(code, env={"RUNWATCH_LOCAL_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    dropped, sent, waited = result.stdout.split()
-    assert (dropped, sent) == ("23", "0")  # run_start, 21 updates, run_complete
+    dropped, pending, waited = result.stdout.split()
+    assert (dropped, pending) == ("0", "23")  # run_start, 21 updates, run_complete
     assert int(waited) <= 7  # close_timeout, plus at most one request's timeout
-    assert "23 events were not delivered" in result.stderr
+    (spool,) = (tmp_path / "spool").glob("*.jsonl")
+    assert "23 events not delivered to http://127.0.0.1" in result.stderr
+    assert f"are kept in {spool}" in result.stderr
+    text = replay(spool)  # an event file like any other
+    assert re.search(r'training_run_status\{run_id="offline_[^"]+",status="completed"\} 1.0', text)
+    assert re.search(r'training_step\{run_id="offline_[^"]+"\} 20.0', text)
 
 
 def test_close_delivers_everything_buffered(serve) -> None:
@@ -238,7 +272,8 @@ def test_basic_auth_and_tls_reach_a_protected_runwatch(serve, tmp_path, self_sig
     wrong = HttpTransport(server.url, username="trainer", password="nope", ca_file=cert,
                           close_timeout=0.5)  # fmt: skip
     TrainingMonitor("refused", transport=wrong).end()
-    assert (wrong.sent, wrong.dropped) == (0, 2) and wrong.failed_posts >= 1
+    assert (wrong.sent, wrong.dropped, wrong.pending) == (0, 0, 2) and wrong.failed_posts >= 1
+    wrong.spool_path.unlink()  # kept for a later try with the right password
     runs = httpx.get(server.url + "/api/runs", verify=tls, auth=("trainer", "s3cret"))
     assert [run["name"] for run in runs.json()] == ["secure"]
 
@@ -357,6 +392,54 @@ def test_crash_recovery_as_the_seed_writes_it(tmp_path) -> None:
     text = replay(events)
     assert f'training_run_status{{run_id="{run_id}",status="completed"}} 1.0' in text
     assert f'training_checkpoint_step{{checkpoint_id="ckpt_000001",run_id="{run_id}"}} 99.0' in text
+
+
+def test_the_seed_resume_snippet_runs_unchanged_with_a_real_torch_checkpoint(tmp_path) -> None:
+    """The crash-recovery snippet as printed (``load_state_dict(last_checkpoint['model'])``)
+    after a real crash, and the checkpoint check: a torn file is found invalid."""
+    events, checkpoints = tmp_path / "events.jsonl", tmp_path / "checkpoints"
+    code = """
+        import os, sys, torch
+        from runwatch_sdk import FileTransport, TrainingMonitor
+        model = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        monitor = TrainingMonitor.resume_or_create(run_name="my_experiment",
+            checkpoint_dir=sys.argv[2], transport=FileTransport(sys.argv[1]))
+        if monitor.is_resumed:
+            last_checkpoint = monitor.get_last_checkpoint()
+            model.load_state_dict(last_checkpoint['model'])
+            optimizer.load_state_dict(last_checkpoint['optimizer'])
+            start_step = last_checkpoint['step']
+        else:
+            start_step = 0
+        for step in range(start_step, start_step + 20):
+            loss = model(torch.ones(1, 4)).pow(2).sum()
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+            monitor.log_metrics({"loss": loss}, step=step)
+        path = f"{sys.argv[2]}/model_{step}.pt"
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "step": step}, path)
+        monitor.save_checkpoint(path, metrics={"loss": loss}, step=step)
+        print(monitor.validate_checkpoint(path), start_step,
+              float(model.weight.sum()))
+        if not monitor.is_resumed:
+            os._exit(1)  # a crash: no run_complete
+        with open(path, "r+b") as torn:
+            torn.truncate(100)  # a checkpoint cut short (a full disk)
+        print(monitor.validate_checkpoint(path))
+    """
+    first = run_script(code, events, checkpoints)
+    assert first.returncode == 1 and first.stdout.split()[:2] == ["True", "0"], first.stderr
+    second = run_script(code, events, checkpoints)
+    assert second.returncode == 0, second.stderr
+    valid, start, _, torn = second.stdout.split()
+    assert (valid, start, torn) == ("True", "19", "False")
+    assert "is not valid: torch.load failed" in second.stderr
+    text = replay(events)
+    run = re.search(r'training_run_status\{run_id="(my_experiment_[^"]+)"', text).group(1)
+    assert f'training_run_checkpoints_invalid{{run_id="{run}"}} 1.0' in text
+    assert f'training_checkpoint_valid{{checkpoint_id="ckpt_000001",run_id="{run}"}} 1.0' in text
+    assert f'training_checkpoint_valid{{checkpoint_id="ckpt_000002",run_id="{run}"}} 0.0' in text
 
 
 def test_a_monitored_run_gets_its_process_series(serve, tmp_path) -> None:

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -142,6 +143,45 @@ def test_no_field_the_seed_sends_is_dropped() -> None:
         "progress",
         {"message": "Evaluating t1", "training.progress.ratio": 0.33, "training.target": "t1"},
     ) in [(n, a) for _, n, a in ranking.span.events]
+
+
+def seed_ranking(stage: str, targets: list[str], ts: float, offset: int = 0) -> list[dict]:
+    """Seed 000's ranking loop with target events around each target's work: a progress
+    event carrying ``targets_complete`` (``i``, or ``i + offset``) and the target's own
+    start and completion, then the stage's closing progress."""
+    lines = [event("stage_change", ts=ts, new_stage=stage)]
+    for i, target in enumerate(targets):
+        lines += [
+            event("target_start", ts=ts + 3 * i + 1, target=target, target_index=i,
+                  total_targets=len(targets)),
+            event("progress", ts=ts + 3 * i + 2, stage=stage, current_target=target,
+                  progress_pct=100 * i / len(targets), targets_complete=i + offset,
+                  targets_total=len(targets), message=f"Evaluating {target}"),
+            event("target_complete", ts=ts + 3 * i + 3, target=target, best_auc=0.7),
+        ]  # fmt: skip
+    closing = event("progress", ts=ts + 3 * len(targets) + 1, stage=stage, progress_pct=100,
+                    targets_total=len(targets), message=f"{stage} complete")  # fmt: skip
+    return [*lines, closing]
+
+
+@pytest.mark.parametrize("offset", [0, 1])  # targets_complete counted before or after
+def test_each_target_is_completed_once_in_the_run_targets_completed_gauge(offset: int) -> None:
+    pipeline = Pipeline()
+    gauge = 'training_run_targets_completed{run_id="run_1"}'
+    pipeline.ingest_lines(lines_of(*seed_ranking("ranking", ["t1", "t2"], 1.7e9, offset)),
+                          "jsonl")  # fmt: skip
+    assert f"{gauge} 2.0" in exposition(pipeline)  # not each target twice
+    pipeline.ingest_lines(lines_of(  # the seed's next stage takes the same two targets
+        event("progress", ts=1.7e9 + 20, stage="feature_selection", progress_pct=0,
+              message="Starting feature selection"),
+        *(event(kind, ts=1.7e9 + 21 + i, target=target) for i, target in enumerate(["t1", "t2"])
+          for kind in ("target_start", "target_complete")),
+    ), "jsonl")  # fmt: skip
+    assert f"{gauge} 2.0" in exposition(pipeline)  # still two targets, not four
+    pipeline.ingest_lines(lines_of(event("progress", ts=1.7e9 + 30, stage="training",
+                                         progress_pct=50, targets_complete=3,
+                                         targets_total=3)), "jsonl")  # fmt: skip
+    assert f"{gauge} 3.0" in exposition(pipeline)  # a script's own count, when it is higher
 
 
 def test_the_current_target_is_a_series_while_it_runs() -> None:

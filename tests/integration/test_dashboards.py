@@ -7,6 +7,7 @@ reference bridge and backend): each must return data."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -166,7 +167,7 @@ def wait_until_each(items: set, has_data: Callable[[Any], bool], failure: str) -
 def fill(expr: str, run: str) -> str:
     for variable, value in (("$job", "runwatch"), ("$instance", r"[^\"]+"), ("$run", run),
                             ("$gpu", "0"), ("$__rate_interval", "1m"), ("$__range", "1h"),
-                            ("$steps", "1000")):  # fmt: skip
+                            ("$steps", "1000"), ("$key", "loss")):  # fmt: skip
         expr = expr.replace(variable, value)
     return expr.replace('instance="[^\\"]+"', 'instance=~".+"')
 
@@ -174,6 +175,9 @@ def fill(expr: str, run: str) -> str:
 EMPTY_WHILE_HEALTHY = {
     # rows only when a job's start timed out (test_backend makes one and reads the series)
     ("runwatch-backend.json", "TIMED OUT JOBS"),
+    # the step history alone (remote write or a backfill), which a runwatch writes only when
+    # told to: test_step_history runs these queries against one and checks the pairs drawn
+    ("runwatch-training.json", "BY STEP: $key"),
 }
 
 
@@ -227,3 +231,282 @@ def test_every_rule_selector_matches_series(demo_prometheus: Prometheus) -> None
     assert len(selectors) >= 20
     wait_until_each(selectors, lambda s: bool(demo_prometheus.query(s)),
                     "rule selectors with no series")  # fmt: skip
+
+
+# What Grafana 13.2 draws of the training board's BY STEP panel. No Grafana runs here, so the
+# way from Prometheus's answers to the XY chart's series is followed as Grafana's source
+# writes it, for the options the panel uses; an option or transformation it does not use
+# fails here rather than being ignored:
+# - @grafana/prometheus result_transformer.ts transformDFToTable: a query in table format
+#   becomes one frame, Time, its series' labels (sorted, in order met), "Value #<refId>";
+# - transformations organize (excludeByName), merge (rows whose fields common to all frames
+#   are equal become one), filterByValue (isNull / isNotNull), partitionByValues (a frame per
+#   value, the values as labels);
+# - field overrides (byRegexp, anchored as stringToJsRegex anchors; displayName with
+#   ${__field.labels.X}) and fieldState.ts's display names;
+# - the XY chart's prepSeries (auto mapping: per frame, x the first number or time field the
+#   x matcher takes, y every other number field the y matcher takes) and autoNameSeries
+#   (the tokens all names share at the start or the end dropped).
+
+Field = dict[str, Any]  # name, type ("time" | "number" | "string"), labels, config, values
+Frame = dict[str, Any]  # name, fields, length
+
+
+def _field(name: str, kind: str, values: list[Any], labels: dict | None = None) -> Field:
+    return {"name": name, "type": kind, "labels": labels, "config": {}, "values": values}
+
+
+def _frame(fields: list[Field], name: str | None = None) -> Frame:
+    return {"name": name, "fields": fields, "length": len(fields[0]["values"]) if fields else 0}
+
+
+def table_frames(panel: dict, answers: dict[str, list[dict]]) -> list[Frame]:
+    """``answers``: refId -> the ``data.result`` of Prometheus's /api/v1/query (a matrix)."""
+    refs = [target["refId"] for target in panel["targets"]]
+    assert all(t.get("format") == "table" and t.get("instant") for t in panel["targets"])
+    frames = []
+    for ref in refs:
+        labels: list[str] = []
+        for series in answers[ref]:
+            labels += [name for name in sorted(series["metric"]) if name not in labels]
+        rows = sorted(((round(float(t) * 1000), series["metric"], float(v))
+                       for series in answers[ref] for t, v in series["values"]),
+                      key=lambda row: row[0])  # fmt: skip
+        frames.append(_frame([
+            _field("Time", "time", [row[0] for row in rows]),
+            *(_field(name, "string", [row[1].get(name, "") for row in rows]) for name in labels),
+            _field(f"Value #{ref}" if len(refs) > 1 else "Value", "number",
+                   [row[2] for row in rows]),
+        ]))  # fmt: skip
+    return frames
+
+
+def _labels_text(labels: dict) -> str:
+    return "{" + ", ".join(f'{k}="{labels[k]}"' for k in sorted(labels)) + "}" if labels else ""
+
+
+def _single_label(frames: list[Frame]) -> str | None:
+    single = None
+    for frame in frames:
+        for field in frame["fields"]:
+            for name in field["labels"] or {}:
+                if single is None:
+                    single = name
+                elif name != single:
+                    return None
+    return single
+
+
+def display_name(field: Field, frame: Frame, frames: list[Frame]) -> str:
+    """fieldState.ts calculateFieldDisplayName, for frames without a data source name."""
+    if field["config"].get("displayName"):
+        return str(field["config"]["displayName"])
+    if field["type"] == "time" and not field["labels"]:
+        return str(field["name"])
+    parts, frame_named, labelled = [], False, False
+    if len({f["name"] for f in frames}) > 1 and frame["name"]:
+        parts.append(frame["name"])
+        frame_named = True
+    if field["name"] != "Value":
+        parts.append(field["name"])
+    if field["labels"] is not None:
+        single = _single_label(frames)
+        text = field["labels"].get(single, "") if single else _labels_text(field["labels"])
+        if text:
+            parts.append(text)
+            labelled = True
+    if not frame_named and not labelled and field["name"] == "Value" and frame["name"]:
+        parts.append(frame["name"])
+    return " ".join(parts) or field["name"]
+
+
+def _matches(matcher: dict, field: Field, frame: Frame, frames: list[Frame]) -> bool:
+    name = display_name(field, frame, frames)
+    if matcher["id"] == "byRegexp":
+        return re.search("^" + matcher["options"] + "$", name) is not None
+    if matcher["id"] == "byName":
+        return matcher["options"] in (field["name"], name)
+    if matcher["id"] == "byType":
+        return bool(field["type"] == matcher["options"])
+    raise NotImplementedError(matcher)
+
+
+def _rows(frame: Frame) -> list[dict[str, Any]]:
+    return [{f["name"]: f["values"][i] for f in frame["fields"]} for i in range(frame["length"])]
+
+
+def _merge(frames: list[Frame]) -> list[Frame]:
+    data = [frame for frame in frames if frame["fields"]]
+    if len(frames) <= 1 or not data:
+        return frames[:1]
+    structure: dict[str, Field] = {}
+    found: dict[str, set[int]] = {}
+    for index, frame in enumerate(data):
+        for field in frame["fields"]:
+            structure.setdefault(field["name"], {**field, "labels": None, "values": []})
+            found.setdefault(field["name"], set()).add(index)
+    keys = [f["name"] for f in data[-1]["fields"] if len(found[f["name"]]) == len(data)]
+    if not keys:
+        return frames
+    merged: dict[tuple, list[dict]] = {}
+    order: list[tuple[tuple, int]] = []
+    for frame in data:
+        for value in _rows(frame):
+            key = tuple(value[name] for name in keys)
+            if key not in merged:
+                merged[key] = [value]
+                order.append((key, 0))
+                continue
+            mergeable = [all(existing.get(k) is None or existing[k] == v for k, v in value.items())
+                         for existing in merged[key]]  # fmt: skip
+            pairs = zip(merged[key], mergeable, strict=True)
+            merged[key] = [{**existing, **value} if m else existing for existing, m in pairs]
+            if not any(mergeable):
+                merged[key].append(value)
+                order.append((key, len(merged[key]) - 1))
+    rows = [merged[key][index] for key, index in order]
+    fields = [{**field, "values": [row.get(name) for row in rows]}
+              for name, field in structure.items()]  # fmt: skip
+    return [_frame(fields)]
+
+
+def _filter_by_value(frame: Frame, frames: list[Frame], options: dict) -> Frame:
+    tests = {"isNull": lambda v: v is None, "isNotNull": lambda v: v is not None}
+    names = {display_name(f, frame, frames): f["name"] for f in frame["fields"]}
+    checks = [(names[f["fieldName"]], tests[f["config"]["id"]]) for f in options["filters"]]
+    every = options["match"] == "all"
+    keep = [row for row in _rows(frame)
+            if (all if every else any)(test(row[name]) for name, test in checks)
+            == (options["type"] == "include")]  # fmt: skip
+    return _frame([{**f, "values": [row[f["name"]] for row in keep]} for f in frame["fields"]],
+                  frame["name"])  # fmt: skip
+
+
+def _partition(frame: Frame, options: dict) -> list[Frame]:
+    assert options["naming"] == {"asLabels": True} and not options["keepFields"], options
+    by = [f["name"] for f in frame["fields"] if f["name"] in options["fields"]]
+    groups: dict[tuple, list[dict]] = {}
+    for row in _rows(frame):
+        groups.setdefault(tuple(row[name] for name in by), []).append(row)
+    return [
+        _frame([{**f, "labels": {**(f["labels"] or {}),
+                                 **dict(zip(by, map(str, key), strict=True))},
+                 "values": [row[f["name"]] for row in rows]}
+                for f in frame["fields"] if f["name"] not in by], frame["name"])
+        for key, rows in groups.items()
+    ]  # fmt: skip
+
+
+def transformed(panel: dict, frames: list[Frame]) -> list[Frame]:
+    for step in panel.get("transformations", []):
+        options = step["options"]
+        if step["id"] == "organize":
+            assert set(options) == {"excludeByName"}, options
+            gone = {name for name, out in options["excludeByName"].items() if out}
+            frames = [_frame([f for f in frame["fields"]
+                              if display_name(f, frame, frames) not in gone], frame["name"])
+                      for frame in frames]  # fmt: skip
+        elif step["id"] == "merge":
+            frames = _merge(frames)
+        elif step["id"] == "filterByValue":
+            frames = [_filter_by_value(frame, frames, options) for frame in frames]
+        elif step["id"] == "partitionByValues":
+            frames = _partition(frames[0], options) if frames else frames
+        else:
+            raise NotImplementedError(step["id"])
+    return frames
+
+
+def overridden(panel: dict, frames: list[Frame]) -> list[Frame]:
+    """The field overrides applied (displayName, its ${__field.labels.X} filled in)."""
+    for frame in frames:
+        for field in frame["fields"]:
+            config = dict(field["config"])
+            for override in panel["fieldConfig"]["overrides"]:
+                if not _matches(override["matcher"], field, frame, frames):
+                    continue
+                for prop in override["properties"]:
+                    assert prop["id"] == "displayName", prop
+                    config["displayName"] = re.sub(
+                        r"\$\{__field\.labels\.(\w+)\}",
+                        lambda m, f=field: (f["labels"] or {}).get(m[1], ""),
+                        prop["value"],
+                    )
+            field["config"] = config
+    return frames
+
+
+def _common_lengths(names: list[list[str]]) -> tuple[float, float]:
+    """xychart utils.ts findCommonPrefixSuffixLengths, quirks and all."""
+    prefix = suffix = math.inf
+    shortest = names[0]
+    for segs in names[1:]:
+        if len(segs) < len(shortest):
+            shortest = segs
+    for segs in names[1:]:
+        if segs is shortest:
+            continue
+        same = [j < len(segs) and segs[j] == shortest[j] for j in range(len(shortest))]
+        prefix = min(prefix, next((j for j, s in enumerate(same) if not s), len(same)))
+        suffix = min(suffix, next((n for n, s in enumerate(reversed(same)) if not s), len(same)))
+    return prefix, suffix
+
+
+def xychart_series(panel: dict, answers: dict[str, list[dict]]) -> dict[str, list[tuple]]:
+    """Series name -> its (x, y) points, in the order drawn, as the XY chart makes them of
+    the panel's answers (auto mapping)."""
+    assert panel["type"] == "xychart" and panel["options"]["mapping"] == "auto"
+    frames = overridden(panel, transformed(panel, table_frames(panel, answers)))
+    number = {"id": "byType", "options": "number"}
+    series: list[tuple[str, list, list]] = []
+    for config in panel["options"]["series"] or [{}]:
+        x_matcher = config.get("x", {}).get("matcher", number)
+        y_matcher = config.get("y", {}).get("matcher", number)
+        for frame in frames:
+            candidates = [f for f in frame["fields"] if f["type"] in ("number", "time")]
+            x = next((f for f in candidates if _matches(x_matcher, f, frame, frames)), None)
+            assert x is not None, f"X field not found in {[f['name'] for f in frame['fields']]}"
+            series += [(config.get("name", {}).get("fixed") or display_name(y, frame, frames),
+                        x["values"], y["values"]) for y in candidates
+                       if y["type"] == "number" and y is not x
+                       and _matches(y_matcher, y, frame, frames)]  # fmt: skip
+    tokens = [re.split(r"\s+", name) for name, _, _ in series]
+    prefix, suffix = _common_lengths(tokens) if tokens else (math.inf, math.inf)
+    names = [name for name, _, _ in series]
+    if prefix < math.inf or suffix < math.inf:
+        names = [" ".join(t[int(prefix) : len(t) - int(suffix)]) for t in tokens]
+    assert len(set(names)) == len(names), names
+    return {name: list(zip(xs, ys, strict=True))
+            for name, (_, xs, ys) in zip(names, series, strict=True)}  # fmt: skip
+
+
+def by_step_panel() -> dict:
+    (panel,) = [p for p in boards()["runwatch-training.json"]["panels"]
+                if p["type"] == "xychart"]  # fmt: skip
+    return panel
+
+
+def test_by_step_pairs_each_value_with_the_step_logged_at_its_timestamp() -> None:
+    """Two runs sharing timestamps, one logging the key at every other step only: each point
+    is a value and the step at its own run's timestamp, a series per run, named by run."""
+    panel = by_step_panel()
+    assert panel["pluginVersion"] >= "13.2"  # xychart's migration leaves 11.1+ options alone
+    common = {"job": "runwatch", "instance": "trainer:9464"}
+
+    def matrix(name: str, run: str, points: list[tuple[float, float]], **labels: str) -> dict:
+        metric = {"__name__": name, **common, "run_id": run, **labels}
+        return {"metric": metric, "values": [[t, str(v)] for t, v in points]}
+
+    times = [1_700_000_000 + i / 10 for i in range(6)]
+    answers = {
+        "A": [matrix("training_step_metric", "a", [(t, 1 / (i + 1)) for i, t in
+                     enumerate(times)], key="loss"),
+              matrix("training_step_metric", "b", [(t, 2 / (2 * i + 1)) for i, t in
+                     enumerate(times) if i % 2 == 0], key="loss")],
+        "B": [matrix("training_history_step", "a", [(t, i) for i, t in enumerate(times)]),
+              matrix("training_history_step", "b", [(t, 2 * i) for i, t in enumerate(times)])],
+    }  # fmt: skip
+    assert xychart_series(panel, answers) == {
+        "a": [(i, 1 / (i + 1)) for i in range(6)],
+        "b": [(2 * i, 2 / (2 * i + 1)) for i in range(0, 6, 2)],
+    }

@@ -73,8 +73,21 @@ def test_serve_writes_every_logged_step_at_its_event_time(bin_dir, tmp_path, ser
             (series,) = [s for s in answer["data"]["result"] if s["metric"]["key"] == "loss"]
             distinct = {float(v) for _, v in series["values"]}
             assert len(distinct) >= expected_points * 0.9, (last, len(distinct))
-        assert server.sample("runwatch_remote_write_samples_total") == 400
-        assert server.sample('runwatch_remote_write_dropped_samples_total{reason="failed"}') == 0
+        # the step of each sample, at the same timestamps: what draws a curve by step
+        step_of = dict(raw_samples(prometheus, 'training_history_step{run_id="hist"}'))
+        assert [step_of[t] for t, _ in got] == list(range(200))
+        # steps logged in one millisecond (a loop with nothing in it): all kept, in order
+        same = [event("metric_update", "burst", ts=start, step=i, metrics={"loss": 3.0 - i})
+                for i in range(3)]  # fmt: skip
+        burst = [event("run_start", "burst", ts=start - 1), *same]
+        assert httpx.post(server.url + "/v1/events", json=burst).status_code == 202
+        selector = 'training_step_metric{run_id="burst", key="loss"}'
+        kept = wait_for(lambda: len(raw_samples(prometheus, selector)) == 3
+                        and raw_samples(prometheus, selector), what="the 3 steps")  # fmt: skip
+        assert [v for _, v in kept] == [3.0, 2.0, 1.0]
+        assert [round(t - start, 3) for t, _ in kept] == [0.0, 0.001, 0.002]
+        assert server.sample("runwatch_remote_write_samples_total") == 600 + 6
+        assert dropped(server, "out_of_order") == dropped(server, "failed") == 0
     finally:
         prometheus.stop()
 
@@ -116,7 +129,8 @@ def test_a_refusing_or_absent_receiver_costs_counted_samples_not_ingestion(serve
         server = serve("--remote-write-url", refusing.url)
         run = steps("refused", time.time(), 10)
         httpx.post(server.url + "/v1/events", json=run)
-        wait_for(lambda: dropped(server, "rejected") == 20, what="20 rejected samples")
+        # 10 steps: 2 keys and the step each
+        wait_for(lambda: dropped(server, "rejected") == 30, what="30 rejected samples")
         assert refusing.requests == 1  # a 4xx is not retried
     finally:
         refusing.stop()
@@ -126,21 +140,7 @@ def test_a_refusing_or_absent_receiver_costs_counted_samples_not_ingestion(serve
     assert httpx.post(absent.url + "/v1/events", json=run).status_code == 202
     assert time.monotonic() - started < 5  # ingestion never waits on the receiver
     assert absent.sample('runwatch_events_ingested_total{source="http"}') == 11
-    wait_for(lambda: dropped(absent, "failed") == 20, timeout=60, what="retries given up")
-
-
-def test_samples_not_newer_than_their_series_last_are_dropped_and_counted(serve) -> None:
-    receiver = Receiver(200)
-    try:
-        server = serve("--remote-write-url", receiver.url, "--max-clock-skew", "60")
-        now = time.time()
-        same = [event("metric_update", "late", ts=now, step=i, metrics={"loss": 1.0})
-                for i in range(3)]  # fmt: skip
-        httpx.post(server.url + "/v1/events", json=[event("run_start", "late", ts=now), *same])
-        wait_for(lambda: dropped(server, "out_of_order") == 2, what="two refused as late")
-        wait_for(lambda: server.sample("runwatch_remote_write_samples_total") == 1, what="sent")
-    finally:
-        receiver.stop()
+    wait_for(lambda: dropped(absent, "failed") == 30, timeout=60, what="retries given up")
 
 
 def test_remote_write_needs_an_http_url(tmp_path) -> None:
@@ -216,3 +216,66 @@ def test_the_step_rate_cap_holds_for_any_timing(offsets: list[float], cap: int) 
     busiest = max(sum(1 for o in offsets if int(base + o) == s) for s in per_second)
     if busiest <= cap:
         assert len(kept) == len(offsets)
+
+
+def test_the_by_step_panel_pairs_each_runs_values_with_their_steps(bin_dir, tmp_path) -> None:
+    """The training board's BY STEP panel on a real Prometheus holding three runs' backfilled
+    history (the same timestamps; one logging every other step; val_loss every 50 steps):
+    its two queries sent as Grafana sends them for two of the runs, the answers taken through
+    the panel's transformations and XY chart as Grafana 13.2 takes them: a series per run
+    picked, each point a value and the step logged at its timestamp, in logging order."""
+    from tests.integration.test_dashboards import by_step_panel, xychart_series
+    from tests.stack import substitute
+
+    start = round(time.time() - 3 * 3600, 3)  # backfilled: older than a receiver's head
+
+    def run(run_id: str, every: int, scale: float) -> list[dict]:
+        def metrics(step: int) -> dict[str, float]:
+            sparse = {"val_loss": scale / (step + 2)} if step % 50 == 0 else {}
+            return {"loss": scale / (step + 1), **sparse}
+
+        return [event("run_start", run_id, ts=start - 1, name=run_id),
+                *(event("metric_update", run_id, ts=start + i / STEPS_PER_SECOND,
+                        step=every * i, metrics=metrics(every * i))
+                  for i in range(300))]  # fmt: skip
+
+    runs = [*run("alpha", 1, 1.0), *run("beta", 2, 2.0), *run("gamma", 1, 3.0)]
+    (tmp_path / "runs.jsonl").write_bytes(jsonl(*sorted(runs, key=lambda e: e["timestamp"])))
+    history = subprocess.run(
+        [*RUNWATCH, "replay", str(tmp_path / "runs.jsonl"), "--history", "openmetrics",
+         "--history-instance", "trainer:9464"], capture_output=True, cwd=ROOT, timeout=60,
+        check=True,
+    ).stdout  # fmt: skip
+    (tmp_path / "history.om").write_bytes(history)
+    created = subprocess.run(
+        [bin_dir / "promtool", "tsdb", "create-blocks-from", "openmetrics",
+         tmp_path / "history.om", tmp_path / "tsdb"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    prometheus = Prometheus(bin_dir / "prometheus", "127.0.0.1:1", tmp_path,
+                            flags=("--storage.tsdb.retention.time=10y",))  # fmt: skip
+    try:
+        panel = by_step_panel()
+        wait_for(lambda: raw_samples(prometheus, "training_history_step"), what="the backfill")
+        end = time.time()
+        # the variables as Grafana fills them: multi-value ones as a regex alternation, one
+        # key per repeated panel, $__range the dashboard's range (4 h) in seconds
+        variables = {"job": "runwatch", "instance": "(trainer:9464)", "run": "(alpha|beta)",
+                     "__range": f"{4 * 3600}s"}  # fmt: skip
+        for key, steps_of in (("loss", lambda every: range(0, 300 * every, every)),
+                              ("val_loss", lambda every: range(0, 300 * every, 50))):  # fmt: skip
+            answers = {}
+            for target in panel["targets"]:
+                query = substitute(target["expr"], {**variables, "key": key})
+                answer = httpx.get(prometheus.url + "/api/v1/query",
+                                   params={"query": query, "time": end}).json()  # fmt: skip
+                assert answer["status"] == "success", answer
+                assert answer["data"]["resultType"] == "matrix"
+                answers[target["refId"]] = answer["data"]["result"]
+            offset = 2 if key == "val_loss" else 1
+            assert xychart_series(panel, answers) == {
+                name: [(step, scale / (step + offset)) for step in steps_of(every)]
+                for name, every, scale in (("alpha", 1, 1.0), ("beta", 2, 2.0))
+            }, key
+    finally:
+        prometheus.stop()

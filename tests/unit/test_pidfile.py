@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
 import pytest
+from runwatch_sdk.pidfile import write_pid_file
 
 from exporter.core.events import Rejected
 from exporter.sources.pidfile import MAX_PID_FILE_BYTES, parse_pid_file
@@ -33,3 +39,15 @@ def test_garbage_is_refused(content: bytes) -> None:
     with pytest.raises(Rejected) as caught:
         parse_pid_file(content)
     assert caught.value.reason == "pid_file_invalid"
+
+
+def test_the_sdk_writes_the_seed_format_and_both_forms_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "training.pid"
+    assert write_pid_file(path, "r")
+    started_at = json.loads(path.read_text())["started_at"]
+    assert isinstance(started_at, str)  # seed 000: ISO 8601, not epoch seconds
+    assert datetime.fromisoformat(started_at).utcoffset() == timedelta(0)  # UTC, with offset
+    record = parse_pid_file(path.read_bytes())
+    assert record.started_at == pytest.approx(time.time(), abs=60)
+    epoch = parse_pid_file(b'{"pid": 12, "run_id": "r", "started_at": 1769023933.5}')
+    assert epoch.started_at == 1769023933.5  # older SDKs' epoch seconds still read

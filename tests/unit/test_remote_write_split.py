@@ -18,6 +18,7 @@ from exporter.telemetry.remote_write import (
     RemoteWriteSettings,
 )
 from exporter.telemetry.self_stats import Stats
+from exporter.telemetry.step_history import RunClock
 
 Answer = Callable[[set[str]], tuple[int, str]]  # the run ids of a request -> status, body
 
@@ -91,3 +92,11 @@ def test_another_refusal_is_not_split(output) -> None:
     batch = [("a", "loss", now, 1.0), ("b", "loss", now, 1.0)]
     assert outcome(sink._send(batch)) == {"rejected": {"a", "b"}}
     assert len(requests) == 1
+
+
+def test_steps_of_one_millisecond_are_stamped_apart_in_order_and_runs_apart() -> None:
+    clock = RunClock()
+    assert [clock.stamp("a", 1000) for _ in range(3)] == [1000, 1001, 1002]
+    assert clock.stamp("b", 1000) == 1000  # another run has its own clock
+    assert clock.stamp("a", 999) == 1003  # never before the run's last
+    assert clock.stamp("a", 5000) == 5000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 
@@ -76,3 +77,21 @@ def test_a_size_runwatch_cannot_read_is_refused_naming_the_units(given) -> None:
     with pytest.raises(Exception, match="max-body-bytes") as refused:
         resolve(parser.parse_args(["--max-body-bytes", given]), ["max_body_bytes"])
     assert "MiB" in str(refused.value) or "positive" in str(refused.value)
+
+
+def test_serve_knows_the_sdk_variables_and_warns_of_the_others(monkeypatch) -> None:
+    from runwatch_sdk.places import SDK_VARIABLES
+
+    from exporter.config import SDK_VARIABLES as KNOWN_TO_SERVE
+    from exporter.config import unknown_variables
+
+    assert set(SDK_VARIABLES) == KNOWN_TO_SERVE  # they share the RUNWATCH_ namespace
+    for name in list(os.environ):
+        if name.startswith("RUNWATCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("RUNWATCH_URL", "http://runwatch:19464")  # the SDK's, in serve's shell
+    monkeypatch.setenv("RUNWATCH_MAX_SERIES", "10")  # an option
+    monkeypatch.setenv("RUNWATCH_EVENT", "a.jsonl")
+    assert unknown_variables() == [
+        "RUNWATCH_EVENT is set but is no runwatch variable (did you mean RUNWATCH_EVENTS?)"
+    ]

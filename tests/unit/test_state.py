@@ -263,3 +263,37 @@ def test_status_change_ends_and_reopens_a_run() -> None:
         (T0 + 5, T0 + 9, None),
     ]
     assert state.runs["run_1"].status == "completed"
+
+
+def test_an_event_sent_again_is_applied_once_whatever_its_sender_sends_between() -> None:
+    state = State()
+    first = [event("metric_update", "r", ts=T0 + i, step=i, metrics={"loss": i},
+                   event_id=f"sender-a.{i + 1}") for i in range(3)]  # fmt: skip
+    feed(state, *first)
+    feed(state, *first)  # the batch again: its answer was lost
+    other = event("metric_update", "r", ts=T0 + 5, step=9, metrics={"loss": 9},
+                  event_id="sender-b.1")  # fmt: skip
+    feed(state, other, event("metric_update", "r", ts=T0 + 6, step=3, metrics={"loss": 3},
+                             event_id="sender-a.4"))  # fmt: skip
+    assert (state.events_by_type["metric_update"], state.duplicates) == (5, 3)
+    assert state.runs["r"].step == 3
+    for odd in ("x", "a.²", "a.١٢", ".5"):  # not <sender>.<digits>: never a duplicate
+        unnumbered = event("metric_update", "r", ts=T0 + 7, metrics={"loss": 1}, event_id=odd)
+        feed(state, unnumbered, unnumbered)
+    assert state.events_by_type["metric_update"] == 5 + 8
+
+
+def test_marking_a_checkpoint_best_or_checked_changes_nothing_else() -> None:
+    state = State()
+    state.history = True
+    saved = feed(state, event("checkpoint_saved", "r", ts=T0, checkpoint_id="c1", step=5,
+                              filepath="c1.pt", metrics={"loss": 0.5}))  # fmt: skip
+    later = feed(state,
+                 event("checkpoint_saved", "r", ts=T0 + 9, checkpoint_id="c1", is_best=True),
+                 event("checkpoint_saved", "r", ts=T0 + 9, checkpoint_id="c1", valid=False,
+                       invalid_reason="torn"))  # fmt: skip
+    checkpoint = state.runs["r"].checkpoints["c1"]
+    assert (checkpoint.is_best, checkpoint.valid, checkpoint.timestamp) == (True, False, T0)
+    assert (checkpoint.metrics, checkpoint.filepath, checkpoint.step) == ({"loss": 0.5}, "c1.pt", 5)
+    assert len(saved) == 1 and later == []  # its history value once
+    assert state.runs["r"].invalid_checkpoints == 1

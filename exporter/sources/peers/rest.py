@@ -16,12 +16,20 @@ once (:meth:`JsonClient.get_many`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
+
+STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+"""How a request fails on a kept-alive connection the server closed just as the request
+went out: a server closing idle connections after as long as runwatch waits between polls
+(uvicorn's 5 s, the bridge's 5 s interval) meets it now and then. Not a service that is
+down (that is a refused connect): the GET is sent again, within its deadline."""
+STALE_RETRIES = 3  # then a failure counts (connect_failed): a server that resets every time
 
 
 class Unreachable(Exception):
@@ -75,18 +83,26 @@ class JsonClient:
     async def _get(self, path: str, optional: bool) -> Any:
         try:
             async with asyncio.timeout(self._timeout):
-                body = await self._body(path, optional)
+                body = await self._body_again_if_stale(path, optional)
         except (TimeoutError, httpx.TimeoutException):
             return self._failed("timeout")
         except httpx.TransportError as exc:
             self._reject("connect_failed")
-            raise Unreachable(f"{self.base_url}: {exc or type(exc).__name__}") from None
+            raise Unreachable(f"{self.base_url}: {str(exc) or type(exc).__name__}") from None
         if body is None or isinstance(body, Failed):
             return body
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
             return self._failed("invalid_json")
+
+    async def _body_again_if_stale(self, path: str, optional: bool) -> bytes | Failed | None:
+        """``_body``, sent again when its kept-alive connection turns out closed: that
+        connection leaves the pool, so the next try takes another, or a new one."""
+        for _ in range(STALE_RETRIES):
+            with contextlib.suppress(*STALE_CONNECTION):
+                return await self._body(path, optional)
+        return await self._body(path, optional)
 
     async def _body(self, path: str, optional: bool) -> bytes | Failed | None:
         async with self._client.stream("GET", path) as response:
