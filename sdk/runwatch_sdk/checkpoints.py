@@ -25,7 +25,8 @@ def load(filepath: str | os.PathLike[str]) -> tuple[Any, str | None]:
     try:
         return torch.load(filepath, map_location="cpu"), None
     except Exception as exc:  # a torn, truncated or foreign file: any error torch raises
-        return None, f"torch.load failed: {type(exc).__name__}: {exc}"[:500]
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"torch.load failed: {type(exc).__name__}: {first}"[:300]
 
 
 def problem(filepath: str | os.PathLike[str], expected_keys: tuple[str, ...]) -> str | None:

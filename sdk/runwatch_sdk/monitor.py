@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 
 from runwatch_sdk import checkpoints
 from runwatch_sdk.pidfile import remove_pid_file, write_pid_file
-from runwatch_sdk.places import events_file, pid_dir
+from runwatch_sdk.places import events_file, local_dir, pid_dir
 from runwatch_sdk.transports import FileTransport, HttpTransport, Transport
 from runwatch_sdk.values import count, scalar, scalars
 
@@ -77,7 +77,10 @@ def transport_for(dashboard_url: str | None = None) -> Transport:
 def destination(transport: Transport) -> str:
     """Where a transport's events go, in words."""
     if isinstance(transport, FileTransport):
-        return f"{transport.path} (runwatch serve follows it by default)"
+        path = Path(transport.path)
+        if path.parent == local_dir() and path.suffix == ".jsonl":
+            return f"{path} (runwatch serve follows it by default)"
+        return f"{path} (give runwatch serve --events {path})"
     if isinstance(transport, HttpTransport):
         return f"{transport.url} (spooled to {transport.spool_path} while it is away)"
     return type(transport).__name__
@@ -180,9 +183,10 @@ class TrainingMonitor:
         (``checkpoint_id``, ``filepath``, ``metrics``, ``metadata``, and ``step`` when the
         file has none). Only the record when torch is missing or the file cannot be
         loaded (said in a warning). None before the first checkpoint."""
-        if not self._checkpoints:
+        kept = [r for r in self._checkpoints.values() if r.get("valid") is not False]
+        if not kept:
             return None
-        record = dict(next(reversed(self._checkpoints.values())))
+        record = dict(kept[-1])
         loaded, problem = checkpoints.load(record["filepath"])
         if loaded is None:
             log.warning("runwatch: checkpoint %s not loaded: %s", record["filepath"], problem)
@@ -204,6 +208,9 @@ class TrainingMonitor:
         if checkpoint_id is None:
             known = [c for c, r in self._checkpoints.items() if r["filepath"] == path]
             checkpoint_id = known[-1] if known else self.save_checkpoint(path)
+        if checkpoint_id in self._checkpoints:  # one found invalid is never resumed from
+            self._checkpoints[checkpoint_id]["valid"] = problem is None
+            self._write_marker()
         self._emit("checkpoint_saved", checkpoint_id=checkpoint_id, valid=problem is None,
                    invalid_reason=problem)  # fmt: skip
         if problem is not None:
@@ -262,8 +269,9 @@ class TrainingMonitor:
         the same: runwatch may know it."""
         if checkpoint_id not in self._checkpoints:
             log.warning("runwatch: mark_best_checkpoint(%r): no checkpoint of that id was "
-                        "saved by this run (save_checkpoint returns the id)",
-                        checkpoint_id)  # fmt: skip
+                        "saved by this run (save_checkpoint returns the id); the best is "
+                        "unchanged", checkpoint_id)  # fmt: skip
+            return
         self._emit("checkpoint_saved", checkpoint_id=checkpoint_id, is_best=True)
 
     def set_status(self, status: str, reason: str | None = None) -> None:

@@ -283,6 +283,8 @@ class HttpTransport:
                 continue
             if closing and not queue and not spool:
                 break
+            if now >= next_batch:  # the second is up with nothing queued: the next one
+                next_batch = now + self.batch_seconds
             wake_at = min(next_batch, retry_at) if spool else next_batch
             if closing:
                 wake_at = min(wake_at, self._deadline)

@@ -267,3 +267,14 @@ def test_framework_metrics_keep_only_single_numbers() -> None:
     values = {"loss": OneElement(), "hist": ManyElements(), "step": 3, "flag": True,
               "name": "x", "lr": 1e-3}  # fmt: skip
     assert scalars(values) == {"loss": 0.5, "step": 3.0, "lr": 1e-3}
+
+
+def test_an_idle_http_transport_costs_no_cpu() -> None:
+    """A loop quiet for seconds (a slow step), runwatch away or not: the sender waits."""
+    transport = HttpTransport(f"http://127.0.0.1:{free_port()}", close_timeout=0.5)
+    monitor = TrainingMonitor("quiet", transport=transport)
+    started = time.process_time()
+    time.sleep(2.5)  # what is measured: the CPU the sender takes while the loop sleeps
+    assert time.process_time() - started < 0.5
+    monitor.end()
+    transport.spool_path.unlink(missing_ok=True)

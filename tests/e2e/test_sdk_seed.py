@@ -149,8 +149,8 @@ def test_the_documented_sdk_example_runs_verbatim_on_a_fresh_machine(tmp_path: P
     result = run_script(snippet, env={"RUNWATCH_EVENTS_FILE": str(events), "RUNWATCH_QUIET": ""})
     assert result.returncode == 0, result.stderr
     assert result.stderr == (
-        f"runwatch: events go to {events} (runwatch serve follows it by default)\n"
-    )  # once, though the file is not the default one
+        f"runwatch: events go to {events} (give runwatch serve --events {events})\n"
+    )  # once; not the local folder's, so serve must be told
     text = replay(events)
     assert re.search(r'training_run_status\{run_id="resnet50_[^"]+",status="completed"\} 1.0', text)
     assert re.search(r'training_target_best_auc\{run_id="resnet50_[^"]+",stage="training",'
@@ -435,6 +435,13 @@ def test_the_seed_resume_snippet_runs_unchanged_with_a_real_torch_checkpoint(tmp
     valid, start, _, torn = second.stdout.split()
     assert (valid, start, torn) == ("True", "19", "False")
     assert "is not valid: torch.load failed" in second.stderr
+    # a checkpoint found invalid is never resumed from: the one before it is
+    monitor = TrainingMonitor.resume_or_create("my_experiment", checkpoints,
+                                               transport=FileTransport(events))  # fmt: skip
+    last = monitor.get_last_checkpoint()
+    assert last["checkpoint_id"] == "ckpt_000001" and last["step"] == 19 and "model" in last
+    monitor.mark_best_checkpoint("ckpt_123")  # unknown: said, and the best is unchanged
+    monitor.end()
     text = replay(events)
     run = re.search(r'training_run_status\{run_id="(my_experiment_[^"]+)"', text).group(1)
     assert f'training_run_checkpoints_invalid{{run_id="{run}"}} 1.0' in text
