@@ -8,7 +8,7 @@ import itertools
 
 import orjson
 
-from exporter.simulate.demo import synthetic_run
+from exporter.simulate.synthetic import synthetic_run
 
 
 def generate(path: str, events: int, run_id: str = "bench_run_0001") -> int:

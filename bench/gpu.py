@@ -37,7 +37,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.results import write_section
-from exporter.simulate.fake_nvml import fake_nvml
+from exporter.sources.sampled.fake_nvml import fake_nvml
 
 GPUS = 8
 PROCESSES = 50
@@ -85,7 +85,7 @@ def in_process_costs(pids: list[int]) -> dict[str, float]:
     from prometheus_client import generate_latest
 
     from exporter.pipeline import Pipeline
-    from exporter.simulate.demo import synthetic_run
+    from exporter.simulate.synthetic import synthetic_run
     from exporter.sources.sampled.nvml import NvmlSource
     from exporter.sources.sampled.system import SystemSource
     from exporter.telemetry.prometheus import catalogue_registry
@@ -117,8 +117,8 @@ def in_process_costs(pids: list[int]) -> dict[str, float]:
 def real_nvml_cost() -> float | None:
     import pynvml
 
-    from exporter.app.sampling import SourceUnavailable
     from exporter.sources.sampled.nvml import NvmlSource
+    from exporter.sources.sampled.sampling import SourceUnavailable
 
     source = NvmlSource(pynvml, dict, lambda reason: None)
     try:
@@ -140,9 +140,9 @@ def free_port() -> int:
 
 def serve_child(port: int, pid_file: str, pids: list[int], sources: bool) -> None:
     """Run in a subprocess: runwatch serve, with the fake GPUs running the run's pids."""
+    from exporter.app.config import resolve
     from exporter.app.runtime import Runtime
     from exporter.cli import SERVE, _parser
-    from exporter.config import resolve
 
     argv = ["serve", "--listen", f"127.0.0.1:{port}", "--pid-file", pid_file,
             "--log-level", "warning"]  # fmt: skip

@@ -3,7 +3,7 @@
 ``runwatch replay --router-events`` (the built-in mapping: counts by type and category,
 labelled counters, gauges, spans, flows) and mtail ``--one_shot`` running
 bench/mtail-router/router.mtail (events by type, hosts up) read the same synthetic router
-trace (seed 004's catalogue, ``exporter.simulate.demo.synthetic_router_cycle``), alternating,
+trace (seed 004's catalogue, ``exporter.simulate.synthetic.synthetic_router_cycle``), alternating,
 several rounds: events per second, CPU seconds per million events, peak RSS.
 
     python bench/router.py [--events 500000] [--rounds 3]
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.results import write_section
 from bench.run import Measure, alternate, components, cpu_model
-from exporter.simulate.demo import synthetic_router_cycle
+from exporter.simulate.synthetic import synthetic_router_cycle
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

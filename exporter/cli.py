@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-import shutil
-import signal
 import sys
-import tempfile
-import threading
-import time
-from datetime import datetime
 from pathlib import Path
 
-import orjson
 from prometheus_client import generate_latest
 
 from exporter import __version__
-from exporter.app.wiring import SOURCE, build_pipeline, read_files_once, read_router_files_once
-from exporter.config import (
+from exporter.app.config import (
     OPTIONS,
     ConfigError,
     Settings,
     add_arguments,
-    listen_address,
     resolve,
     unknown_variables,
 )
+from exporter.app.log_format import configure_logging
+from exporter.app.wiring import build_pipeline, read_files_once, read_router_files_once
 from exporter.core.schema import render_schema
-from exporter.log_format import configure_logging
 from exporter.pipeline import Pipeline
-from exporter.simulate.demo import synthetic_router_cycle, synthetic_run
+from exporter.pipeline.source_names import JSONL_SOURCE
 from exporter.sources.files.parallel import ParallelReader, worth_it
 from exporter.telemetry.prometheus import catalogue_registry
 from exporter.telemetry.step_history import HistoryRecorder, openmetrics
@@ -206,7 +197,9 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "replay":
         return replay(args.paths, settings, args.history)
     if args.command == "demo":
-        return demo(settings, args.event_interval)
+        from exporter.simulate.demo import run_demo
+
+        return run_demo(settings, args.event_interval)
     from exporter.app.runtime import Runtime  # the web stack only for the server
 
     Runtime(settings).serve()
@@ -287,7 +280,7 @@ def replay(paths: list[str], settings: Settings, history: str | None = None) -> 
         pipeline.add_sink(recorder, spans=False, steps=True)
     try:
         if parallel is not None:
-            parallel.feed(pipeline, SOURCE)
+            parallel.feed(pipeline, JSONL_SOURCE)
         else:
             read_files_once(pipeline, paths)
         read_router_files_once(pipeline, router_paths)
@@ -314,129 +307,6 @@ def _write_history(recorder: HistoryRecorder, pipeline: Pipeline, settings: Sett
     if thinned:
         print(f"runwatch: step history: {thinned} values thinned out by "
               f"--max-history-steps-per-second", file=sys.stderr)  # fmt: skip
-
-
-def demo(settings: Settings, interval: float) -> int:
-    """The demo, in a temporary folder removed when it ends (however it ends)."""
-    directory = Path(tempfile.mkdtemp(prefix="runwatch-demo-"))
-    # The server re-raises the SIGTERM it stopped on; as SystemExit, this finally still runs.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    try:
-        return _demo(settings, interval, directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _demo(settings: Settings, interval: float, directory: Path) -> int:
-    events = directory / "events.jsonl"
-    events.touch()
-    pid_file = directory / "run.pid"
-    router_trace = directory / "router.jsonl"
-    router_trace.touch()
-    needs_reference = not (settings.bridge_url and settings.backend_url)
-    reference = _start_reference_bridge() if needs_reference else None
-    settings = dataclasses.replace(
-        settings,
-        events=[str(events)],
-        router_events=[*settings.router_events, str(router_trace)],
-        state_file=None,
-        pid_file=[*settings.pid_file, str(pid_file)],
-        bridge_url=settings.bridge_url or reference,
-        backend_url=settings.backend_url or reference,
-    )
-    from exporter.app.runtime import Runtime
-
-    # The demo plays the training process: its PID file names this process, which the
-    # fake GPUs (with --fake-gpus) show as their compute process, attributed to the run.
-    runtime = Runtime(settings, fake_gpu_pids=(os.getpid(),))
-    threading.Thread(target=_generate, args=(events, pid_file, interval), daemon=True).start()
-    threading.Thread(target=_route, args=(router_trace, interval), daemon=True).start()
-    host, port = settings.listen[0]
-    address = listen_address("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, port)
-    base = f"{'https' if runtime.web and runtime.web.tls_at_start else 'http'}://{address}"
-    print(
-        f"runwatch demo: a synthetic training run is being written to {events}\n"
-        f"  metrics:   {base}/metrics\n"
-        f"  runs:      {base}/api/runs\n"
-        f"  router:    events of a synthetic event router in {router_trace} (router_*)\n"
-        f"  bridge:    {settings.bridge_url} (trading_* metrics)\n"
-        f"  backend:   {settings.backend_url} (jobs as runs, training_job_*)\n"
-        f"  GPUs:      {settings.fake_gpus or 'NVML, if a driver is present'}"
-        f"{' simulated (--fake-gpus)' if settings.fake_gpus else ''}\n"
-        f"  Prometheus: add to prometheus.yml\n"
-        f"    scrape_configs:\n"
-        f"      - job_name: runwatch\n"
-        f"        static_configs: [{{targets: ['{address}']}}]\n"
-        f"  Ctrl-C stops.",
-        flush=True,
-    )
-    runtime.serve()
-    return 0
-
-
-def _start_reference_bridge() -> str:
-    """The reference trading bridge and training backend on a free loopback port, in a
-    thread; its URL."""
-    import socket
-
-    import uvicorn
-
-    from exporter.simulate.reference_bridge import create_bridge_app
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_bridge_app(), host="127.0.0.1", port=port, log_level="warning")
-    threading.Thread(
-        target=uvicorn.Server(config).run, name="reference-bridge", daemon=True
-    ).start()
-    return f"http://127.0.0.1:{port}"
-
-
-def _generate(path: Path, pid_file: Path, interval: float) -> None:
-    """Write synthetic runs forever, each event at the wall-clock time it carries, and a
-    PID file naming this process for the run in progress."""
-    number = 0
-    while True:
-        number += 1
-        run_id = f"demo_{time.strftime('%Y%m%d_%H%M%S')}_{number:03d}"
-        record = {"pid": os.getpid(), "run_id": run_id, "started_at": time.time()}
-        staged = pid_file.with_suffix(".tmp")  # renamed into place: never read half-written
-        staged.write_bytes(orjson.dumps(record))
-        staged.replace(pid_file)
-        fail_at = 300 if number % 3 == 0 else None
-        with path.open("ab") as out:
-            for event in synthetic_run(
-                run_id,
-                time.time(),
-                step_seconds=interval,
-                steps=600,
-                fail_at_step=fail_at,
-                seed=number,
-            ):
-                wait = datetime.fromisoformat(event["timestamp"]).timestamp() - time.time()
-                if wait > 0:
-                    time.sleep(wait)
-                out.write(orjson.dumps(event) + b"\n")
-                out.flush()
-        time.sleep(5 * interval)
-
-
-def _route(path: Path, interval: float) -> None:
-    """Write a synthetic event router's trace forever, a pipeline pass at a time."""
-    cycle = 0
-    with path.open("ab") as out:
-        while True:
-            for event in synthetic_router_cycle(cycle, time.time(), 0.0):
-                event["timestamp"] = time.time()  # as it happens, so spans have durations
-                out.write(orjson.dumps(event) + b"\n")
-                out.flush()
-                time.sleep(10 * interval)
-            cycle += 1
 
 
 if __name__ == "__main__":

@@ -107,9 +107,9 @@ def mapping(data: bytes) -> None:
 
 def websocket_frames(data: bytes) -> None:
     """Frames of the bridge's event bus and of the backend's /ws."""
+    from exporter.pipeline.self_stats import Stats
     from exporter.sources.peers.backend import BackendEvents
     from exporter.sources.peers.bridge import BusEvents
-    from exporter.telemetry.self_stats import Stats
 
     BusEvents(Stats(), lambda stage, at: None, lambda *event: None)(data)
     pipeline = Pipeline()

@@ -17,6 +17,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from exporter.app.basic_auth import hash_password
+from exporter.app.config import (
+    ConfigError,
+    Settings,
+    followed_files,
+    listen_address,
+)
 from exporter.app.connections import ConnectionGuard, guarded_protocol
 from exporter.app.descriptors import (
     ListeningSocket,
@@ -34,19 +40,14 @@ from exporter.app.wiring import (
     build_pipeline,
     file_tailer,
 )
-from exporter.config import (
-    ConfigError,
-    Settings,
-    followed_files,
-    listen_address,
-)
+from exporter.pipeline.self_stats import HTTP_REFUSALS
+from exporter.pipeline.source_names import PID_FILE_SOURCE
 from exporter.sources.attribution import no_runs
 from exporter.sources.files.jsonl import CursorStore, Tailer
 from exporter.sources.peers.start_proxy import StartProxyLimits, add_start_proxy
 from exporter.sources.pidfile import PidFileWatcher
 from exporter.sources.worker import Worker
 from exporter.telemetry.prometheus import catalogue_registry
-from exporter.telemetry.self_stats import HTTP_REFUSALS, PID_FILE_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class Runtime:
             self.pid_watcher = PidFileWatcher(
                 pid_files,
                 self.pipeline.observe_process,
-                lambda rejected: self.pipeline.reject(PID_FILE_SOURCE, rejected),
+                lambda rejected: self.pipeline.rejections.count(PID_FILE_SOURCE, rejected),
                 settings.pid_interval,
                 # what it knew outlives a restart; it judges the runs the tailer recovers
                 memory=Path(settings.state_file + ".pids") if settings.state_file else None,
@@ -262,7 +263,7 @@ class Runtime:
     def serve(self) -> None:
         config = uvicorn.Config(
             self.app,
-            log_config=None,  # runwatch's handler and format (exporter.log_format)
+            log_config=None,  # runwatch's handler and format (exporter.app.log_format)
             log_level=self.settings.log_level,
             access_log=False,
             http=guarded_protocol(self.guard),  # header and idle timeouts, a connection cap

@@ -35,9 +35,10 @@ from exporter.app.web_config import LiveWebConfig, WebConfigError
 from exporter.core.events import Rejected
 from exporter.core.state import Run
 from exporter.pipeline import Pipeline
-from exporter.sources.http import SOURCE, BodyError, ingest_body, read_body
+from exporter.pipeline.self_stats import Stats
+from exporter.pipeline.source_names import HTTP_SOURCE
+from exporter.sources.http import BodyError, ingest_body, read_body
 from exporter.telemetry.prometheus import catalogue_registry
-from exporter.telemetry.self_stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def create_app(
         try:
             body = await read_body(request, max_body_bytes, body_timeout)
         except BodyError as refused:
-            pipeline.reject(SOURCE, Rejected(refused.reason, refused.message))
+            pipeline.rejections.count(HTTP_SOURCE, Rejected(refused.reason, refused.message))
             return _error(refused.status, refused.message)
         if not body.strip():
             return _error(400, "empty body: send one event, a JSON array, or NDJSON")

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.app.config import ConfigError, read_yaml_file
 from exporter.app.rate_limit import RateLimit
-from exporter.config import ConfigError, read_yaml_file
-from exporter.sources.files.regular_files import read_regular
+from exporter.pipeline.regular_files import read_regular
 
 log = logging.getLogger(__name__)
 

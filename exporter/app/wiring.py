@@ -8,17 +8,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter.app.sampling import PeriodicSampler
-from exporter.config import ConfigError, Settings
+from exporter.app.config import ConfigError, Settings
 from exporter.core.events import Rejected
 from exporter.core.state import Limits
 from exporter.pipeline import Pipeline
+from exporter.pipeline.self_stats import Stats
+from exporter.pipeline.source_names import (
+    BACKEND_SOURCE,
+    BRIDGE_SOURCE,
+    JSONL_SOURCE,
+    ROUTER_SOURCE,
+)
 from exporter.sources.attribution import RunRoots
 from exporter.sources.files.jsonl import CursorStore, LineSink, Tailer, read_whole_files
+from exporter.sources.sampled.sampling import PeriodicSampler
 from exporter.sources.worker import Worker
 from exporter.telemetry.otlp_settings import otlp_settings_from
-from exporter.telemetry.self_stats import BACKEND_SOURCE, BRIDGE_SOURCE, ROUTER_SOURCE, Stats
-from exporter.telemetry.self_stats import JSONL_SOURCE as SOURCE
 
 if TYPE_CHECKING:
     from exporter.telemetry.otel import OtlpOutput
@@ -133,7 +138,7 @@ def file_tailer(
     pipeline: Pipeline,
     patterns: list[str],
     sink: LineSink | None = None,
-    source: str = SOURCE,
+    source: str = JSONL_SOURCE,
     **options: Any,
 ) -> Tailer:
     """A Tailer that feeds the pipeline (training events, unless another ``sink`` is given)
@@ -146,7 +151,7 @@ def file_tailer(
         max_line_bytes=pipeline.max_line_bytes,
         on_too_long=_too_long_counter(pipeline, source),
         on_rotation=lambda kind: stats.count(stats.file_rotations, kind),
-        on_refused=lambda path: pipeline.reject(source, NOT_REGULAR),
+        on_refused=lambda path: pipeline.rejections.count(source, NOT_REGULAR),
         progress=stats.files,
         source=source,
         **options,
@@ -158,7 +163,7 @@ NOT_REGULAR = Rejected("not_a_regular_file", "an event path that is a FIFO, devi
 
 def _line_sink(pipeline: Pipeline) -> LineSink:
     return lambda lines, spans_from, origin: pipeline.ingest_lines(
-        lines, SOURCE, spans_from, origin
+        lines, JSONL_SOURCE, spans_from, origin
     )
 
 
@@ -175,9 +180,9 @@ def _router_deliver(pipeline: Pipeline) -> Callable[[list[Any], float, int], Non
     )
 
 
-def _too_long_counter(pipeline: Pipeline, source: str = SOURCE) -> Callable[[], None]:
+def _too_long_counter(pipeline: Pipeline, source: str = JSONL_SOURCE) -> Callable[[], None]:
     reject = Rejected("line_too_long", f"over {pipeline.max_line_bytes} bytes")
-    return lambda: pipeline.reject(source, reject)
+    return lambda: pipeline.rejections.count(source, reject)
 
 
 def build_background(
@@ -206,7 +211,7 @@ def _hardware(
         from exporter.sources.sampled.nvml import NVML_SOURCE, NvmlSource
 
         if settings.fake_gpus:
-            from exporter.simulate.fake_nvml import fake_nvml
+            from exporter.sources.sampled.fake_nvml import fake_nvml
 
             nvml: Any = fake_nvml(settings.fake_gpus, fake_gpu_pids)
         else:
@@ -245,8 +250,8 @@ def _bridge(settings: Settings, pipeline: Pipeline) -> list[Worker]:
                           settings.max_response_bytes)  # fmt: skip
     bus = BusEvents(
         stats,
-        lambda stage, at: pipeline.observe_engine_stage(url, stage, at),
-        lambda event_type, data, at: pipeline.log_bus_event(url, event_type, data, at),
+        lambda stage, at: pipeline.trading.observe_stage(url, stage, at),
+        lambda event_type, data, at: pipeline.trading.log_bus_event(url, event_type, data, at),
     )
 
     def training(message: str | bytes) -> None:  # core-format events, one per frame
@@ -272,7 +277,7 @@ def _backend(settings: Settings, pipeline: Pipeline) -> list[Worker]:
 
     stats = pipeline.stats
     _declare(stats, BACKEND_SOURCE)
-    pipeline.handshakes.timeout = settings.backend_ack_timeout
+    pipeline.jobs.handshakes.timeout = settings.backend_ack_timeout
     events = BackendEvents(pipeline)
     timeout = settings.backend_timeout
     authorization = backend_authorization(settings)
@@ -338,7 +343,7 @@ def _router(settings: Settings, pipeline: Pipeline) -> list[Worker]:
 
 
 def _failure_counter(pipeline: Pipeline, source: str) -> Callable[[Exception], object]:
-    return lambda exc: pipeline.input_failed(source, exc)
+    return lambda exc: pipeline.rejections.failed(source, exc)
 
 
 def _declare(stats: Stats, source: str) -> None:

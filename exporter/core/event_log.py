@@ -1,9 +1,9 @@
 """Each event as a line of the event log: a severity and one readable line.
 
-Pure, like the reducer that calls it. The line is what seed 002's event stream and
-seed 000's dashboard show: the event's own ``message`` where it has one, else a
+Pure, like the reducer that calls it. The line is what the training terminal's event stream and
+the training-events module's dashboard show: the event's own ``message`` where it has one, else a
 one-line summary (``target fold_3 complete status=success auc=0.81``), behind the
-stage tag of seed 000 (``[TRN]``). Severity: ERROR for errors that stop a run and
+stage tag of the training-events format (``[TRN]``). Severity: ERROR for errors that stop a run and
 for failed and crashed runs, WARN for recoverable errors, INFO otherwise.
 """
 
@@ -37,7 +37,7 @@ STAGE_TAGS = {
     "initializing": "INIT",
     "completed": "DONE",
 }
-"""Seed 000's tags; any other stage is tagged with its name in capitals."""
+"""The training-events format's tags; any other stage is tagged with its name in capitals."""
 MAX_VALUES_SHOWN = 8
 """Metric values written out in one line; more are counted (``+3 more``)."""
 MAX_LINE_CHARS = 2048
@@ -167,8 +167,8 @@ _DESCRIBE: dict[type[Event], Callable[[Any], tuple[str, str]]] = {
 
 
 def bus_line(event_type: str, data: Mapping[str, Any]) -> tuple[str, str]:
-    """A trading bridge's /ws/events message (seed 001): its ``message`` where it has one,
-    else its scalar fields; ERROR or WARN when its type says so."""
+    """A trading bridge's /ws/events message: its ``message`` where it has one, else its
+    scalar fields; ERROR or WARN when its type says so."""
     upper = event_type.upper()
     severity = ERROR if "ERROR" in upper or "FAIL" in upper else (
         WARN if "WARN" in upper or "HALT" in upper or "REJECT" in upper else INFO)  # fmt: skip
@@ -176,7 +176,7 @@ def bus_line(event_type: str, data: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def router_line(name: str, category: str, event: Mapping[str, Any]) -> tuple[str, str]:
-    """An event router's event (seed 004): ``[category] TYPE`` and its message or fields."""
+    """An event router's event: ``[category] TYPE`` and its message or fields."""
     upper = name.upper()
     severity = ERROR if "ERROR" in upper or "FAIL" in upper else (
         WARN if "WARN" in upper or "REGRESSION" in upper else INFO)  # fmt: skip

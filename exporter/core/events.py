@@ -57,7 +57,7 @@ REJECT_REASONS: tuple[str, ...] = (
 STATUSES: tuple[str, ...] = (
     "running", "completed", "failed", "crashed", "interrupted", "ended",
 )  # fmt: skip
-"""``ended``: the run closed cleanly without saying how it went (seed 000's
+"""``ended``: the run closed cleanly without saying how it went (the training-events format's
 ``close_training_events`` with no ``run_complete``); no alert fires on it."""
 STATUS_ALIASES: dict[str, str] = {
     **{status: status for status in STATUSES},
@@ -291,8 +291,8 @@ MAX_CUSTOM_FIELDS = 32
 
 
 class CustomEvent(Event, tag="__custom__"):
-    """An event of a type runwatch does not know (seed 000: "Adding new event types"):
-    counted by type, its scalar fields kept for the event log."""
+    """An event of a type runwatch does not know (the training-events format's "Adding new
+    event types"): counted by type, its scalar fields kept for the event log."""
 
     type_name: Ident
     fields: dict[str, str | float | bool] = {}
@@ -514,7 +514,8 @@ def _non_finite(metrics: dict[str, Any]) -> None:
 
 
 def naive_seconds(timestamp: datetime) -> float:
-    """Epoch seconds of a timestamp written without a UTC offset: UTC, as seed 000 means."""
+    """Epoch seconds of a timestamp written without a UTC offset: UTC, as the training-events
+    format means."""
     return timestamp.replace(tzinfo=UTC).timestamp()
 
 

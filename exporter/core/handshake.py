@@ -1,4 +1,4 @@
-"""The training backend's start handshake (seed 003) as telemetry.
+"""The training backend's start handshake as telemetry.
 
 A client POSTs ``/start_training`` and gets 202 with a ``job_id``; the backend
 should then say ``training.started`` on its WebSocket, and a client gives up after

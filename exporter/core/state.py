@@ -850,5 +850,5 @@ def _log_attributes(run: Run, event_type: str, target: str | None) -> dict[str, 
 
 def _clean_end(run: Run) -> str:
     """A run closed without saying how it went: ``completed`` when its last stage was
-    ``completed`` (seed 000's dashboard shows it DONE), else ``ended``."""
+    ``completed`` (the training-events module's dashboard shows it DONE), else ``ended``."""
     return "completed" if run.stage == "completed" else "ended"

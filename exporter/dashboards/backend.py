@@ -1,4 +1,4 @@
-"""The training backend board (seed 003): REST and WebSocket health, the backend's own jobs
+"""The training backend board: REST and WebSocket health, the backend's own jobs
 by status, the start handshake's latency and timeouts, and which jobs timed out."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The event-router board (seed 004, any mapping): events by type, hosts and daemons, open
+"""The event-router board (any mapping): events by type, hosts and daemons, open
 spans and their durations, flows (training -> evaluation -> promotion) and their step
 latencies, regressions, the models' ELO and win rates (numbers from the events'
 payloads), and what the router source refused."""

@@ -1,6 +1,6 @@
 """The shared look and building blocks of runwatch's dashboards (grafana-foundation-sdk).
 
-Seed 002's terminal: dark, dense, amber and orange text, green / orange / red / cyan
+The training terminal's look: dark, dense, amber and orange text, green / orange / red / cyan
 for status. Panels query the data source picked in the board's ``datasource`` variable
 (defaulting to the provisioned uid, so a board imported into another Grafana works); every
 rate uses ``$__rate_interval``; layout is rows of equal-width panels. Every panel carries
@@ -43,7 +43,7 @@ DATA_SOURCES = {
 }
 PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 LOKI = model.DataSourceRef(type_val="loki", uid="${loki}")
-# seed 000's stage-tag colours as ANSI colours, which Grafana's logs panel renders
+# the stage tags' colours as ANSI colours, which Grafana's logs panel renders
 TAG_COLOURS = {"TR": 33, "FS": 35, "TRN": 32, "INIT": 90, "DONE": 32}  # yellow, purple, green
 TEMPO = "${tempo}"  # the Tempo data source's uid, as links spell it
 
@@ -234,7 +234,7 @@ QUERY_DEFAULTS = {"key": "loss"}
 
 # name -> (label, default): free text, such as the address runwatch answers on for links
 TEXT_VARIABLES = {"runwatch_url": ("runwatch address", "http://127.0.0.1:19464")}
-# name -> (label, "text : value" choices, default text): seed 002's "last 100, 1000, all"
+# name -> (label, "text : value" choices, default text): the terminal's "last 100, 1000, all"
 CUSTOM_VARIABLES = {
     "steps": ("steps", "last 100 : 100, last 1000 : 1000, all : 1e18", "last 1000"),
 }

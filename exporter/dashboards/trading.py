@@ -1,5 +1,5 @@
-"""The trading board (seed 001): engine metrics, event log, pipeline stage, positions, risk,
-bandit arms, training progress, and the bridge's health."""
+"""The trading board: engine metrics, event log, pipeline stage, positions, risk, bandit arms,
+training progress, and the bridge's health."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The training terminal (seed 002's 3x3 layout, seed 000's stage tags)."""
+"""The training terminal: a 3x3 grid of dense amber panels (RUN LIST, SYSTEM STATUS, EVENT
+LOG; LOSS, LEARNING RATE, RUN CONFIG; CHECKPOINTS, ...) and the event log's stage tags."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from exporter.dashboards.style import (
 )
 
 RUN = f'{SEL}, run_id=~"$run"'
-# seed 002's status badges: [● RUNNING] green, [✗ FAILED] red, [✓ COMPLETED] green
+# the terminal's status badges: [● RUNNING] green, [✗ FAILED] red, [✓ COMPLETED] green
 STATUS_BADGES = {
     "running": ("● RUNNING", GOOD),
     "completed": ("✓ COMPLETED", GOOD),
@@ -48,7 +49,7 @@ STATUS_BADGES = {
     "interrupted": ("■ INTERRUPTED", WARNING),
     "cancelled": ("■ CANCELLED", WARNING),
 }
-# seed 000: the stage tags (those of the event log's lines) and their colours
+# the training-events format's stage tags (those of the event log's lines) and their colours
 STAGE_COLOURS = {
     "ranking": WARNING,
     "feature_selection": ACCENT,
@@ -94,7 +95,7 @@ def _run_list() -> table.Panel:
 
 
 def _run_config() -> table.Panel:
-    """Seed 002's RUN CONFIG: each key of the run's config and its (shortened) value."""
+    """The terminal's RUN CONFIG: each key of the run's config and its (shortened) value."""
     return styled(
         table.Panel(),
         "RUN CONFIG",
@@ -125,7 +126,7 @@ def _span_metrics() -> list[timeseries.Panel]:
 
 
 def _checkpoints() -> table.Panel:
-    """Seed 002's CHECKPOINTS: one row per checkpoint, its step, time, the metrics logged
+    """The terminal's CHECKPOINTS: one row per checkpoint, its step, time, the metrics logged
     with it as columns, and ★ on the best."""
     by = "run_id, checkpoint_id"
     panel = styled(

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from exporter.help_text import plain
+from exporter.app.help_text import plain
 
 log = logging.getLogger("exporter.simulate.alert_log")
 SHOWN_LABELS = ("run_id", "gpu", "instance", "job")

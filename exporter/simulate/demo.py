@@ -1,178 +1,143 @@
-"""A synthetic but realistic training run, for ``runwatch demo`` and the benchmark.
-
-The run walks the stages of seed 000 (initializing, ranking, feature_selection,
-training, completed) with targets, progress, step metrics (loss falling, a
-cosine learning rate, accuracy rising), checkpoints with a best one, and a
-recoverable error, in the event format of :mod:`exporter.core.events`.
-"""
+"""``runwatch demo``: a synthetic training run and event router written to files in a
+temporary folder, the reference trading bridge and training backend on a loopback port,
+and a real :class:`~exporter.app.runtime.Runtime` following all of it, as ``serve`` would
+follow a user's processes."""
 
 from __future__ import annotations
 
-import math
-import random
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import Any
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
 
-STAGES = ("initializing", "ranking", "feature_selection", "training", "completed")
+import orjson
+
+from exporter.app.config import Settings, listen_address
+from exporter.simulate.synthetic import synthetic_router_cycle, synthetic_run
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()
+def run_demo(settings: Settings, interval: float) -> int:
+    """The demo, in a temporary folder removed when it ends (however it ends)."""
+    directory = Path(tempfile.mkdtemp(prefix="runwatch-demo-"))
+    # The server re-raises the SIGTERM it stopped on; as SystemExit, this finally still runs.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        return _demo(settings, interval, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def synthetic_run(
-    run_id: str,
-    start: float,
-    *,
-    targets: int = 6,
-    steps: int = 400,
-    step_seconds: float = 0.05,
-    checkpoint_every: int = 100,
-    fail_at_step: int | None = None,
-    seed: int = 0,
-) -> Iterator[dict[str, Any]]:
-    """Yield one run's events in order; timestamps advance by ``step_seconds`` per event.
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
-    With ``fail_at_step`` the run dies in training with a non-recoverable error.
-    """
-    rng = random.Random(seed)
-    clock = start
 
-    def event(event_type: str, **fields: Any) -> dict[str, Any]:
-        nonlocal clock
-        clock += step_seconds
-        return {"event_type": event_type, "run_id": run_id, "timestamp": iso(clock), **fields}
-
-    yield event(
-        "run_start",
-        name=f"demo-{run_id[-6:]}",
-        config={"lr": 3e-4, "batch_size": 128, "optimizer": "adamw", "targets": targets},
+def _demo(settings: Settings, interval: float, directory: Path) -> int:
+    events = directory / "events.jsonl"
+    events.touch()
+    pid_file = directory / "run.pid"
+    router_trace = directory / "router.jsonl"
+    router_trace.touch()
+    needs_reference = not (settings.bridge_url and settings.backend_url)
+    reference = _start_reference_bridge() if needs_reference else None
+    settings = dataclasses.replace(
+        settings,
+        events=[str(events)],
+        router_events=[*settings.router_events, str(router_trace)],
+        state_file=None,
+        pid_file=[*settings.pid_file, str(pid_file)],
+        bridge_url=settings.bridge_url or reference,
+        backend_url=settings.backend_url or reference,
     )
-    yield event("stage_change", previous_stage="", new_stage="initializing")
-    yield event("progress", stage="initializing", progress_pct=100.0, message="data loaded")
-    for stage in ("ranking", "feature_selection"):
-        yield event("stage_change", previous_stage="initializing", new_stage=stage)
-        for i in range(targets):
-            target = f"target_{i:02d}"
-            yield event("target_start", target=target, target_index=i, total_targets=targets)
-            yield event(
-                "progress",
-                stage=stage,
-                progress_pct=100.0 * i / targets,
-                current_target=target,
-                targets_complete=i,
-                targets_total=targets,
-                message=f"Evaluating {target}",
-            )
-            if stage == "ranking" and i == targets // 2:
-                yield event(
-                    "error",
-                    error_message=f"{target}: too few samples, skipped fold",
-                    error_type="DataWarning",
-                    recoverable=True,
-                    target=target,
-                )
-            status = "skipped" if stage == "ranking" and i == targets // 2 else "success"
-            yield event(
-                "target_complete",
-                target=target,
-                status=status,
-                best_auc=round(0.6 + 0.3 * rng.random(), 4),
-                duration_seconds=round(step_seconds * (1 + rng.random()), 3),
-            )
-        yield event(
-            "progress",
-            stage=stage,
-            progress_pct=100.0,
-            targets_complete=targets,
-            targets_total=targets,
-            message=f"{stage} complete",
-        )
-    yield event("stage_change", previous_stage="feature_selection", new_stage="training")
-    best = math.inf
-    for step in range(1, steps + 1):
-        loss = 2.5 * math.exp(-step / (steps / 4)) + 0.05 + 0.02 * rng.random()
-        lr = 3e-4 * 0.5 * (1 + math.cos(math.pi * step / steps))
-        accuracy = min(0.99, 1 - loss / 2.6)
-        yield event(
-            "metric_update",
-            step=step,
-            metrics={"loss": loss, "learning_rate": lr, "accuracy": accuracy},
-        )
-        if step % max(1, steps // 20) == 0:
-            yield event(
-                "progress",
-                stage="training",
-                progress_pct=100.0 * step / steps,
-                message=f"step {step}/{steps}",
-            )
-        if step == fail_at_step:
-            yield event(
-                "error",
-                error_message="CUDA out of memory",
-                error_type="OutOfMemoryError",
-                recoverable=False,
-            )
-            yield event("run_complete", status="failed", total_targets=targets)
-            return
-        if step % checkpoint_every == 0:
-            is_best = loss < best
-            best = min(best, loss)
-            yield event(
-                "checkpoint_saved",
-                checkpoint_id=f"ckpt_{step:06d}",
-                filepath=f"checkpoints/{run_id}/model_{step:06d}.pt",
-                step=step,
-                metrics={"loss": loss, "accuracy": accuracy},
-                is_best=is_best,
-            )
-    yield event("stage_change", previous_stage="training", new_stage="completed")
-    yield event(
-        "run_complete", status="completed", total_targets=targets, successful_targets=targets - 1
+    from exporter.app.runtime import Runtime
+
+    # The demo plays the training process: its PID file names this process, which the
+    # fake GPUs (with --fake-gpus) show as their compute process, attributed to the run.
+    runtime = Runtime(settings, fake_gpu_pids=(os.getpid(),))
+    threading.Thread(target=_generate, args=(events, pid_file, interval), daemon=True).start()
+    threading.Thread(target=_route, args=(router_trace, interval), daemon=True).start()
+    host, port = settings.listen[0]
+    address = listen_address("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, port)
+    base = f"{'https' if runtime.web and runtime.web.tls_at_start else 'http'}://{address}"
+    print(
+        f"runwatch demo: a synthetic training run is being written to {events}\n"
+        f"  metrics:   {base}/metrics\n"
+        f"  runs:      {base}/api/runs\n"
+        f"  router:    events of a synthetic event router in {router_trace} (router_*)\n"
+        f"  bridge:    {settings.bridge_url} (trading_* metrics)\n"
+        f"  backend:   {settings.backend_url} (jobs as runs, training_job_*)\n"
+        f"  GPUs:      {settings.fake_gpus or 'NVML, if a driver is present'}"
+        f"{' simulated (--fake-gpus)' if settings.fake_gpus else ''}\n"
+        f"  Prometheus: add to prometheus.yml\n"
+        f"    scrape_configs:\n"
+        f"      - job_name: runwatch\n"
+        f"        static_configs: [{{targets: ['{address}']}}]\n"
+        f"  Ctrl-C stops.",
+        flush=True,
     )
+    runtime.serve()
+    return 0
 
 
-def synthetic_router_cycle(cycle: int, start: float, step_seconds: float) -> Iterator[dict]:
-    """One pass of an event router's pipeline (seed 004's catalogue, the built-in mapping):
-    a data sync, training, evaluation and a promotion or a regression, with hosts going
-    offline and back and daemons changing status; timestamps advance by ``step_seconds``."""
-    clock = start
-    config = ("sq8_2p", "hex8_2p", "sq19_2p")[cycle % 3]
+def _start_reference_bridge() -> str:
+    """The reference trading bridge and training backend on a free loopback port, in a
+    thread; its URL."""
+    import uvicorn
 
-    def event(event_type: str, **payload: Any) -> dict[str, Any]:
-        nonlocal clock
-        clock += step_seconds
-        return {"event_type": event_type, "timestamp": clock, "source": "demo_router",
-                "payload": {"config": config, **payload}}  # fmt: skip
+    from exporter.simulate.reference_bridge import create_bridge_app
 
-    if cycle == 0:
-        for host in ("node-1", "node-2", "node-3"):
-            yield event("HOST_ONLINE", host=host)
-        yield event("DAEMON_STATUS_CHANGED", daemon="auto_sync", status="running")
-        yield event("ALL_CRITICAL_DAEMONS_READY")
-    sync = f"sync-{cycle}"
-    yield event("DATA_SYNC_STARTED", sync_id=sync)
-    yield event("DATA_SYNC_FAILED" if cycle % 5 == 4 else "DATA_SYNC_COMPLETED", sync_id=sync)
-    yield event("NEW_GAMES_AVAILABLE", games=1000 + cycle)
-    yield event("TRAINING_STARTED")
-    if cycle % 4 == 3:
-        yield event("TRAINING_FAILED", error="loss became NaN")
-        return
-    yield event("TRAINING_COMPLETED", model_path=f"models/{config}.pth")
-    yield event("EVALUATION_STARTED")
-    yield event("EVALUATION_PROGRESS", games_played=50)
-    yield event("EVALUATION_COMPLETED", win_rate=0.55)
-    if cycle % 3 == 0:
-        yield event("REGRESSION_DETECTED", elo_drop=35)
-        if cycle % 6 == 0:
-            yield event("REGRESSION_CRITICAL", elo_drop=120)
-        yield event("PROMOTION_FAILED", reason="regression")
-    else:
-        yield event("MODEL_PROMOTED", elo=1500 + 10 * cycle)
-    if cycle % 6 == 0:
-        yield event("HOST_OFFLINE", host="node-3")
-        yield event("DAEMON_STATUS_CHANGED", daemon="auto_sync", status="degraded")
-    elif cycle % 6 == 3:
-        yield event("NODE_RECOVERED", host="node-3")
-        yield event("DAEMON_STATUS_CHANGED", daemon="auto_sync", status="running")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_bridge_app(), host="127.0.0.1", port=port, log_level="warning")
+    threading.Thread(
+        target=uvicorn.Server(config).run, name="reference-bridge", daemon=True
+    ).start()
+    return f"http://127.0.0.1:{port}"
+
+
+def _generate(path: Path, pid_file: Path, interval: float) -> None:
+    """Write synthetic runs forever, each event at the wall-clock time it carries, and a
+    PID file naming this process for the run in progress."""
+    number = 0
+    while True:
+        number += 1
+        run_id = f"demo_{time.strftime('%Y%m%d_%H%M%S')}_{number:03d}"
+        record = {"pid": os.getpid(), "run_id": run_id, "started_at": time.time()}
+        staged = pid_file.with_suffix(".tmp")  # renamed into place: never read half-written
+        staged.write_bytes(orjson.dumps(record))
+        staged.replace(pid_file)
+        fail_at = 300 if number % 3 == 0 else None
+        with path.open("ab") as out:
+            for event in synthetic_run(
+                run_id,
+                time.time(),
+                step_seconds=interval,
+                steps=600,
+                fail_at_step=fail_at,
+                seed=number,
+            ):
+                wait = datetime.fromisoformat(event["timestamp"]).timestamp() - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+                out.write(orjson.dumps(event) + b"\n")
+                out.flush()
+        time.sleep(5 * interval)
+
+
+def _route(path: Path, interval: float) -> None:
+    """Write a synthetic event router's trace forever, a pipeline pass at a time."""
+    cycle = 0
+    with path.open("ab") as out:
+        while True:
+            for event in synthetic_router_cycle(cycle, time.time(), 0.0):
+                event["timestamp"] = time.time()  # as it happens, so spans have durations
+                out.write(orjson.dumps(event) + b"\n")
+                out.flush()
+                time.sleep(10 * interval)
+            cycle += 1

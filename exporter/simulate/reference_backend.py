@@ -1,4 +1,4 @@
-"""A reference training backend (seed 003): ``POST /start_training`` answers 202 with a
+"""A reference training backend: ``POST /start_training`` answers 202 with a
 ``job_id``, the job is announced on ``/ws`` (``training.accepted``, then
 ``training.started`` a few ticks later, epochs per fold, ``training.completed`` or
 ``training.failed``), and ``GET /``, ``GET /jobs``, ``GET /jobs/{job_id}`` and

@@ -29,9 +29,9 @@ from typing import Any
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
-from exporter.help_text import plain
-from exporter.simulate.demo import synthetic_run
+from exporter.app.help_text import plain
 from exporter.simulate.reference_backend import TrainingBackend, add_backend_routes
+from exporter.simulate.synthetic import synthetic_run
 
 STAGES = ("market_data", "features", "prediction", "decision", "execution", "reconcile")
 SYMBOLS = ("AAA", "BBB", "CCC", "DDD")

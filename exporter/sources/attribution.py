@@ -1,6 +1,6 @@
 """Which run a process belongs to: the PID-file process of the run, or any descendant.
 
-A PID file names one process (seed 000); the work often happens in its
+A PID file names one process; the work often happens in its
 children (data-loader workers, torchrun's per-rank processes), so a process
 belongs to a run when the run's PID-file process is it or one of its ancestors.
 """

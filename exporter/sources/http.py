@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from exporter.core.events import Refused
 from exporter.pipeline import Pipeline
-from exporter.telemetry.self_stats import HTTP_SOURCE as SOURCE
+from exporter.pipeline.source_names import HTTP_SOURCE
 
 MAX_LISTED_REJECTIONS = 100
 
@@ -141,7 +141,7 @@ def _split_array_slowly(text: bytes) -> list[bytes]:
 def ingest_body(body: bytes, pipeline: Pipeline) -> IngestResult:
     """Apply every event of a request body; rejections are counted by the pipeline."""
     items = split_body(body)
-    refused = dict(pipeline.ingest_lines(items, SOURCE))
+    refused = dict(pipeline.ingest_lines(items, HTTP_SOURCE))
     result = IngestResult()
     for index in range(len(items)):
         result.add(index, refused.get(index))

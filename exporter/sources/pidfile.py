@@ -1,4 +1,5 @@
-"""PID files (seed 000): ``{"pid": 12345, "run_id": "...", "started_at": "<ISO-8601>"}``.
+"""PID files, as the training-events module writes them:
+``{"pid": 12345, "run_id": "...", "started_at": "<ISO-8601>"}``.
 
 Polled on their own clock. A process counts as alive while its pid exists, is
 not a zombie and was created no later than ``started_at`` (a later creation
@@ -16,11 +17,11 @@ run ends ``ended`` unless it said otherwise, and the file is no longer watched.
 
 What the watcher knows outlives a restart when it has a memory file (``--state-file``'s
 path with ``.pids``): each path's last valid record, the records of files removed while
-their process lived, and those whose path now names another run (seed 000 writes one
-fixed path, so the next run's file replaces a crashed one's). A restarted watcher judges
-by the same rules the runs it recovers from the event files (its first check waits for
-their first read): a process that died meanwhile is a crash, a file removed meanwhile a
-clean end (or a crash, if its process is gone too), and a run closed before the restart
+their process lived, and those whose path now names another run (the training-events
+module writes one fixed path, so the next run's file replaces a crashed one's). A
+restarted watcher judges by the same rules the runs it recovers from the event files (its
+first check waits for their first read): a process that died meanwhile is a crash, a file
+removed meanwhile a clean end (or a crash, if its process is gone too), and a run closed before the restart
 stays ended. Without the memory, a restart knows only the PID files there now.
 """
 
@@ -41,7 +42,7 @@ import psutil
 
 from exporter.core.events import Ident, Rejected, Timestamp, epoch_seconds
 from exporter.core.state import ProcessObservation
-from exporter.sources.files.regular_files import FileTooLarge, NotRegularFile, read_regular
+from exporter.pipeline.regular_files import FileTooLarge, NotRegularFile, read_regular
 from exporter.sources.worker import Worker
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The thread lifecycle shared by every source that runs on its own clock: the sampled
-sources (:class:`~exporter.app.sampling.PeriodicSampler`), the WebSocket followers and the
-PID-file watcher each subclass :class:`Worker` and implement ``_run``, waiting on
-``self._stop`` between rounds so ``stop`` ends them promptly.
+sources (:class:`~exporter.sources.sampled.sampling.PeriodicSampler`), the WebSocket
+followers and the PID-file watcher each subclass :class:`Worker` and implement
+``_run``, waiting on ``self._stop`` between rounds so ``stop`` ends them promptly.
 
 A worker never dies of a bug: when ``_run`` raises, the traceback is logged,
 ``_crashed`` lets the worker say so in its health metric, and ``_run`` starts again

@@ -25,12 +25,13 @@ from exporter.core.outputs import Histogram
 from exporter.core.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
 from exporter.core.trace_ids import trace_id_hex
 from exporter.pipeline import Pipeline, View
-from exporter.sources.sampled.readings import SourceStatus
+from exporter.pipeline.readings import SourceStatus
+from exporter.pipeline.self_stats import MAX_FILE_SERIES, FileProgress
+from exporter.sources.peers.samples import BackendSample
 from exporter.telemetry.build_info import build_labels
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
 from exporter.telemetry.router_metrics import ROUTER_METRICS, rule_metrics
-from exporter.telemetry.self_stats import MAX_FILE_SERIES, FileProgress
 from exporter.telemetry.trading_metrics import TRADING_METRICS
 
 
@@ -154,6 +155,14 @@ def _sources(value: Callable[[SourceStatus], float | None]) -> Sampler:
 
 
 G, C, H = Type.GAUGE, Type.COUNTER, Type.HISTOGRAM
+
+
+def _backend_jobs(sample: BackendSample | None) -> Iterator[Sample]:
+    if sample is not None and sample.jobs is not None:
+        for status, count in sample.jobs.items():
+            yield (status,), count
+
+
 RUN = ("run_id",)
 
 METRICS: tuple[Metric, ...] = (
@@ -278,8 +287,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("training_backend_jobs", "training.backend.jobs", "{job}", G, ("status",),
            "Jobs the training backend lists in GET /jobs, by status (waiting, running, "
            "completed, failed, cancelled, other): its jobs only, not the other runs.",
-           lambda v: (((status,), n) for status, n in
-                      (v.readings.backend.jobs or {}).items()) if v.readings.backend else ()),
+           lambda v: _backend_jobs(v.readings.latest(BackendSample))),
     Metric("training_backend_log_lines_total", "training.backend.log_lines", "", C, (),
            "New lines read from the training backend's /status/log_tail while a job awaits "
            "its start or after one failed (each logged as 'backend log: ...').",

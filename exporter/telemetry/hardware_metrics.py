@@ -1,5 +1,5 @@
 """Catalogue entries for the sampled sources: GPUs (NVML), the host and run processes
-(psutil), and GPU use per run. They read :class:`~exporter.sources.sampled.readings.Readings`, the
+(psutil), and GPU use per run. They read :class:`~exporter.pipeline.readings.Readings`, the
 latest cached samples, never a source itself.
 
 OTel names follow the semantic conventions where one exists (``hw.*``,
@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from exporter.pipeline import View
-from exporter.sources.sampled.readings import GpuReading, GpuSample, HostReading, RunProcesses
+from exporter.sources.sampled.samples import (
+    GpuReading,
+    GpuSample,
+    HostReading,
+    RunProcesses,
+    SystemSample,
+)
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type
 
 G, C = Type.GAUGE, Type.COUNTER
@@ -23,7 +29,7 @@ RUN = ("run_id",)
 
 
 def _gpu_sample(view: View) -> GpuSample | None:
-    return view.readings.gpu
+    return view.readings.latest(GpuSample)
 
 
 def _gpus(view: View) -> Iterable[GpuReading]:
@@ -76,7 +82,7 @@ def _per_run_gpu(value: Callable[[Any], float | None]) -> Sampler:
 
 def _host(value: Callable[[HostReading], Any]) -> Sampler:
     def sample(view: View) -> Iterator[Sample]:
-        system = view.readings.system
+        system = view.readings.latest(SystemSample)
         if system is not None and (reading := value(system.host)) is not None:
             if isinstance(reading, tuple):
                 yield from (((key,), float(v)) for key, v in reading)
@@ -93,7 +99,7 @@ def _load(minutes: int) -> Sampler:
 
 def _per_run_processes(value: Callable[[RunProcesses], Any]) -> Sampler:
     def sample(view: View) -> Iterator[Sample]:
-        system = view.readings.system
+        system = view.readings.latest(SystemSample)
         for run in system.runs if system is not None else ():
             reading = value(run)
             if isinstance(reading, tuple):

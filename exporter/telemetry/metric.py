@@ -27,7 +27,7 @@ from typing import Any
 
 from exporter.core.outputs import Histogram
 from exporter.pipeline import View
-from exporter.telemetry.self_stats import Stats
+from exporter.pipeline.self_stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ Sampler = Callable[[View], Iterable[Sample]]
 
 def stats_counter(select: Callable[[Stats], Counter[Any]]) -> Sampler:
     """Samples from one of runwatch's own counters
-    (:class:`~exporter.telemetry.self_stats.Stats`)."""
+    (:class:`~exporter.pipeline.self_stats.Stats`)."""
 
     def sample(view: View) -> Iterator[Sample]:
         for key, count in view.stats.snapshot(select(view.stats)):

@@ -10,7 +10,7 @@ names that translate to exactly those on ``/metrics``: see
 (``run_id``, not ``training.run_id``). Span attributes use ``training.*``.
 
 Spans and log records from a file whose delivery is tracked carry their line's
-receipt (:mod:`exporter.sources.files.delivery`), settled when the collector accepts
+receipt (:mod:`exporter.pipeline.delivery`), settled when the collector accepts
 or loses them; those of lines read again after a restart are counted as sent again.
 """
 
@@ -41,11 +41,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from exporter import __version__
 from exporter.core.outputs import FinishedSpan, LogLine, Observed, Output
 from exporter.pipeline import Emit, Pipeline
+from exporter.pipeline.self_stats import Stats
 from exporter.telemetry.catalogue import metrics_for
 from exporter.telemetry.log_records import LogWriter
 from exporter.telemetry.metric import Metric, RenderErrors, Type, rendered_samples
 from exporter.telemetry.otlp_settings import OtlpSettings
-from exporter.telemetry.self_stats import Stats
 from exporter.telemetry.shipper import (
     LogQueue,
     Outcomes,

@@ -39,8 +39,8 @@ import httpx
 from exporter import __version__
 from exporter.core.outputs import Output, StepValues
 from exporter.pipeline import Emit
+from exporter.pipeline.self_stats import Stats
 from exporter.telemetry.prompb import write_request
-from exporter.telemetry.self_stats import Stats
 from exporter.telemetry.shipper import Outcomes, Shipper, whole
 from exporter.telemetry.step_history import STEP_INDEX_METRIC, STEP_METRIC, RunClock, millis
 

@@ -5,7 +5,7 @@ a full queue drops its oldest item, counted; the items of a batch the sender cou
 deliver are counted under the reason it gives. Used instead of the SDK's batch
 processors because those drop on a full queue with only a log line, and runwatch
 promises every loss is counted; the callbacks get the items themselves, so that a
-span's :class:`~exporter.sources.files.delivery.Receipt` is settled when the collector
+span's :class:`~exporter.pipeline.delivery.Receipt` is settled when the collector
 accepts it, not when it is read.
 """
 
@@ -20,7 +20,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadW
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
-from exporter.sources.files.delivery import Receipt
+from exporter.pipeline.delivery import Receipt
 
 T = TypeVar("T")
 

@@ -1,5 +1,5 @@
-"""Catalogue entries for the trading bridge (seed 001): the engine's metrics, state,
-positions, trade history, bandit arms and risk from the latest fresh REST poll, and
+"""Catalogue entries for the trading bridge: the engine's metrics, state, positions, trade
+history, bandit arms and risk from the latest fresh REST poll, and
 the event bus and WebSocket health from runwatch's own counters.
 
 Money is in the engine's currency, so those names carry no unit. Counters the engine
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from exporter.pipeline import View
-from exporter.sources.sampled.readings import TradingSample
+from exporter.sources.peers.samples import TradingSample
 from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
 
 if TYPE_CHECKING:  # annotations only, so /metrics does not load pydantic
@@ -27,7 +27,7 @@ def _part(select: Callable[[TradingSample], Any],
     """Samples from one endpoint's part of the latest poll, if there is one."""
 
     def sample(view: View) -> Iterator[Sample]:
-        trading = view.readings.trading
+        trading = view.readings.latest(TradingSample)
         part = None if trading is None else select(trading)
         if part is not None:
             yield from values(part)
@@ -49,7 +49,7 @@ def _one_of(current: Callable[[EngineState], str | None],
     """1 for the current value, 0 for the others seen (like training_run_stage)."""
 
     def sample(view: View) -> Iterator[Sample]:
-        trading = view.readings.trading
+        trading = view.readings.latest(TradingSample)
         if trading is not None and trading.state is not None:
             now = current(trading.state)
             for value in seen(trading):

@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from exporter.core.engine_cycles import EngineCycles
+from exporter.pipeline.self_stats import Stats
 from exporter.simulate.reference_bridge import STAGES
 from exporter.sources.peers.bridge import BridgePoller, BusEvents
 from exporter.sources.peers.bridge_contract import arms_from, positions_from
 from exporter.sources.peers.websocket import WebSocketFollower
-from exporter.telemetry.self_stats import Stats
 from tests.conftest import Bridge, wait_for
 
 

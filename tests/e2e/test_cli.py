@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.config import OPTIONS, ConfigError, Settings, add_arguments, resolve
+from exporter.app.config import OPTIONS, ConfigError, Settings, add_arguments, resolve
 from tests.conftest import ROOT, RUNWATCH, event, free_port, jsonl, wait_for
 
 

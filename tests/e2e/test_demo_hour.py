@@ -34,17 +34,17 @@ import pytest
 import uvicorn
 import yaml
 
-from exporter.app.sampling import SourceUnavailable
-from exporter.config import Settings
+from exporter.app.config import Settings
 from exporter.core.events import parse_lines
 from exporter.core.state import Limits
 from exporter.pipeline import Pipeline
 from exporter.simulate import reference_backend
-from exporter.simulate.demo import synthetic_run
 from exporter.simulate.reference_bridge import create_bridge_app
+from exporter.simulate.synthetic import synthetic_run
 from exporter.sources.peers.backend import BackendEvents
 from exporter.sources.peers.bridge import BRIDGE_SOURCE, BridgePoller
 from exporter.sources.peers.contract import REJECT_REASONS
+from exporter.sources.sampled.sampling import SourceUnavailable
 from exporter.telemetry.prometheus import catalogue_registry
 from tests.conftest import ROOT, free_port, wait_for
 

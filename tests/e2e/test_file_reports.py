@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.core.events import Refused
+from exporter.pipeline.self_stats import MAX_FILE_SERIES, Stats
 from exporter.sources.files.rejection_log import RejectionLog
-from exporter.telemetry.self_stats import MAX_FILE_SERIES, Stats
 from tests.conftest import event, jsonl, wait_for
 
 

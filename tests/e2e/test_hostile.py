@@ -157,8 +157,8 @@ def test_a_training_frame_nested_2000_deep_costs_one_frame(serve) -> None:
 
 
 def test_a_follower_whose_handler_raises_goes_on_and_reports_it() -> None:
+    from exporter.pipeline.self_stats import Stats
     from exporter.sources.peers.websocket import WebSocketFollower
-    from exporter.telemetry.self_stats import Stats
 
     peer = WebSocketPeer(frames_once({"/ws": ["one", "boom", "two"]}))
     received: list[str] = []
@@ -265,9 +265,10 @@ def test_a_post_being_applied_does_not_hold_up_metrics(tmp_path: Path) -> None:
 
 
 def test_a_batch_is_applied_in_slices_of_the_lock() -> None:
-    from exporter import pipeline as pipeline_module
+    from exporter.pipeline import Pipeline
+    from exporter.pipeline.priority import APPLY_SLICE
 
-    pipeline = pipeline_module.Pipeline()
+    pipeline = Pipeline()
     holds: list[int] = []
 
     class CountingLock:
@@ -284,7 +285,7 @@ def test_a_batch_is_applied_in_slices_of_the_lock() -> None:
     pipeline._lock = CountingLock()  # type: ignore[assignment]
     lines = [orjson.dumps(event("progress", stage="s", progress_pct=i % 100)) for i in range(2000)]
     pipeline.ingest_lines(lines, "jsonl")
-    assert len(holds) == 2000 // pipeline_module.APPLY_SLICE
+    assert len(holds) == 2000 // APPLY_SLICE
 
 
 def test_a_scrape_renders_outside_the_pipeline_lock() -> None:
@@ -687,7 +688,8 @@ def test_sigterm_while_ingesting_then_a_restart_sends_no_span_twice(
 
 
 def test_ingestion_steps_aside_for_a_scrape_but_is_never_starved() -> None:
-    from exporter.pipeline import APPLY_SLICE, Pipeline
+    from exporter.pipeline import Pipeline
+    from exporter.pipeline.priority import APPLY_SLICE
 
     pipeline = Pipeline()
     lines = [orjson.dumps(event("progress", stage="s", progress_pct=1))] * (3 * APPLY_SLICE)

@@ -12,13 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.state import ProcessObservation
 from exporter.pipeline import Pipeline
-from exporter.simulate.demo import synthetic_run
+from exporter.pipeline.source_names import BRIDGE_SOURCE
+from exporter.simulate.synthetic import synthetic_run
 from exporter.sources.peers.bridge_contract import arms_from, positions_from
-from exporter.sources.sampled.readings import TradingSample
+from exporter.sources.peers.samples import TradingSample
 from exporter.telemetry.catalogue import documented_metrics
 from exporter.telemetry.metric import Type, prometheus_name
 from exporter.telemetry.prometheus import catalogue_registry
-from exporter.telemetry.self_stats import BRIDGE_SOURCE
 from tests.conftest import ROOT, event
 
 ISSUE_NAMES = {

@@ -339,8 +339,8 @@ def test_a_state_file_is_cursors_or_none(content: bytes) -> None:
 @example({1: 2, "listen": 3})  # found: a key that is not a string broke the error message
 @example("a: " + "[" * 2000 + "]" * 2000)  # found: deep YAML raised RecursionError
 def test_a_config_file_is_settings_or_a_one_line_error(document: Any) -> None:
+    from exporter.app.config import ConfigError, resolve
     from exporter.cli import SERVE, _parser
-    from exporter.config import ConfigError, resolve
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "runwatch.yaml"
@@ -428,8 +428,8 @@ def test_any_bridge_answers_become_a_sample_that_renders_whole(bodies: dict) -> 
                                 "timestamp": json_scalars,
                                 "data": json_values}).map(lambda v: json.dumps(v)))  # fmt: skip
 def test_any_event_bus_frame_is_counted_or_refused(frame: Any) -> None:
+    from exporter.pipeline.self_stats import Stats
     from exporter.sources.peers.bridge import BusEvents
-    from exporter.telemetry.self_stats import Stats
 
     stats, stages = Stats(), []
     BusEvents(stats, lambda stage, at: stages.append(at), lambda *event: None)(frame)

@@ -16,9 +16,9 @@ import bcrypt
 import pytest
 import yaml
 
+from exporter.app.config import DEFAULT_PORT, OPTIONS, resolve
 from exporter.app.web_config import WebConfigError, load_web_config
 from exporter.cli import _parser
-from exporter.config import DEFAULT_PORT, OPTIONS, resolve
 from exporter.mixin import prometheus_rule
 from tests.conftest import ROOT
 

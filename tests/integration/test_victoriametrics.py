@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.simulate.demo import synthetic_router_cycle
+from exporter.simulate.synthetic import synthetic_router_cycle
 from tests.conftest import ROOT, RUNWATCH, free_port, jsonl, wait_for
 from tests.e2e.test_otlp import RUN
 from tests.process_tree import start_tree

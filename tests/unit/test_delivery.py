@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from exporter.sources.files.delivery import Ledger, Origin, Receipt
+from exporter.pipeline.delivery import Ledger, Origin, Receipt
 from exporter.sources.files.jsonl import Cursor, FileReader
 from exporter.telemetry.shipper import Shipper, whole
 from tests.conftest import read_as_written

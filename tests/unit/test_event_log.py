@@ -96,7 +96,7 @@ def test_the_boards_filter_on_attributes_the_records_carry(tmp_path, otlp_receiv
     assert {k for r in otlp_receiver.logs for k in r["attributes"]} <= carried
     bus = Pipeline()
     bus.add_sink(Capture(), logs=True)
-    line = bus.engine_cycles.log_line("http://bridge", "ORDER_FILLED", {"qty": 1}, T0)
+    line = bus.trading.engine_cycles.log_line("http://bridge", "ORDER_FILLED", {"qty": 1}, T0)
     router = _router_lines([{"event_type": "TRAINING_STARTED", "config": "c1"}])
     assert set(line.attributes) | set(router[0].attributes) <= carried
     panels = log_panels()
@@ -127,9 +127,9 @@ def _router_lines(events: list[dict]) -> list[LogLine]:
 def test_bus_events_are_lines_in_the_engine_stage_span() -> None:
     pipeline, capture = Pipeline(), Capture()
     pipeline.add_sink(capture, logs=True)
-    pipeline.observe_engine_stage("http://bridge", "SIGNALS", T0)
-    pipeline.log_bus_event("http://bridge", "STAGE_CHANGE", {"new_stage": "SIGNALS"}, T0)
-    pipeline.log_bus_event("http://bridge", "RISK_ERROR", {"message": "limit hit"}, T0 + 1)
+    pipeline.trading.observe_stage("http://bridge", "SIGNALS", T0)
+    pipeline.trading.log_bus_event("http://bridge", "STAGE_CHANGE", {"new_stage": "SIGNALS"}, T0)
+    pipeline.trading.log_bus_event("http://bridge", "RISK_ERROR", {"message": "limit hit"}, T0 + 1)
     lines = [o for o in capture.outputs if isinstance(o, LogLine)]
     assert [(line.severity, line.body) for line in lines] == [
         ("INFO", "STAGE_CHANGE new_stage=SIGNALS"), ("ERROR", "RISK_ERROR limit hit")]  # fmt: skip

@@ -12,12 +12,12 @@ import pynvml
 import pytest
 from prometheus_client import generate_latest
 
-from exporter.app.sampling import PeriodicSampler, SourceUnavailable
 from exporter.pipeline import Pipeline
-from exporter.simulate.fake_nvml import FakeGpu, FakeNvml, FakeProcess
 from exporter.sources.attribution import no_runs
+from exporter.sources.sampled.fake_nvml import FakeGpu, FakeNvml, FakeProcess
 from exporter.sources.sampled.nvml import NvmlSource
-from exporter.sources.sampled.readings import GpuSample
+from exporter.sources.sampled.samples import GpuSample
+from exporter.sources.sampled.sampling import PeriodicSampler, SourceUnavailable
 from exporter.telemetry.prometheus import catalogue_registry
 from tests.conftest import wait_for
 from tests.process_tree import start_tree

@@ -9,7 +9,7 @@ import pytest
 
 from exporter.app.wiring import read_files_once
 from exporter.pipeline import Pipeline
-from exporter.simulate.demo import synthetic_run
+from exporter.simulate.synthetic import synthetic_run
 from exporter.sources.files.parallel import ParallelReader
 from tests.integration.test_exposition import exposition
 

@@ -55,8 +55,8 @@ class Clock:
 
     def __init__(self, monkeypatch, now: float) -> None:
         self.now = now
-        monkeypatch.setattr("exporter.pipeline.time.time", lambda: self.now)
-        monkeypatch.setattr("exporter.pipeline.time.monotonic", lambda: self.now)
+        monkeypatch.setattr("exporter.pipeline.completion.time.time", lambda: self.now)
+        monkeypatch.setattr("exporter.pipeline.completion.time.monotonic", lambda: self.now)
 
 
 def untimed(event_type: str, **fields) -> bytes:

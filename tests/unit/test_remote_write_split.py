@@ -10,6 +10,7 @@ import httpx
 import pytest
 import snappy
 
+from exporter.pipeline.self_stats import Stats
 from exporter.telemetry.prompb import WriteRequest
 from exporter.telemetry.remote_write import (
     MAX_REQUESTS_PER_BATCH,
@@ -17,7 +18,6 @@ from exporter.telemetry.remote_write import (
     RemoteWriteOutput,
     RemoteWriteSettings,
 )
-from exporter.telemetry.self_stats import Stats
 from exporter.telemetry.step_history import RunClock
 
 Answer = Callable[[set[str]], tuple[int, str]]  # the run ids of a request -> status, body

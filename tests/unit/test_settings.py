@@ -10,7 +10,7 @@ import typing
 
 import pytest
 
-from exporter.config import OPTIONS, Settings, add_arguments, listen_address, resolve
+from exporter.app.config import OPTIONS, Settings, add_arguments, listen_address, resolve
 
 pytestmark = pytest.mark.unit
 
@@ -82,8 +82,8 @@ def test_a_size_runwatch_cannot_read_is_refused_naming_the_units(given) -> None:
 def test_serve_knows_the_sdk_variables_and_warns_of_the_others(monkeypatch) -> None:
     from runwatch_sdk.places import SDK_VARIABLES
 
-    from exporter.config import SDK_VARIABLES as KNOWN_TO_SERVE
-    from exporter.config import unknown_variables
+    from exporter.app.config import SDK_VARIABLES as KNOWN_TO_SERVE
+    from exporter.app.config import unknown_variables
 
     assert set(SDK_VARIABLES) == KNOWN_TO_SERVE  # they share the RUNWATCH_ namespace
     for name in list(os.environ):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from exporter.pipeline.delivery import Origin
 from exporter.sources.files import jsonl
-from exporter.sources.files.delivery import Origin
 from exporter.sources.files.jsonl import CursorStore, Tailer
 from tests.conftest import wait_for
 

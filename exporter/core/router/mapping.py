@@ -7,7 +7,7 @@ gauge, which numbers of an event go into a histogram, and which ordered steps ma
 flow. It is parsed from YAML text (:mod:`exporter.sources.files.router_mapping` reads the
 file) and checked whole before anything runs: a mistake is refused with its file, line and reason
 (:class:`MappingError`), never discovered at run time. The format is documented
-in ``builtin.yaml`` (the mapping for seed 004's router catalogue) and the README.
+in ``builtin.yaml`` (the mapping for the event router's own catalogue) and the README.
 """
 
 from __future__ import annotations

@@ -59,11 +59,11 @@ import orjson
 import watchfiles
 
 from exporter.core.events import Refused
-from exporter.sources.files.delivery import Ledger, Origin
-from exporter.sources.files.regular_files import NotRegularFile, open_regular, read_regular
+from exporter.pipeline.delivery import Ledger, Origin
+from exporter.pipeline.regular_files import NotRegularFile, open_regular, read_regular
+from exporter.pipeline.self_stats import FileProgressTable
 from exporter.sources.files.rejection_log import RejectionLog
 from exporter.sources.worker import Worker
-from exporter.telemetry.self_stats import FileProgressTable
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,8 @@ class FileReader:
         taken, self.unreported = self.unreported, (0, 0)
         return taken
 
-    def _hand_on(self, lines: list[bytes], spans_from: int, origin: Origin) -> None:
+    def _deliver(self, lines: list[bytes], spans_from: int, origin: Origin) -> None:
+        """Count the lines read and give them to the sink; report the lines it refused."""
         first = self.lines_read + 1
         self.lines_read += len(lines)
         self.unreported = (self.unreported[0] + len(lines), self.unreported[1])
@@ -348,7 +349,7 @@ class FileReader:
             elif lines[0].endswith(b"\r"):  # a CRLF whose \r came with the previous read
                 lines[0] = lines[0][:-1]
             self.offset = self._read_pos - len(tail)
-            self._hand_on(lines, spans_from, Origin(fresh_from, self.ledger, starts))
+            self._deliver(lines, spans_from, Origin(fresh_from, self.ledger, starts))
         if not tail or self._skipping:
             return
         if len(self._partial) + len(tail) > self._max:
@@ -367,7 +368,7 @@ class FileReader:
             origin = Origin(
                 int(self.offset <= self.fresh_from), self.ledger, (self.offset - len(line),)
             )
-            self._hand_on([line], int(self.offset <= self.spans_from), origin)
+            self._deliver([line], int(self.offset <= self.spans_from), origin)
 
     def release_descriptor(self) -> None:
         """Close the file while it stays followed; a later read opens it again."""

@@ -18,7 +18,7 @@ import msgspec
 
 from exporter.core.events import AnyEvent, Refused, parse_lines
 from exporter.pipeline import Pipeline
-from exporter.sources.files.delivery import Origin
+from exporter.pipeline.delivery import Origin
 from exporter.sources.files.jsonl import read_whole_files
 
 MIN_BYTES = 8 << 20

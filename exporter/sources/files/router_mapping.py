@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import resources
 
 from exporter.core.router.mapping import Mapping, MappingError, parse_mapping
-from exporter.sources.files.regular_files import read_regular
+from exporter.pipeline.regular_files import read_regular
 
 MAX_MAPPING_BYTES = 1 << 20
 

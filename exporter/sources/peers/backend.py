@@ -1,4 +1,4 @@
-"""The training backend (seed 003) as a source: its WebSocket messages become runs in the
+"""The training backend as a source: its WebSocket messages become runs in the
 core state, its REST side gives health, job listings and a fallback while the
 WebSocket is down, and the start handshake becomes telemetry (:mod:`exporter.core.handshake`).
 
@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import AliasChoices, Field, ValidationError
 
-from exporter.app.sampling import SourceUnavailable
 from exporter.core.events import (
     Error,
     Event,
@@ -44,15 +43,16 @@ from exporter.core.events import (
     TargetStart,
 )
 from exporter.pipeline import Pipeline
+from exporter.pipeline.source_names import BACKEND_SOURCE
 from exporter.sources.peers.contract import Count, Name, Number, Tolerant
 from exporter.sources.peers.rest import Failed, JsonClient, Unreachable
-from exporter.sources.sampled.readings import BACKEND_JOB_STATUSES, BackendSample
-from exporter.telemetry.self_stats import BACKEND_SOURCE
+from exporter.sources.peers.samples import BACKEND_JOB_STATUSES, BackendSample
+from exporter.sources.sampled.sampling import SourceUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_JOBS = 1000
-LOG_TAIL_LINES = 200  # as seed 003's "View Logs" asks for them
+LOG_TAIL_LINES = 200  # as the backend's own "View Logs" asks for them
 MAX_LOG_LINE_CHARS = 2000
 MAX_FALLBACK_JOBS = 50  # job-status requests per poll while the WebSocket is down
 WAITING = frozenset({"accepted", "queued", "pending"})
@@ -160,11 +160,11 @@ class BackendEvents:
         job.last = max(job.last, at)
 
     def _accepted(self, message: BackendMessage, job: _JobProgress, at: float) -> list[Event]:
-        self.pipeline.job_accepted(message.job_id, at)
+        self.pipeline.jobs.accepted(message.job_id, at)
         return []
 
     def _started(self, message: BackendMessage, job: _JobProgress, at: float) -> list[Event]:
-        self.pipeline.job_started(message.job_id, at)
+        self.pipeline.jobs.started(message.job_id, at)
         config = message.model_dump(exclude={"type", "job_id", "timestamp", "metrics", "error"},
                                     exclude_none=True)  # fmt: skip
         name = " ".join(str(config[k]) for k in ("symbol", "timeframe") if k in config)
@@ -276,11 +276,10 @@ class BackendPoller:
         listed = self._listing()
         if not self._websocket_up():
             self._fall_back()
-        handshakes = self._events.pipeline.handshakes
-        if handshakes.pending or handshakes.late or self._events.failed_since_poll:
+        if self._events.pipeline.jobs.awaiting() or self._events.failed_since_poll:
             self._events.failed_since_poll = False
             self._read_log_tail()
-        self._events.pipeline.expire_handshakes(time.time())
+        self._events.pipeline.jobs.expire(time.time())
         return BackendSample(listed)
 
     def _listing(self) -> dict[str, int] | None:
@@ -297,7 +296,7 @@ class BackendPoller:
             status = job_status(job.status)
             by_status[status] += 1
             if status == "waiting":
-                self._events.pipeline.job_accepted(job.job_id, job.accepted_at or time.time())
+                self._events.pipeline.jobs.accepted(job.job_id, job.accepted_at or time.time())
         return by_status
 
     def _read_log_tail(self) -> None:

@@ -1,9 +1,9 @@
-"""The trading bridge (seed 001) as a source: its REST endpoints polled on their own clock,
-its event bus (``/ws/events``) followed over a WebSocket.
+"""The trading bridge as a source: its REST endpoints polled on their own clock, its event
+bus (``/ws/events``) followed over a WebSocket.
 
 REST: each poll reads the six endpoints of :mod:`exporter.sources.peers.bridge_contract`
 at once (:class:`~exporter.sources.peers.rest.JsonClient`: each request bounded in time and
-size as a whole) into one :class:`~exporter.sources.sampled.readings.TradingSample`.
+size as a whole) into one :class:`~exporter.sources.peers.samples.TradingSample`.
 An endpoint that fails (timeout, non-2xx, too large, not JSON, off contract) is counted by reason in
 ``runwatch_events_rejected_total{source="bridge"}`` and left out of that sample, so
 its series vanish instead of freezing; a bridge that cannot be reached at all, or
@@ -28,7 +28,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from exporter.app.sampling import SourceUnavailable
+from exporter.pipeline.self_stats import Stats
+from exporter.pipeline.source_names import BRIDGE_SOURCE
 from exporter.sources.peers.bridge_contract import (
     BusEvent,
     EngineMetrics,
@@ -40,8 +41,8 @@ from exporter.sources.peers.bridge_contract import (
     positions_from,
 )
 from exporter.sources.peers.rest import Failed, JsonClient, Unreachable
-from exporter.sources.sampled.readings import TradingSample
-from exporter.telemetry.self_stats import BRIDGE_SOURCE, Stats
+from exporter.sources.peers.samples import TradingSample
+from exporter.sources.sampled.sampling import SourceUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The trading bridge's REST and WebSocket contract (seed 001), as runwatch reads it.
+"""The trading bridge's REST and WebSocket contract, as runwatch reads it.
 
 The seed only sketches these shapes, so the contract is tolerant: every field
 is optional unless the metric makes no sense without it, unknown fields are

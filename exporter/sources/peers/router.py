@@ -21,10 +21,10 @@ from typing import Any
 
 import orjson
 
-from exporter.app.sampling import SourceUnavailable
 from exporter.core.events import Rejected, failure
-from exporter.sources.files.delivery import Origin
-from exporter.telemetry.self_stats import ROUTER_SOURCE
+from exporter.pipeline.delivery import Origin
+from exporter.pipeline.source_names import ROUTER_SOURCE
+from exporter.sources.sampled.sampling import SourceUnavailable
 
 REJECT_REASONS: tuple[str, ...] = (
     "invalid_utf8", "invalid_json", "not_an_object", "line_too_long", "not_a_regular_file",

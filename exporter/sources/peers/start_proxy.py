@@ -79,7 +79,7 @@ def add_start_proxy(
         if status == 202:
             job_id = _job_id(content)
             if job_id is not None:
-                pipeline.job_accepted(job_id, time.time())
+                pipeline.jobs.accepted(job_id, time.time())
         return Response(content, status, media_type=content_type)
 
 

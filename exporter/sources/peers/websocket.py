@@ -17,8 +17,8 @@ from typing import Any
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
+from exporter.pipeline.self_stats import Stats
 from exporter.sources.worker import Worker
-from exporter.telemetry.self_stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The NVML source: per-GPU readings, XID errors and GPU use per training run.
 
 Talks to anything with the interface of ``pynvml`` (nvidia-ml-py): the real
-library, or :class:`~exporter.simulate.fake_nvml.FakeNvml`. Rules:
+library, or :class:`~exporter.sources.sampled.fake_nvml.FakeNvml`. Rules:
 
 - A reading NVML does not support on a model (NOT_SUPPORTED, FUNCTION_NOT_FOUND)
   is dropped for that device and never asked again. Any other failure (a GPU
@@ -29,9 +29,9 @@ from typing import Any
 
 import pynvml
 
-from exporter.app.sampling import SourceUnavailable
 from exporter.sources.attribution import RunRoots, run_trees, runs_by_pid
-from exporter.sources.sampled.readings import GpuDevice, GpuReading, GpuSample, RunGpuUsage
+from exporter.sources.sampled.samples import GpuDevice, GpuReading, GpuSample, RunGpuUsage
+from exporter.sources.sampled.sampling import SourceUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import psutil
 
 from exporter.sources.attribution import RunRoots, run_trees
-from exporter.sources.sampled.readings import HostReading, RunProcesses, SystemSample
+from exporter.sources.sampled.samples import HostReading, RunProcesses, SystemSample
 
 SYSTEM_SOURCE = "system"
 # psutil cpu_times fields -> OTel cpu.mode values (guest time is already in user on Linux)

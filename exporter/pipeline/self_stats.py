@@ -10,16 +10,10 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from exporter.core.events import LENIENCIES, REJECT_REASONS
+from exporter.pipeline.source_names import EVENT_SOURCES, PID_FILE_SOURCE
 
 K = TypeVar("K")
 
-JSONL_SOURCE = "jsonl"
-HTTP_SOURCE = "http"
-EVENT_SOURCES: tuple[str, ...] = (JSONL_SOURCE, HTTP_SOURCE)
-PID_FILE_SOURCE = "pid_file"
-BRIDGE_SOURCE = "bridge"
-BACKEND_SOURCE = "backend"
-ROUTER_SOURCE = "router"
 HTTP_REFUSALS = ("header_timeout", "max_connections", "auth_busy", "rate_limited")
 """Why the HTTP server turned a connection or a request away (runwatch_http_refused_total)."""
 MAX_FILE_SERIES = 100

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from exporter.sources.files.regular_files import read_regular
+from exporter.pipeline.regular_files import read_regular
 
 MAX_CONFIG_BYTES = 1 << 20
 

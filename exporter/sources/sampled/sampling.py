@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Protocol
 
-from exporter.sources.sampled.readings import ReadingsCache
+from exporter.pipeline.readings import ReadingsCache
 from exporter.sources.worker import Worker
 
 log = logging.getLogger(__name__)
