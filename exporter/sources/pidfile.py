@@ -19,10 +19,11 @@ What the watcher knows outlives a restart when it has a memory file (``--state-f
 path with ``.pids``): each path's last valid record, the records of files removed while
 their process lived, and those whose path now names another run (the training-events
 module writes one fixed path, so the next run's file replaces a crashed one's). A
-restarted watcher judges by the same rules the runs it recovers from the event files (its
-first check waits for their first read): a process that died meanwhile is a crash, a file
-removed meanwhile a clean end (or a crash, if its process is gone too), and a run closed before the restart
-stays ended. Without the memory, a restart knows only the PID files there now.
+restarted watcher judges by the same rules the runs it recovers from the event files
+(its first check waits for their first read): a process that died meanwhile is a crash,
+a file removed meanwhile a clean end (or a crash, if its process is gone too), and a run
+closed before the restart stays ended. Without the memory, a restart knows only the PID
+files there now.
 """
 
 from __future__ import annotations
