@@ -82,13 +82,12 @@ def mean_seconds(call: Callable[[], object], repeat: int) -> float:
 
 
 def in_process_costs(pids: list[int]) -> dict[str, float]:
-    from prometheus_client import generate_latest
 
     from exporter.pipeline import Pipeline
     from exporter.simulate.synthetic import synthetic_run
     from exporter.sources.sampled.nvml import NvmlSource
     from exporter.sources.sampled.system import SystemSource
-    from exporter.telemetry.prometheus import catalogue_registry
+    from exporter.telemetry.exposition import Exposition
 
     roots = {pids[0]: "bench_run"}
     nvml = NvmlSource(fake_nvml(GPUS, pids), lambda: roots, lambda reason: None)
@@ -104,9 +103,9 @@ def in_process_costs(pids: list[int]) -> dict[str, float]:
     for source, sample in (("nvml", nvml.sample()), ("system", system.sample())):
         pipeline.readings.register(source, INTERVAL)
         pipeline.readings.store(source, sample, 0.0, time.time())
-    registry = catalogue_registry(pipeline)
-    costs["full scrape"] = mean_seconds(lambda: generate_latest(registry), 50)
-    costs["scrape bytes"] = len(generate_latest(registry))
+    exposition = Exposition(pipeline)
+    costs["full scrape"] = mean_seconds(lambda: exposition.render(), 50)
+    costs["scrape bytes"] = len(exposition.render()[0])
     nvml.close()
     real = real_nvml_cost()
     if real is not None:

@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-from prometheus_client import generate_latest
-
 from exporter import __version__
 from exporter.app.config import (
     OPTIONS,
@@ -24,7 +22,7 @@ from exporter.core.schema import render_schema
 from exporter.pipeline import Pipeline
 from exporter.pipeline.source_names import JSONL_SOURCE
 from exporter.sources.files.parallel import ParallelReader, worth_it
-from exporter.telemetry.prometheus import catalogue_registry
+from exporter.telemetry.exposition import Exposition
 from exporter.telemetry.step_history import HistoryRecorder, openmetrics
 
 LIMITS = [o.name for o in OPTIONS if o.group == "limits"] + ["max_line_bytes", "strict_events"]
@@ -151,8 +149,7 @@ def _parser() -> argparse.ArgumentParser:
 
     mixin = commands.add_parser(
         "mixin",
-        help="mixin export DIR: write the alert and recording rules, their unit tests and "
-        "the dashboards",
+        help="mixin export DIR: write the alerting rules, their unit tests and the dashboards",
         description="Write the monitoring mixin shipped in the package (what the repository "
         "holds in prometheus/ and grafana/dashboards/) into DIR: rules/*.yml for Prometheus's "
         "rule_files, tests/*.test.yml for `promtool test rules`, dashboards/*.json for "
@@ -293,7 +290,7 @@ def replay(paths: list[str], settings: Settings, history: str | None = None) -> 
     if history:
         _write_history(recorder, pipeline, settings)
     else:
-        sys.stdout.write(generate_latest(catalogue_registry(pipeline)).decode())
+        sys.stdout.write(Exposition(pipeline).render()[0].decode())
     if otlp is not None:
         otlp.shutdown()
     return 0

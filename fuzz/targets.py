@@ -25,11 +25,9 @@ _TMP = Path(tempfile.mkdtemp(prefix="runwatch-fuzz-"))
 
 
 def _rendered_whole(pipeline: Pipeline) -> None:
-    from prometheus_client import generate_latest
+    from exporter.telemetry.exposition import Exposition
 
-    from exporter.telemetry.prometheus import catalogue_registry
-
-    generate_latest(catalogue_registry(pipeline))
+    Exposition(pipeline).render()
     assert not +pipeline.stats.render_errors, dict(+pipeline.stats.render_errors)
 
 

@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
-from tests.conftest import free_port, wait_for
+from tests.support import free_port, wait_for
 
 
 class SeedBackend:

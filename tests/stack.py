@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.conftest import ROOT, free_port, wait_for
 from tests.integration.test_dashboards import EMPTY_WHILE_HEALTHY, boards, from_tempo, targets
+from tests.support import ROOT, free_port, wait_for
 
 
 def substituted(path: Path, replacements: Mapping[str, str]) -> str:

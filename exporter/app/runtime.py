@@ -47,7 +47,7 @@ from exporter.sources.files.jsonl import CursorStore, Tailer
 from exporter.sources.peers.start_proxy import StartProxyLimits, add_start_proxy
 from exporter.sources.pidfile import PidFileWatcher
 from exporter.sources.worker import Worker
-from exporter.telemetry.prometheus import catalogue_registry
+from exporter.telemetry.exposition import Exposition
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class Runtime:
         self.background.append(RetentionSweeper(self.pipeline))
         self.app = create_app(
             self.pipeline,
-            catalogue_registry(self.pipeline, own_process=True),
+            Exposition(self.pipeline, own_process=True),
             ready=lambda: self.tailer is None or self.tailer.ready.is_set(),
             max_body_bytes=settings.max_body_bytes,
             body_timeout=settings.body_timeout,

@@ -3,16 +3,16 @@
 
 FastAPI on uvicorn rather than prometheus-client's built-in server, because
 runwatch also takes POSTed events (with a body-size limit and JSON errors) and
-serves JSON, with TLS and basic auth on the same port; ``/metrics`` still comes
-from prometheus-client's own encoders, content negotiation included, gzipped when
-the scraper asks (Prometheus does). FastAPI's ``/docs`` and ``/openapi.json`` are
+serves JSON, with TLS and basic auth on the same port; ``/metrics`` is the text
+prometheus-client's encoders write, content negotiation included (each run's lines
+kept until it changes: :mod:`~exporter.telemetry.exposition`), gzipped when the
+scraper asks (Prometheus does). FastAPI's ``/docs`` and ``/openapi.json`` are
 off: Swagger UI loads from a CDN an offline host cannot reach, and the README
 documents every endpoint.
 """
 
 from __future__ import annotations
 
-import gzip
 import html
 import json
 import logging
@@ -23,8 +23,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 
 from exporter import __version__
@@ -38,7 +36,7 @@ from exporter.pipeline import Pipeline
 from exporter.pipeline.self_stats import Stats
 from exporter.pipeline.source_names import HTTP_SOURCE
 from exporter.sources.http import BodyError, ingest_body, read_body
-from exporter.telemetry.prometheus import catalogue_registry
+from exporter.telemetry.exposition import Exposition
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,6 @@ API_RUNS = "api_runs"
 """The ``family`` /api/runs' encoding errors are counted under."""
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Answered without credentials, for probes: they say only whether runwatch is up."""
-GZIP_LEVEL = 6  # a 1 MB exposition to about 80 KB in a few ms
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -221,7 +218,7 @@ def _web_config_middleware(app: FastAPI, web: LiveWebConfig, pipeline: Pipeline)
 
 def create_app(
     pipeline: Pipeline,
-    registry: CollectorRegistry | None = None,
+    exposition: Exposition | None = None,
     *,
     ready: Callable[[], bool] = lambda: True,
     max_body_bytes: int = 16 << 20,
@@ -241,7 +238,7 @@ def create_app(
     if web is not None:
         _web_config_middleware(app, web, pipeline)
     page = landing_page(telemetry_path)
-    registry = registry or catalogue_registry(pipeline)
+    exposition = exposition or Exposition(pipeline)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> HTMLResponse:
@@ -249,15 +246,12 @@ def create_app(
 
     @app.api_route(telemetry_path, methods=["GET", "HEAD"])
     def metrics(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        body = encoder(registry)
-        if accepts_gzip(request.headers.get("accept-encoding", "")):
-            return Response(
-                gzip.compress(body, GZIP_LEVEL),
-                media_type=content_type,
-                headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
-            )
-        return Response(body, media_type=content_type, headers={"Vary": "Accept-Encoding"})
+        gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+        body, content_type = exposition.render(request.headers.get("accept", ""), gzipped)
+        headers = {"Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type=content_type, headers=headers)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -264,11 +264,27 @@ class State:
         self.series = 0  # series charged to the budget, over all runs
         self.duplicates = 0  # events whose event_id was applied before
         self._senders: OrderedDict[str, int] = OrderedDict()  # sender -> last sequence
+        # Copy on write: the runs changed since the last snapshot (an ordered set), and the
+        # last snapshot's copy of every run, handed out again while its run is unchanged.
+        self._changed: dict[str, None] = {}
+        self._copies: dict[str, Run] = {}
 
     def snapshot(self) -> State:
-        """The state as it is now, in copies the reducer will not change (see Run.snapshot)."""
+        """The state as it is now, in copies the reducer will not change (see Run.snapshot).
+        Only the runs changed since the last snapshot are copied again; an unchanged run is
+        the same object as in the last snapshot, which lets outputs keep what they rendered
+        of it (a finished run is copied once and rendered once)."""
+        copies = self._copies
+        for run_id in self._changed:
+            run = self.runs.get(run_id)
+            if run is None:
+                copies.pop(run_id, None)
+            else:
+                copies[run_id] = run.snapshot()
+        self._changed.clear()
         state = copy.copy(self)
-        state.runs = {run_id: run.snapshot() for run_id, run in self.runs.items()}
+        state.runs = copies.copy()
+        state._changed, state._copies = {}, {}
         state.events_by_type = self.events_by_type.copy()
         state.dropped = self.dropped.copy()
         state.forgotten = self.forgotten.copy()
@@ -299,12 +315,13 @@ class State:
         Raises Rejected (before_run_start, out_of_order) without changing anything.
         """
         run_id, ts = event.run_id, event.timestamp
-        if run_id is None or not isinstance(ts, float):
+        if run_id is None or type(ts) is not float:
             raise TypeError(f"not completed by the pipeline (run_id, epoch seconds): {event!r}")
         if event.event_id is not None and self._seen(event.event_id):
             self.duplicates += 1
             return []
         run = self.runs.get(run_id)
+        self._changed[run_id] = None
         if run is None:
             run = self._new_run(run_id, ts)
         elif ts > run.last_event:
@@ -353,6 +370,7 @@ class State:
 
     def observe_process(self, obs: ProcessObservation) -> list[Output]:
         """A PID-file reading: liveness, and crash detection for runs left running."""
+        self._changed[obs.run_id] = None
         run = self.runs.get(obs.run_id)
         if run is None:
             if not obs.alive:
@@ -626,6 +644,7 @@ class State:
 
     def _forget(self, run_id: str) -> None:
         self.series -= self.runs.pop(run_id).series
+        self._changed[run_id] = None
 
     def _reopen(self, run: Run, ts: float) -> None:
         run.status = "running"

@@ -6,19 +6,33 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard, stat, table, timeseries
 from grafana_foundation_sdk.models import dashboard as model
 
-from exporter.dashboards.style import BAD, GOOD, RATE, SEL, board, query, styled, value_map
-
-TIMED_OUT = "training_job_ack_timed_out_timestamp_seconds"
+from exporter.dashboards.names import metric
+from exporter.dashboards.style import (
+    BAD,
+    GOOD,
+    RATE,
+    SEL,
+    board,
+    query,
+    selected,
+    styled,
+    value_map,
+)
 
 
 def build() -> dashboard.Dashboard:
+    timed_out_at = selected("training_job_ack_timed_out_timestamp_seconds")
+    acks = f"rate({selected('training_job_ack_seconds_bucket')}[{RATE}])"
     health = styled(
         stat.Panel(),
         "HEALTH",
         "none",
         [
-            query(f'runwatch_source_up{{{SEL}, source="backend"}}', "REST"),
-            query(f'trading_bridge_websocket_connected{{{SEL}, channel="backend"}}', "WS"),
+            query(metric("runwatch_source_up") + f'{{{SEL}, source="backend"}}', "REST"),
+            query(
+                metric("trading_bridge_websocket_connected") + f'{{{SEL}, channel="backend"}}',
+                "WS",
+            ),
         ],
     ).mappings(value_map({"1": ("UP", GOOD), "0": ("DOWN", BAD)}))
     jobs = styled(
@@ -26,8 +40,8 @@ def build() -> dashboard.Dashboard:
         "JOBS",
         "none",
         [
-            query(f"sum by (status) (training_backend_jobs{{{SEL}}})", "{{status}}"),
-            query(f"sum(training_jobs_awaiting_ack{{{SEL}}})", "awaiting ack"),
+            query(f"sum by (status) ({selected('training_backend_jobs')})", "{{status}}"),
+            query(f"sum({selected('training_jobs_awaiting_ack')})", "awaiting ack"),
         ],
     )
     timed_out = (
@@ -36,7 +50,7 @@ def build() -> dashboard.Dashboard:
             "TIMED OUT JOBS",
             "dateTimeAsIso",
             [
-                query(f"max by (job_id) ({TIMED_OUT}{{{SEL}}}) * 1000", table=True),
+                query(f"max by (job_id) ({timed_out_at}) * 1000", table=True),
             ],
         )
         .with_transformation(
@@ -53,16 +67,8 @@ def build() -> dashboard.Dashboard:
         "ACK LATENCY",
         "s",
         [
-            query(
-                f"histogram_quantile(0.5, sum by (le) "
-                f"(rate(training_job_ack_seconds_bucket{{{SEL}}}[{RATE}])))",
-                "p50",
-            ),
-            query(
-                f"histogram_quantile(0.9, sum by (le) "
-                f"(rate(training_job_ack_seconds_bucket{{{SEL}}}[{RATE}])))",
-                "p90",
-            ),
+            query(f"histogram_quantile(0.5, sum by (le) ({acks}))", "p50"),
+            query(f"histogram_quantile(0.9, sum by (le) ({acks}))", "p90"),
         ],
     )
     timeouts = styled(
@@ -70,7 +76,7 @@ def build() -> dashboard.Dashboard:
         "ACK TIMEOUTS",
         "short",
         [
-            query(f"increase(training_job_ack_timeouts_total{{{SEL}}}[{RATE}])", "timeouts"),
+            query(f"increase({selected('training_job_ack_timeouts_total')}[{RATE}])", "timeouts"),
         ],
     )
     rejected = styled(
@@ -79,7 +85,7 @@ def build() -> dashboard.Dashboard:
         "short",
         [
             query(
-                f"sum by (reason) (increase(runwatch_events_rejected_total{{{SEL}, "
+                f"sum by (reason) (increase({metric('runwatch_events_rejected_total')}{{{SEL}, "
                 f'source="backend"}}[{RATE}]))',
                 "{{reason}}",
             ),

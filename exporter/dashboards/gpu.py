@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard, table, timeseries
 
-from exporter.dashboards.style import RATE, SEL, board, query, styled
+from exporter.dashboards.names import metric
+from exporter.dashboards.style import RATE, SEL, board, query, selected, styled
 
 GPU = f'{SEL}, gpu=~"$gpu"'
 
@@ -13,14 +14,19 @@ def _series(title: str, unit: str, expr: str, legend: str = "GPU {{gpu}}") -> ti
     return styled(timeseries.Panel(), title, unit, [query(expr, legend)])
 
 
+def _gpu(name: str) -> str:
+    """The metric's series of the GPUs picked."""
+    return f"{metric(name)}{{{GPU}}}"
+
+
 def build() -> dashboard.Dashboard:
     memory = styled(
         timeseries.Panel(),
         "GPU MEMORY",
         "bytes",
         [
-            query(f"gpu_memory_used_bytes{{{GPU}}}", "used {{gpu}} {{gpu_instance}}"),
-            query(f"gpu_memory_total_bytes{{{GPU}}}", "total {{gpu}} {{gpu_instance}}"),
+            query(_gpu("gpu_memory_used_bytes"), "used {{gpu}} {{gpu_instance}}"),
+            query(_gpu("gpu_memory_total_bytes"), "total {{gpu}} {{gpu_instance}}"),
         ],
     )
     power = styled(
@@ -28,8 +34,8 @@ def build() -> dashboard.Dashboard:
         "POWER",
         "watt",
         [
-            query(f"gpu_power_draw_watts{{{GPU}}}", "draw {{gpu}}"),
-            query(f"gpu_power_limit_watts{{{GPU}}}", "limit {{gpu}}"),
+            query(_gpu("gpu_power_draw_watts"), "draw {{gpu}}"),
+            query(_gpu("gpu_power_limit_watts"), "limit {{gpu}}"),
         ],
     )
     clocks = styled(
@@ -37,8 +43,8 @@ def build() -> dashboard.Dashboard:
         "CLOCKS",
         "hertz",
         [
-            query(f"gpu_sm_clock_hertz{{{GPU}}}", "SM {{gpu}}"),
-            query(f"gpu_memory_clock_hertz{{{GPU}}}", "memory {{gpu}}"),
+            query(_gpu("gpu_sm_clock_hertz"), "SM {{gpu}}"),
+            query(_gpu("gpu_memory_clock_hertz"), "memory {{gpu}}"),
         ],
     )
     errors = styled(
@@ -46,9 +52,9 @@ def build() -> dashboard.Dashboard:
         "ERRORS (XID, ECC, PCIe replays)",
         "none",
         [
-            query(f"sum by (gpu, xid) (gpu_xid_errors_total{{{GPU}}})", table=True),
-            query(f"sum by (gpu, error_type) (gpu_ecc_errors_total{{{GPU}}})", table=True),
-            query(f"sum by (gpu) (gpu_pcie_replays_total{{{GPU}}})", table=True),
+            query(f"sum by (gpu, xid) ({_gpu('gpu_xid_errors_total')})", table=True),
+            query(f"sum by (gpu, error_type) ({_gpu('gpu_ecc_errors_total')})", table=True),
+            query(f"sum by (gpu) ({_gpu('gpu_pcie_replays_total')})", table=True),
         ],
     )
     per_run = styled(
@@ -57,7 +63,7 @@ def build() -> dashboard.Dashboard:
         "bytes",
         [
             query(
-                f"sum by (run_id, gpu) (training_run_gpu_memory_bytes{{{GPU}}})",
+                f"sum by (run_id, gpu) ({_gpu('training_run_gpu_memory_bytes')})",
                 "{{run_id}} on {{gpu}}",
             ),
         ],
@@ -65,26 +71,29 @@ def build() -> dashboard.Dashboard:
     per_run_util = _series(
         "GPU UTILISATION PER RUN",
         "percentunit",
-        f"training_run_gpu_utilization_ratio{{{GPU}}}",
+        _gpu("training_run_gpu_utilization_ratio"),
         "{{run_id}} on {{gpu}}",
     )
     host_cpu = _series(
         "HOST CPU",
         "percentunit",
-        f'system_cpu_utilization_ratio{{{SEL}, cpu_mode!="idle"}}',
+        metric("system_cpu_utilization_ratio") + f'{{{SEL}, cpu_mode!="idle"}}',
         "{{cpu_mode}}",
     )
     host_memory = _series(
-        "HOST MEMORY", "bytes", f"system_memory_usage_bytes{{{SEL}}}", "{{system_memory_state}}"
+        "HOST MEMORY",
+        "bytes",
+        selected("system_memory_usage_bytes"),
+        "{{system_memory_state}}",
     )
+    cpu_time = selected("training_run_process_cpu_time_seconds_total")
     processes = styled(
         timeseries.Panel(),
         "RUN PROCESSES (CPU)",
         "percentunit",
         [
             query(
-                "sum by (run_id) "
-                f"(rate(training_run_process_cpu_time_seconds_total{{{SEL}}}[{RATE}]))",
+                f"sum by (run_id) (rate({cpu_time}[{RATE}]))",
                 "{{run_id}}",
             ),
         ],
@@ -98,9 +107,9 @@ def build() -> dashboard.Dashboard:
             (
                 8,
                 [
-                    _series("GPU UTILISATION", "percentunit", f"gpu_utilization_ratio{{{GPU}}}"),
+                    _series("GPU UTILISATION", "percentunit", _gpu("gpu_utilization_ratio")),
                     memory,
-                    _series("TEMPERATURE", "celsius", f"gpu_temperature_celsius{{{GPU}}}"),
+                    _series("TEMPERATURE", "celsius", _gpu("gpu_temperature_celsius")),
                 ],
             ),
             (
@@ -111,7 +120,7 @@ def build() -> dashboard.Dashboard:
                     _series(
                         "THROTTLE REASONS",
                         "none",
-                        f"gpu_clock_event_reasons{{{GPU}}}",
+                        _gpu("gpu_clock_event_reasons"),
                         "{{gpu}} {{reason}}",
                     ),
                 ],

@@ -33,6 +33,8 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 from grafana_foundation_sdk.models.xychart import SeriesMapping
 
+from exporter.dashboards.names import metric
+
 DASHBOARD_VERSION = (2, 4)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
 TAG = f"runwatch-v{DASHBOARD_VERSION[0]}.{DASHBOARD_VERSION[1]}"
 # the provisioned data sources (grafana/provisioning/datasources), the variables' defaults
@@ -52,6 +54,12 @@ GOOD, WARNING, BAD, INFO, ACCENT = "#00FF00", "#FFA500", "#FF0000", "#00FFFF", "
 
 SEL = 'job="$job", instance=~"$instance"'
 RATE = "$__rate_interval"
+
+
+def selected(name: str) -> str:
+    """The series of metric ``name`` (checked by :func:`~exporter.dashboards.names.metric`)
+    of the job and instances picked: ``name{job="$job", instance=~"$instance"}``."""
+    return f"{metric(name)}{{{SEL}}}"
 
 
 def query(expr: str, legend: str = "", *, table: bool = False) -> prometheus.Dataquery:
@@ -220,15 +228,24 @@ def layout(rows: Sequence[tuple[int, Sequence[Panel]]]) -> list[Panel]:
     return placed
 
 
-# name -> (query, label, several at once); the several-at-once ones also offer "All"
-VARIABLES = {
-    "job": ("label_values(runwatch_build_info, job)", "job", False),
-    "instance": ('label_values(runwatch_build_info{job="$job"}, instance)', "instance", True),
-    "run": (f"label_values(training_run_info{{{SEL}}}, run_id)", "run", True),
-    "gpu": (f"label_values(gpu_info{{{SEL}}}, gpu)", "GPU", True),
-    # every key the runs picked logged (the scraped latest values: there with or without history)
-    "key": (f'label_values(training_metric{{{SEL}, run_id=~"$run"}}, key)', "key", True),
-}
+def variables() -> dict[str, tuple[str, str, bool]]:
+    """Name -> (query, label, several at once); the several-at-once ones also offer "All"."""
+    build_info = metric("runwatch_build_info")
+    return {
+        "job": (f"label_values({build_info}, job)", "job", False),
+        "instance": (f'label_values({build_info}{{job="$job"}}, instance)', "instance", True),
+        "run": (f"label_values({selected('training_run_info')}, run_id)", "run", True),
+        "gpu": (f"label_values({selected('gpu_info')}, gpu)", "GPU", True),
+        # every key the runs picked logged (the scraped latest values: there with or without
+        # history)
+        "key": (
+            f'label_values({metric("training_metric")}{{{SEL}, run_id=~"$run"}}, key)',
+            "key",
+            True,
+        ),
+    }
+
+
 # name -> the value selected when the board opens (else Grafana's: the first, or All)
 QUERY_DEFAULTS = {"key": "loss"}
 
@@ -251,7 +268,7 @@ def _data_source_variable(name: str) -> dashboard.DatasourceVariable:
 
 
 def _query_variable(name: str) -> dashboard.QueryVariable:
-    expression, label, several = VARIABLES[name]
+    expression, label, several = variables()[name]
     variable = (
         dashboard.QueryVariable(name)
         .label(label)

@@ -15,6 +15,7 @@ from grafana_foundation_sdk.builders import (
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
+from exporter.dashboards.names import metric
 from exporter.dashboards.style import (
     BAD,
     GOOD,
@@ -24,6 +25,7 @@ from exporter.dashboards.style import (
     board,
     event_log,
     query,
+    selected,
     styled,
     thresholds,
     value_map,
@@ -38,10 +40,10 @@ def build() -> dashboard.Dashboard:
         "METRICS",
         "none",
         [
-            query(f"trading_portfolio_value{{{SEL}}}", "portfolio"),
-            query(f"trading_daily_pnl{{{SEL}}}", "daily P&L"),
-            query(f"trading_cash{{{SEL}}}", "cash"),
-            query(f"trading_positions{{{SEL}}}", "positions"),
+            query(selected("trading_portfolio_value"), "portfolio"),
+            query(selected("trading_daily_pnl"), "daily P&L"),
+            query(selected("trading_cash"), "cash"),
+            query(selected("trading_positions"), "positions"),
         ],
     )
     health = styled(
@@ -49,8 +51,8 @@ def build() -> dashboard.Dashboard:
         "BRIDGE",
         "none",
         [
-            query(f'runwatch_source_up{{{SEL}, source="bridge"}}', "REST"),
-            query(f"trading_bridge_websocket_connected{{{SEL}}}", "WS {{channel}}"),
+            query(metric("runwatch_source_up") + f'{{{SEL}, source="bridge"}}', "REST"),
+            query(selected("trading_bridge_websocket_connected"), "WS {{channel}}"),
         ],
     ).mappings(UP_DOWN)
     engine = (
@@ -59,8 +61,8 @@ def build() -> dashboard.Dashboard:
             "ENGINE",
             "none",
             [
-                query(f"max by (status) (trading_engine_status{{{SEL}}} == 1)", "{{status}}"),
-                query(f"trading_risk_trading_allowed{{{SEL}}}", "trading"),
+                query(f"max by (status) ({selected('trading_engine_status')} == 1)", "{{status}}"),
+                query(selected("trading_risk_trading_allowed"), "trading"),
             ],
         )
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
@@ -81,15 +83,15 @@ def build() -> dashboard.Dashboard:
         timeseries.Panel(),
         "ERRORS",
         "short",
-        [query(f"increase(trading_errors_total{{{SEL}}}[{RATE}])", "engine errors")],
+        [query(f"increase({selected('trading_errors_total')}[{RATE}])", "engine errors")],
     )
     activity = styled(
         timeseries.Panel(),
         "CYCLES AND TRADES",
         "short",
         [
-            query(f"increase(trading_cycles_total{{{SEL}}}[{RATE}])", "cycles"),
-            query(f"increase(trading_trades_total{{{SEL}}}[{RATE}])", "trades"),
+            query(f"increase({selected('trading_cycles_total')}[{RATE}])", "cycles"),
+            query(f"increase({selected('trading_trades_total')}[{RATE}])", "trades"),
         ],
     )
     events = event_log("EVENT LOG", '{service_name=~".+"} | trading_engine!=""')
@@ -99,7 +101,7 @@ def build() -> dashboard.Dashboard:
         "short",
         [
             query(
-                f"sum by (event_type) (increase(trading_events_total{{{SEL}}}[{RATE}]))",
+                f"sum by (event_type) (increase({selected('trading_events_total')}[{RATE}]))",
                 "{{event_type}}",
             ),
         ],
@@ -109,7 +111,7 @@ def build() -> dashboard.Dashboard:
         "PIPELINE STAGE",
         "none",
         [
-            query(f"max by (stage) (trading_engine_stage{{{SEL}}})", "{{stage}}"),
+            query(f"max by (stage) ({selected('trading_engine_stage')})", "{{stage}}"),
         ],
     ).mappings(value_map({"1": ("●", GOOD), "0": ("", "transparent")}))
     risk = (
@@ -118,9 +120,9 @@ def build() -> dashboard.Dashboard:
             "RISK",
             "percentunit",
             [
-                query(f"trading_risk_drawdown_ratio{{{SEL}}}", "drawdown"),
-                query(f"trading_risk_exposure_ratio{{{SEL}}}", "exposure"),
-                query(f"-trading_risk_daily_pnl_ratio{{{SEL}}}", "daily loss"),
+                query(selected("trading_risk_drawdown_ratio"), "drawdown"),
+                query(selected("trading_risk_exposure_ratio"), "exposure"),
+                query(f"-{selected('trading_risk_daily_pnl_ratio')}", "daily loss"),
             ],
         )
         .min(0)
@@ -132,9 +134,9 @@ def build() -> dashboard.Dashboard:
         "POSITIONS",
         "none",
         [
-            query(f"trading_position_quantity{{{SEL}}}", table=True),
-            query(f"trading_position_market_value{{{SEL}}}", table=True),
-            query(f"trading_position_unrealized_pnl{{{SEL}}}", table=True),
+            query(selected("trading_position_quantity"), table=True),
+            query(selected("trading_position_market_value"), table=True),
+            query(selected("trading_position_unrealized_pnl"), table=True),
         ],
     ).with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
     for ref, name in (("A", "quantity"), ("B", "market value"), ("C", "unrealized P&L")):
@@ -147,7 +149,7 @@ def build() -> dashboard.Dashboard:
             "CILS ARMS",
             "percentunit",
             [
-                query(f"trading_cils_arm_weight{{{SEL}}}", "{{arm}}"),
+                query(selected("trading_cils_arm_weight"), "{{arm}}"),
             ],
         )
         .min(0)
@@ -159,7 +161,7 @@ def build() -> dashboard.Dashboard:
             "TRAINING PROGRESS",
             "percentunit",
             [
-                query(f"training_run_progress_ratio{{{SEL}}}", "{{run_id}} {{stage}}"),
+                query(selected("training_run_progress_ratio"), "{{run_id}} {{stage}}"),
             ],
         )
         .min(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import (
     dashboard,
+    prometheus,
     stat,
     statetimeline,
     table,
@@ -19,6 +20,7 @@ from grafana_foundation_sdk.models.text import TextMode
 from grafana_foundation_sdk.models.xychart import PointShape, XYShowMode
 
 from exporter.core.event_log import STAGE_TAGS as TAG_OF_STAGE
+from exporter.dashboards.names import metric
 from exporter.dashboards.style import (
     ACCENT,
     AMBER,
@@ -33,6 +35,7 @@ from exporter.dashboards.style import (
     board,
     event_log,
     query,
+    selected,
     styled,
     thresholds,
     value_map,
@@ -65,15 +68,20 @@ TRACE_LINK = (
 )
 
 
+def _of_runs(name: str) -> str:
+    """The series of metric ``name`` of the runs picked (and the job and instances)."""
+    return f"{metric(name)}{{{RUN}}}"
+
+
 def _set(field: str, value: object) -> model.DynamicConfigValue:
     return model.DynamicConfigValue(id_val=field, value=value)
 
 
 def _run_list() -> table.Panel:
     expr = (
-        f"max by (run_id, name, trace_id) (training_run_info{{{SEL}}})"
+        f"max by (run_id, name, trace_id) ({selected('training_run_info')})"
         f" * on (run_id) group_left (status) max by (run_id, status) "
-        f"(training_run_status{{{SEL}}} == 1)"
+        f"({selected('training_run_status')} == 1)"
     )
     return (
         styled(table.Panel(), "RUN LIST", "none", [query(expr, table=True)])
@@ -96,11 +104,12 @@ def _run_list() -> table.Panel:
 
 def _run_config() -> table.Panel:
     """The terminal's RUN CONFIG: each key of the run's config and its (shortened) value."""
+    config = _of_runs("training_run_config_info")
     return styled(
         table.Panel(),
         "RUN CONFIG",
         "none",
-        [query(f"max by (run_id, key, value) (training_run_config_info{{{RUN}}})", table=True)],
+        [query(f"max by (run_id, key, value) ({config})", table=True)],
     ).with_transformation(
         model.DataTransformerConfig(
             id_val="organize", options={"excludeByName": {"Time": True, "Value": True}}
@@ -111,8 +120,8 @@ def _run_config() -> table.Panel:
 def _span_metrics() -> list[timeseries.Panel]:
     """RED metrics of the runs' spans, as Tempo's metrics generator writes them (the one
     source of span metrics: tempo/tempo.yaml), per span name, for the runs picked."""
-    spans = 'traces_spanmetrics_calls_total{run_id=~"$run"}'
-    latency = f'traces_spanmetrics_latency_bucket{{run_id=~"$run"}}[{RATE}]'
+    spans = metric("traces_spanmetrics_calls_total") + '{run_id=~"$run"}'
+    latency = metric("traces_spanmetrics_latency_bucket") + f'{{run_id=~"$run"}}[{RATE}]'
     return [
         styled(timeseries.Panel(), "SPANS ENDED (TEMPO)", "short", [
             query(f"sum by (span_name, status_code) (increase({spans}[{RATE}]))",
@@ -129,17 +138,16 @@ def _checkpoints() -> table.Panel:
     """The terminal's CHECKPOINTS: one row per checkpoint, its step, time, the metrics logged
     with it as columns, and ★ on the best."""
     by = "run_id, checkpoint_id"
+    time = _of_runs("training_checkpoint_timestamp_seconds")
     panel = styled(
         table.Panel(),
         "CHECKPOINTS",
         "none",
         [
-            query(f"max by ({by}) (training_checkpoint_step{{{RUN}}})", table=True),
-            query(
-                f"max by ({by}) (training_checkpoint_timestamp_seconds{{{RUN}}}) * 1000", table=True
-            ),
-            query(f"max by ({by}) (training_checkpoint_best{{{RUN}}})", table=True),
-            query(f"max by ({by}, key) (training_checkpoint_metric{{{RUN}}})", table=True),
+            query(f"max by ({by}) ({_of_runs('training_checkpoint_step')})", table=True),
+            query(f"max by ({by}) ({time}) * 1000", table=True),
+            query(f"max by ({by}) ({_of_runs('training_checkpoint_best')})", table=True),
+            query(f"max by ({by}, key) ({_of_runs('training_checkpoint_metric')})", table=True),
         ],
     )
     panel = panel.with_transformation(
@@ -164,8 +172,9 @@ def _last_steps(keys: str) -> str:
     written, else the scraped latest values (training_metric), of the runs' last $steps
     steps: the points taken while training_step was within $steps of its latest."""
     selector = f'{RUN}, key=~"{keys}"'
-    values = f"(training_step_metric{{{selector}}} or training_metric{{{selector}}})"
-    step = f"training_step{{{RUN}}}"
+    history, latest = metric("training_step_metric"), metric("training_metric")
+    values = f"({history}{{{selector}}} or {latest}{{{selector}}})"
+    step = _of_runs("training_step")
     recent = f"({step} >= on (run_id) (max_over_time({step}[$__range] @ end()) - $steps))"
     return f"({values} and on (run_id) {recent}) or ({values} unless on (run_id) {step})"
 
@@ -196,10 +205,15 @@ def _key_history() -> timeseries.Panel:
     )
 
 
-# the step history of the runs and key picked, every sample in the time range: the values,
-# and the steps at the same timestamps (Prometheus answers a range selector with raw samples)
-BY_STEP_VALUES = f'training_step_metric{{{RUN}, key=~"$key"}}[$__range]'
-BY_STEP_STEPS = f"training_history_step{{{RUN}}}[$__range]"
+def _by_step_queries() -> list[prometheus.Dataquery]:
+    """The step history of the runs and key picked, every sample in the time range: the
+    values, and the steps at the same timestamps (Prometheus answers a range selector with
+    raw samples)."""
+    values = metric("training_step_metric") + f'{{{RUN}, key=~"$key"}}[$__range]'
+    steps = f"{_of_runs('training_history_step')}[$__range]"
+    return [query(values, table=True), query(steps, table=True)]
+
+
 # the fields @grafana/prometheus makes of two table queries' answers: "Value #<refId>"
 VALUE, STEP = "Value #A", "Value #B"
 
@@ -223,8 +237,7 @@ def _by_step() -> xychart.Panel:
     by tests/integration/test_step_history.py."""
     is_null = {"id": "isNull", "options": {}}
     panel = (
-        styled(xychart.Panel(), "BY STEP: $key", "none",
-               [query(BY_STEP_VALUES, table=True), query(BY_STEP_STEPS, table=True)])
+        styled(xychart.Panel(), "BY STEP: $key", "none", _by_step_queries())
         .description(
             "$key of the runs picked against the step (x), a series per run: every sample "
             "of the step history in the time range. Needs the step history "
@@ -270,7 +283,7 @@ def _stage_tags() -> statetimeline.Panel:
         statetimeline.Panel(),
         "STAGES",
         "none",
-        [query(f"max by (stage) (training_run_stage{{{RUN}}})", "{{stage}}")],
+        [query(f"max by (stage) ({_of_runs('training_run_stage')})", "{{stage}}")],
     )
     panel = panel.mappings(value_map({"0": ("", "transparent")})).show_value(
         common.VisibilityMode.AUTO
@@ -289,18 +302,19 @@ def _stage_tags() -> statetimeline.Panel:
 
 
 def build() -> dashboard.Dashboard:
+    available = selected("system_linux_memory_available_bytes")
+    limit = selected("system_memory_limit_bytes")
     system = styled(
         stat.Panel(),
         "SYSTEM",
         "percentunit",
         [
-            query(f'1 - avg(system_cpu_utilization_ratio{{{SEL}, cpu_mode="idle"}})', "CPU"),
             query(
-                f"1 - sum(system_linux_memory_available_bytes{{{SEL}}}) / "
-                f"sum(system_memory_limit_bytes{{{SEL}}})",
-                "MEM",
+                f'1 - avg({metric("system_cpu_utilization_ratio")}{{{SEL}, cpu_mode="idle"}})',
+                "CPU",
             ),
-            query(f"avg(gpu_utilization_ratio{{{SEL}}})", "GPU"),
+            query(f"1 - sum({available}) / sum({limit})", "MEM"),
+            query(f"avg({selected('gpu_utilization_ratio')})", "GPU"),
         ],
     ).thresholds(thresholds((None, GOOD), (0.8, WARNING), (0.95, "red")))
     events = event_log("EVENT LOG", '{service_name=~".+"} | training_run_id=~"$run"')
@@ -311,7 +325,7 @@ def build() -> dashboard.Dashboard:
             "short",
             [
                 query(
-                    f"sum by (event_type) (increase(training_events_total{{{SEL}}}[{RATE}]))",
+                    f"sum by (event_type) (increase({selected('training_events_total')}[{RATE}]))",
                     "{{event_type}}",
                 ),
             ],
@@ -328,9 +342,9 @@ def build() -> dashboard.Dashboard:
         "RUN",
         "none",
         [
-            query(f"training_step{{{RUN}}}", "{{run_id}} step"),
-            query(f"training_run_targets_completed{{{RUN}}}", "{{run_id}} targets done"),
-            query(f"training_run_duration_seconds{{{RUN}}} / 60", "{{run_id}} minutes"),
+            query(_of_runs("training_step"), "{{run_id}} step"),
+            query(_of_runs("training_run_targets_completed"), "{{run_id}} targets done"),
+            query(f"{_of_runs('training_run_duration_seconds')} / 60", "{{run_id}} minutes"),
         ],
     ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
     actions = (

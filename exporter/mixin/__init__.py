@@ -1,5 +1,6 @@
-"""The monitoring mixin as the package ships it: alert and recording rules, their promtool
-unit tests, the Grafana dashboards, and the rules as a Kubernetes PrometheusRule.
+"""The monitoring mixin as the package ships it: the alerting rules (no recording rules:
+docs/alerts.md says why), their promtool unit tests, the Grafana dashboards, and the rules
+as a Kubernetes PrometheusRule.
 
 The files are the repository's own (``prometheus/rules``, ``prometheus/tests``,
 ``grafana/dashboards``, linked here and copied into the wheel), so a pip user gets exactly

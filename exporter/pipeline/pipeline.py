@@ -52,7 +52,7 @@ class Pipeline:
     ) -> None:
         self._lock = threading.Lock()  # guards everything below but stats and readings
         self.state = State(limits, tracing=False)
-        self.router: RouterState | None = None  # set before the sources start
+        self._router: RouterState | None = None
         self.stats = Stats()  # counters with locks of their own
         self.readings = ReadingsCache()  # written by the sampled sources' threads
         self.rejections = Rejections(self.stats)
@@ -74,8 +74,21 @@ class Pipeline:
             self.state.tracing |= spans or logs  # a log line carries its span's ids
             self.state.history |= steps
             self.state.logging |= logs
-            if logs and self.router is not None:
-                self.router.logging = True
+            if self._router is not None:
+                self._router.tracing, self._router.logging = self.state.tracing, self.state.logging
+
+    @property
+    def router(self) -> RouterState | None:
+        """Router events reduced by a mapping, when one is configured (set before the
+        sources start); it builds spans and log lines when an output takes them."""
+        return self._router
+
+    @router.setter
+    def router(self, router: RouterState | None) -> None:
+        with self._lock:
+            if router is not None:
+                router.tracing, router.logging = self.state.tracing, self.state.logging
+            self._router = router
 
     def ingest_lines(
         self, lines: list[bytes], source: str, spans_from: int = 0, origin: Origin | None = None

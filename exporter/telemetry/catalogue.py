@@ -1,7 +1,7 @@
 """The metric catalogue: every metric runwatch exposes, declared once.
 
 Both outputs are built from this list, so they cannot drift: the Prometheus
-collector (:mod:`exporter.telemetry.prometheus`) and the OTel instruments
+exposition (:mod:`exporter.telemetry.exposition`) and the OTel instruments
 (:mod:`exporter.telemetry.otel`). Each entry names the metric twice, as it
 appears on ``/metrics`` and as its OTel name and unit (see
 :mod:`exporter.telemetry.metric` for the two OTLP namings); tests check the
@@ -22,7 +22,7 @@ from typing import Any
 from exporter.core.events import MAX_IDENTIFIER_CHARS, STATUSES
 from exporter.core.handshake import ACK_BUCKETS, ACK_METRIC
 from exporter.core.outputs import Histogram
-from exporter.core.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Run
+from exporter.core.state import TARGET_DURATION_BUCKETS, TARGET_DURATION_METRIC, Checkpoint, Run
 from exporter.core.trace_ids import trace_id_hex
 from exporter.pipeline import Pipeline, View
 from exporter.pipeline.readings import SourceStatus
@@ -30,44 +30,41 @@ from exporter.pipeline.self_stats import MAX_FILE_SERIES, FileProgress
 from exporter.sources.peers.samples import BackendSample
 from exporter.telemetry.build_info import build_labels
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
-from exporter.telemetry.metric import Metric, Sample, Sampler, Type, stats_counter
+from exporter.telemetry.metric import Metric, RunSampler, Sample, Sampler, Type, stats_counter
 from exporter.telemetry.router_metrics import ROUTER_METRICS, rule_metrics
 from exporter.telemetry.trading_metrics import TRADING_METRICS
 
 
-def _runs(view: View) -> Iterator[Run]:
-    return iter(view.state.runs.values())
+def _run_status(run: Run) -> Iterator[Sample]:
+    for status in STATUSES:
+        yield (run.run_id, status), 1.0 if run.status == status else 0.0
 
 
-def _run_status(view: View) -> Iterator[Sample]:
-    for run in _runs(view):
-        for status in STATUSES:
-            yield (run.run_id, status), 1.0 if run.status == status else 0.0
+def _run_stage(run: Run) -> Iterator[Sample]:
+    for stage in run.stages:
+        yield (run.run_id, stage), 1.0 if stage == run.stage else 0.0
 
 
-def _run_stage(view: View) -> Iterator[Sample]:
-    for run in _runs(view):
-        for stage in run.stages:
-            yield (run.run_id, stage), 1.0 if stage == run.stage else 0.0
+def _stage_duration(run: Run) -> Iterator[Sample]:
+    for name, stage in run.stages.items():
+        if name != run.stage or run.finished:
+            yield (run.run_id, name), stage.seconds
 
 
-def _stage_duration(view: View) -> Iterator[Sample]:
-    for run in _runs(view):
-        for name, stage in run.stages.items():
-            if name != run.stage or run.finished:
-                yield (run.run_id, name), stage.seconds
+def _errors(run: Run) -> Iterator[Sample]:
+    for (error_type, recoverable), count in run.errors.items():
+        yield (run.run_id, error_type, "true" if recoverable else "false"), count
 
 
-def _errors(view: View) -> Iterator[Sample]:
-    for run in _runs(view):
-        for (error_type, recoverable), count in run.errors.items():
-            yield (run.run_id, error_type, "true" if recoverable else "false"), count
+def _per_checkpoint(value: Callable[[Checkpoint], Any]) -> RunSampler:
+    """One sample per checkpoint of each run (left out where ``value`` gives None)."""
 
-
-def _checkpoints(view: View) -> Iterator[tuple[Run, str, Any]]:
-    for run in _runs(view):
+    def of_run(run: Run) -> Iterator[Sample]:
         for checkpoint_id, checkpoint in run.checkpoints.items():
-            yield run, checkpoint_id, checkpoint
+            if (number := value(checkpoint)) is not None:
+                yield (run.run_id, checkpoint_id), number
+
+    return RunSampler(of_run)
 
 
 MAX_CONFIG_ITEMS = 32
@@ -103,34 +100,31 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _config(view: View) -> Iterator[Sample]:
-    for run in _runs(view):
-        shown: dict[str, str] = {}  # a dotted key given twice ({"a.b": .., "a": {"b": ..}})
-        for key, text in config_items(run.config):
-            if len(shown) == MAX_CONFIG_ITEMS:
-                break
-            shown.setdefault(key, text)
-        for key, text in shown.items():
-            yield (run.run_id, key, text), 1.0
+def _config(run: Run) -> Iterator[Sample]:
+    shown: dict[str, str] = {}  # a dotted key given twice ({"a.b": .., "a": {"b": ..}})
+    for key, text in config_items(run.config):
+        if len(shown) == MAX_CONFIG_ITEMS:
+            break
+        shown.setdefault(key, text)
+    for key, text in shown.items():
+        yield (run.run_id, key, text), 1.0
 
 
-def _per_run(attribute: Callable[[Run], float | Histogram | None]) -> Sampler:
-    def sample(view: View) -> Iterator[Sample]:
-        for run in _runs(view):
-            value = attribute(run)
-            if value is not None:
-                yield (run.run_id,), value
+def _per_run(attribute: Callable[[Run], float | Histogram | None]) -> RunSampler:
+    def of_run(run: Run) -> Iterator[Sample]:
+        value = attribute(run)
+        if value is not None:
+            yield (run.run_id,), value
 
-    return sample
+    return RunSampler(of_run)
 
 
-def _per_run_key(items: Callable[[Run], Iterable[tuple[str, Any]]]) -> Sampler:
-    def sample(view: View) -> Iterator[Sample]:
-        for run in _runs(view):
-            for key, value in items(run):
-                yield (run.run_id, key), value
+def _per_run_key(items: Callable[[Run], Iterable[tuple[str, Any]]]) -> RunSampler:
+    def of_run(run: Run) -> Iterator[Sample]:
+        for key, value in items(run):
+            yield (run.run_id, key), value
 
-    return sample
+    return RunSampler(of_run)
 
 
 FILE = ("source", "path")
@@ -168,16 +162,16 @@ RUN = ("run_id",)
 METRICS: tuple[Metric, ...] = (
     Metric("training_run_info", "training.run.info", "", G, ("run_id", "name", "trace_id"),
            "Run metadata and the run's trace id (for links to its trace); always 1.",
-           lambda v: (((r.run_id, r.name, trace_id_hex(r.run_id)), 1.0) for r in _runs(v))),
+           RunSampler(lambda r: [((r.run_id, r.name, trace_id_hex(r.run_id)), 1.0)])),
     Metric("training_run_config_info", "training.run.config.info", "", G,
            ("run_id", "key", "value"), f"The run's config from run_start, one series per key "
            f"(nested keys joined with dots; the first {MAX_CONFIG_ITEMS} keys, keys cut to "
            f"{MAX_IDENTIFIER_CHARS} characters and values to {MAX_CONFIG_VALUE_CHARS}); "
-           f"always 1.", _config),
+           f"always 1.", RunSampler(_config)),
     Metric("training_run_status", "training.run.status", "", G, ("run_id", "status"),
-           "1 for the run's current status, 0 for the others.", _run_status),
+           "1 for the run's current status, 0 for the others.", RunSampler(_run_status)),
     Metric("training_run_stage", "training.run.stage", "", G, ("run_id", "stage"),
-           "1 for the run's current stage, 0 for stages it has left.", _run_stage),
+           "1 for the run's current stage, 0 for stages it has left.", RunSampler(_run_stage)),
     Metric("training_run_progress_ratio", "training.run.progress.ratio", "1", G,
            ("run_id", "stage"), "Progress within each stage of the run (progress_pct / 100).",
            _per_run_key(lambda r: ((n, s.progress_ratio) for n, s in r.stages.items()))),
@@ -192,8 +186,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("training_run_current_target", "training.run.current_target", "", G,
            ("run_id", "target"), "1 for the target the run is processing now (from "
            "target_start or progress.current_target); absent between targets.",
-           lambda v: (((r.run_id, r.current_target), 1.0) for r in _runs(v)
-                      if r.current_target is not None and not r.finished)),
+           RunSampler(lambda r: [((r.run_id, r.current_target), 1.0)]
+                      if r.current_target is not None and not r.finished else [])),
     Metric("training_stage_targets", "training.stage.targets", "", G, ("run_id", "stage"),
            "Targets of each stage, as its progress events report targets_total.",
            _per_run_key(lambda r: ((n, s.targets_total) for n, s in r.stages.items()
@@ -213,21 +207,21 @@ METRICS: tuple[Metric, ...] = (
            _per_run(lambda r: r.duration)),
     Metric("training_stage_duration_seconds", "training.stage.duration", "s", G,
            ("run_id", "stage"), "Time the run spent in each stage it has left.",
-           _stage_duration),
+           RunSampler(_stage_duration)),
     Metric("training_target_completions_total", "training.target.completions", "", C,
            ("run_id", "status"), "Targets completed, by status (success, failed, skipped, other).",
            _per_run_key(lambda r: r.target_completions.items())),
     Metric("training_target_best_auc", "training.target.best_auc", "", G,
            ("run_id", "stage", "target"), "Best AUC reached per target, in the stage it was "
            "reported in (a target ranked, then trained, has one series per stage).",
-           lambda v: (((r.run_id, stage, target), auc) for r in _runs(v)
-                      for (stage, target), auc in r.target_best_auc.items())),
+           RunSampler(lambda r: (((r.run_id, stage, target), auc)
+                                 for (stage, target), auc in r.target_best_auc.items()))),
     Metric(TARGET_DURATION_METRIC, "training.target.duration", "s", H, RUN,
            "Time spent per target.", _per_run(lambda r: r.target_durations),
            TARGET_DURATION_BUCKETS),
     Metric("training_errors_total", "training.errors", "", C,
            ("run_id", "error_type", "recoverable"), "Error events, by type and recoverability.",
-           _errors),
+           RunSampler(_errors)),
     Metric("training_events_total", "training.events", "", C, ("event_type",),
            "Events accepted, by type; types runwatch does not know by their name (the first "
            "32, then 'other').", lambda v: (((t,), n) for t, n in
@@ -243,27 +237,25 @@ METRICS: tuple[Metric, ...] = (
            _per_run(lambda r: r.step)),
     Metric("training_checkpoint_step", "training.checkpoint.step", "", G,
            ("run_id", "checkpoint_id"), "Step each checkpoint was taken at.",
-           lambda v: (((r.run_id, cid), c.step) for r, cid, c in _checkpoints(v)
-                      if c.step is not None)),
+           _per_checkpoint(lambda c: c.step)),
     Metric("training_checkpoint_timestamp_seconds", "training.checkpoint.timestamp", "s", G,
            ("run_id", "checkpoint_id"), "When each checkpoint was saved, Unix seconds.",
-           lambda v: (((r.run_id, cid), c.timestamp) for r, cid, c in _checkpoints(v))),
+           _per_checkpoint(lambda c: c.timestamp)),
     Metric("training_checkpoint_best", "training.checkpoint.best", "", G,
            ("run_id", "checkpoint_id"), "1 for the run's best checkpoint, 0 for the others.",
-           lambda v: (((r.run_id, cid), float(c.is_best)) for r, cid, c in _checkpoints(v))),
+           _per_checkpoint(lambda c: float(c.is_best))),
     Metric("training_checkpoint_valid", "training.checkpoint.valid", "", G,
            ("run_id", "checkpoint_id"), "1 for a checkpoint whose file was checked and "
            "found valid (loads with torch, holds the expected keys), 0 for one found not; "
            "absent for those never checked.",
-           lambda v: (((r.run_id, cid), float(c.valid)) for r, cid, c in _checkpoints(v)
-                      if c.valid is not None)),
+           _per_checkpoint(lambda c: None if c.valid is None else float(c.valid))),
     Metric("training_run_checkpoints_invalid", "training.run.checkpoints.invalid", "", G, RUN,
            "Checkpoint checks of the run that found the file not valid.",
            _per_run(lambda r: r.invalid_checkpoints)),
     Metric("training_checkpoint_metric", "training.checkpoint.metric", "", G,
            ("run_id", "checkpoint_id", "key"), "Metrics recorded with each checkpoint.",
-           lambda v: (((r.run_id, cid, k), x) for r, cid, c in _checkpoints(v)
-                      for k, x in c.metrics.items())),
+           RunSampler(lambda r: (((r.run_id, cid, k), x) for cid, c in r.checkpoints.items()
+                                 for k, x in c.metrics.items()))),
     Metric("training_process_up", "training.process.up", "", G, RUN,
            "1 while the run's process (from its PID file) is alive, 0 once it is gone.",
            _per_run(lambda r: None if r.process_up is None else float(r.process_up))),
@@ -333,7 +325,8 @@ METRICS: tuple[Metric, ...] = (
            lambda v: (((r,), n) for r, n in v.state.forgotten.items())),
     Metric("runwatch_render_errors_total", "runwatch.render.errors", "", C, ("family",),
            "Samples left out of a scrape or an OTLP collection because they could not be "
-           "rendered (logged once per family; family api_runs: runs left out of "
+           "rendered, counted when rendered (a run's samples are rendered again only when "
+           "the run changes; logged once per family; family api_runs: runs left out of "
            "GET /api/runs); the rest of the collection is unaffected.",
            stats_counter(lambda s: s.render_errors)),
     Metric("runwatch_file_rotations_total", "runwatch.file.rotations", "", C, ("kind",),

@@ -26,6 +26,7 @@ from enum import Enum
 from typing import Any
 
 from exporter.core.outputs import Histogram
+from exporter.core.state import Run
 from exporter.pipeline import View
 from exporter.pipeline.self_stats import Stats
 
@@ -42,6 +43,22 @@ class Type(Enum):
 
 Sample = tuple[tuple[str, ...], Any]
 Sampler = Callable[[View], Iterable[Sample]]
+
+
+class RunSampler:
+    """A sampler whose samples each belong to one run: ``of_run`` gives one run's, and the
+    sampler as a whole every run's in turn. Outputs that keep what they rendered of a run
+    until it changes (:class:`~exporter.telemetry.run_cache.RunCache`) call ``of_run``."""
+
+    __slots__ = ("of_run",)
+
+    def __init__(self, of_run: Callable[[Run], Iterable[Sample]]) -> None:
+        self.of_run = of_run
+
+    def __call__(self, view: View) -> Iterator[Sample]:
+        of_run = self.of_run
+        for run in view.state.runs.values():
+            yield from of_run(run)
 
 
 def stats_counter(select: Callable[[Stats], Counter[Any]]) -> Sampler:
@@ -163,12 +180,19 @@ def rendered_samples(metric: Metric, view: View, failed: RenderErrors) -> list[S
     values as floats (a Histogram for histograms). A sample that cannot be converted is left
     out; a sampler that raises loses its whole family for this collection; both are
     reported to ``failed``."""
+    return checked_samples(metric, lambda: metric.sample(view), failed)
+
+
+def checked_samples(
+    metric: Metric, sample: Callable[[], Iterable[Sample]], failed: RenderErrors
+) -> list[Sample]:
+    """What ``sample()`` gives, checked and converted as :func:`rendered_samples` says."""
     width = len(metric.labels)
     convert = _histogram if metric.type is Type.HISTOGRAM else float
     samples: list[Sample] = []
     append = samples.append
     try:
-        for labels, value in metric.sample(view):
+        for labels, value in sample():
             try:
                 if len(labels) != width:
                     raise TypeError(f"{len(labels)} label values for {width} labels")

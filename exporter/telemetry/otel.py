@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from functools import partial
+from itertools import chain
+from typing import Any, cast
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -40,12 +42,22 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from exporter import __version__
 from exporter.core.outputs import FinishedSpan, LogLine, Observed, Output
-from exporter.pipeline import Emit, Pipeline
+from exporter.core.state import Run
+from exporter.pipeline import Emit, Pipeline, View
 from exporter.pipeline.self_stats import Stats
 from exporter.telemetry.catalogue import metrics_for
 from exporter.telemetry.log_records import LogWriter
-from exporter.telemetry.metric import Metric, RenderErrors, Type, rendered_samples
+from exporter.telemetry.metric import (
+    Metric,
+    RenderErrors,
+    RunSampler,
+    Sample,
+    Type,
+    checked_samples,
+    rendered_samples,
+)
 from exporter.telemetry.otlp_settings import OtlpSettings
+from exporter.telemetry.run_cache import RunBlocks
 from exporter.telemetry.shipper import (
     LogQueue,
     Outcomes,
@@ -157,6 +169,58 @@ class _CountingMetricExporter(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis)
 
 
+def _join_observations(
+    rows: Sequence[tuple[list[Observation], ...]],
+) -> tuple[list[Observation], ...]:
+    return tuple(list(chain.from_iterable(column)) for column in zip(*rows, strict=True))
+
+
+class _RunObservations:
+    """The observations of the entries that sample runs, for every instrument: one pass
+    over the runs per collection (per snapshot), each run's kept until it changes."""
+
+    def __init__(self, naming: str, failed: RenderErrors) -> None:
+        self._naming = naming
+        self._failed = failed
+        self._instruments: list[list[Metric]] = []  # their entries that sample runs
+        self._cache: RunBlocks[tuple[list[Observation], ...], tuple[list[Observation], ...]]
+        self._cache = RunBlocks(self._of_run, _join_observations)
+        # the view they were taken from, and by instrument the blocks' observations
+        self._taken: tuple[View, list[tuple[list[Observation], ...]]] | None = None
+        self._lock = threading.Lock()  # the reader's thread, and a flush at exit
+
+    def add(self, metrics: list[Metric]) -> int | None:
+        """An instrument's entries that sample runs; its index, None when it has none."""
+        if not metrics:
+            return None
+        self._instruments.append(metrics)
+        return len(self._instruments) - 1
+
+    def observations(self, metric: Metric, samples: Iterable[Sample]) -> list[Observation]:
+        naming = self._naming
+        return [Observation(value, metric.otel_attributes(label_values, naming))
+                for label_values, value in samples]  # fmt: skip
+
+    def of(self, view: View, instrument: int) -> tuple[list[Observation], ...]:
+        """The instrument's observations of every run, a list per block of runs."""
+        with self._lock:
+            if self._taken is None or self._taken[0] is not view:
+                blocks = self._cache.blocks(list(view.state.runs.values()))
+                columns = list(zip(*blocks, strict=True)) or [() for _ in self._instruments]
+                self._taken = (view, columns)
+            return self._taken[1][instrument]
+
+    def _of_run(self, run: Run) -> tuple[list[Observation], ...]:
+        out = []
+        for metrics in self._instruments:
+            observed: list[Observation] = []
+            for metric in metrics:
+                of_run = partial(cast(RunSampler, metric.sample).of_run, run)
+                observed += self.observations(metric, checked_samples(metric, of_run, self._failed))
+            out.append(observed)
+        return tuple(out)
+
+
 class OtlpOutput:
     """Registers the catalogue as OTel instruments and writes spans; an OutputSink."""
 
@@ -185,6 +249,7 @@ class OtlpOutput:
         )
         meter = self.meter_provider.get_meter("runwatch", __version__)
         self._naming = settings.naming
+        self._runs = _RunObservations(settings.naming, self._failed)
         self._histograms: dict[str, tuple[Metric, Histogram]] = {}  # by /metrics name
         groups: dict[str, list[Metric]] = {}  # semconv: several families share one name
         for metric in metrics_for(pipeline):
@@ -285,15 +350,18 @@ class OtlpOutput:
     def _callback(
         self, metrics: list[Metric]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        naming = self._naming
+        others = [m for m in metrics if type(m.sample) is not RunSampler]
+        runs = self._runs.add([m for m in metrics if type(m.sample) is RunSampler])
 
-        def observe(options: CallbackOptions) -> Sequence[Observation]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
             # One snapshot serves every instrument of a collection (they run back to back).
             view = self._pipeline.snapshot(max_age=SNAPSHOT_REUSE_SECONDS)
-            return [
-                Observation(value, metric.otel_attributes(label_values, naming))
-                for metric in metrics
-                for label_values, value in rendered_samples(metric, view, self._failed)
-            ]
+            out: list[Observation] = []
+            for metric in others:
+                out += self._runs.observations(metric, rendered_samples(metric, view,
+                                                                        self._failed))  # fmt: skip
+            if runs is not None:
+                return chain(out, *self._runs.of(view, runs))
+            return out
 
         return observe

@@ -1,17 +1,15 @@
 """The training backend source against the reference backend (real HTTP and WebSocket):
-jobs become runs, the start handshake becomes telemetry, the REST fallback, bad input."""
+jobs become runs, the start handshake becomes telemetry, the REST fallback. Bad messages
+and the handshakes in-process are in tests/unit/test_backend.py."""
 
 from __future__ import annotations
-
-import json
 
 import httpx
 import orjson
 
-from exporter.core.handshake import Handshakes
 from exporter.pipeline import Pipeline
 from exporter.sources.peers.backend import BackendEvents, BackendPoller
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 
 def serve_backend(serve, reference, *args: str):
@@ -95,38 +93,3 @@ def test_the_rest_fallback_finishes_jobs_while_the_websocket_is_down(bridge) -> 
     finally:
         poller.close()
     assert pipeline.state.runs[job["job_id"]].status == "completed"
-
-
-def test_bad_backend_messages_are_counted_not_fatal() -> None:
-    pipeline = Pipeline()
-    events = BackendEvents(pipeline)
-    events(b"\x00 not json")
-    events(b'{"type": "training.started"}')  # no job_id
-    events(b'{"type": "training.paused", "job_id": "j"}')
-    events(b'{"type": "training.epoch", "job_id": "j", "epoch": 0, "metrics": {"loss": "NaN"}}')
-    # the events built from a message meet the bounds of a parsed line: a key past them
-    # refuses that metric_update, counted, and the job goes on
-    long_key = json.dumps({"type": "training.epoch", "job_id": "j", "epoch": 1,
-                           "metrics": {"k" * 300: 1.0}})  # fmt: skip
-    events(long_key)
-    rejected = pipeline.stats.rejected
-    assert rejected[("backend", "invalid_json")] == 1
-    assert rejected[("backend", "contract_violation")] == 1
-    assert rejected[("backend", "unknown_event_type")] == 1
-    assert rejected[("backend", "value_too_long")] == 1
-    run = pipeline.state.runs["j"]
-    assert "loss" not in run.metrics  # a non-number metric is left out
-    assert not any(len(key) > 256 for key in run.metrics) and run.targets_completed == 2
-
-
-def test_handshakes_time_out_once_and_late_starts_still_count() -> None:
-    handshakes = Handshakes(timeout=30)
-    handshakes.accepted("a", 100.0)
-    handshakes.accepted("b", 100.0)
-    assert handshakes.start("a", 101.5) == 1.5
-    assert handshakes.expire(120.0) == 0 and handshakes.expire(131.0) == 1
-    assert handshakes.expire(200.0) == 0  # counted once
-    assert handshakes.start("b", 140.0) == 40.0  # late, but its delay is still observed
-    handshakes.accepted("a", 300.0)  # a listing that still shows a started job
-    assert "a" not in handshakes.pending and handshakes.timeouts == 1
-    assert handshakes.latency.count == 2

@@ -4,15 +4,13 @@ backend's log tail is read once per line."""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from exporter.sources.peers.backend import new_lines
-from tests.conftest import free_port, wait_for
 from tests.seed_backend import SeedBackend
+from tests.support import free_port, wait_for
 
 
 @pytest.fixture
@@ -68,11 +66,3 @@ def test_a_backend_that_is_down_gets_a_502_not_a_hang(serve) -> None:
     server = serve("--backend-url", f"http://127.0.0.1:{free_port()}", "--no-nvml", "--no-system")
     answer = httpx.post(server.url + "/start_training", json={}, timeout=40)
     assert answer.status_code == 502 and "unreachable" in answer.json()["error"]
-
-
-def test_log_tail_lines_are_new_only_past_the_overlap() -> None:
-    assert new_lines(deque(), ["a", "b"]) == ["a", "b"]
-    assert new_lines(deque(["a", "b", "c"]), ["b", "c", "d", "e"]) == ["d", "e"]
-    assert new_lines(deque(["a", "b"]), ["a", "b"]) == []
-    assert new_lines(deque(["x", "x"]), ["x", "x", "x"]) == ["x"]  # repeated lines
-    assert new_lines(deque(["a"]), ["z"]) == ["z"]  # rotated: nothing shared

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import socket
 import subprocess
@@ -12,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.app.config import OPTIONS, ConfigError, Settings, add_arguments, resolve
-from tests.conftest import ROOT, RUNWATCH, event, free_port, jsonl, wait_for
+from exporter.app.config import OPTIONS, ConfigError
+from tests.support import ROOT, RUNWATCH, event, free_port, jsonl, settings_for, wait_for
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -48,37 +47,6 @@ def test_router_check_counts_in_words() -> None:
     assert re.search(r"\b1 flow\b", said) and not re.search(r"\b1 \w+s\b", said), said
 
 
-def settings_for(argv: list[str], env: dict[str, str], monkeypatch) -> Settings:
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config")
-    names = [o.name for o in OPTIONS]
-    add_arguments(parser, names)
-    return resolve(parser.parse_args(argv), names)
-
-
-def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch) -> None:
-    config = tmp_path / "runwatch.yaml"
-    config.write_text(
-        "max_runs: 7\nmax_targets_per_run: 8\nmax_metric_keys_per_run: 9\n"
-        "events: [a.jsonl, b.jsonl]\nlisten: 0.0.0.0:9999\n"
-    )
-    settings = settings_for(
-        ["--config", str(config), "--max-runs", "1"],
-        {"RUNWATCH_MAX_RUNS": "2", "RUNWATCH_MAX_TARGETS_PER_RUN": "3"},
-        monkeypatch,
-    )
-    assert (
-        settings.max_runs,
-        settings.max_targets_per_run,
-        settings.max_metric_keys_per_run,
-    ) == (1, 3, 9)
-    assert settings.events == ["a.jsonl", "b.jsonl"]
-    assert settings.listen == [("0.0.0.0", 9999)]
-    assert settings.max_checkpoints_per_run == 50  # the default
-
-
 def test_source_switches_come_from_flags_environment_or_file(tmp_path: Path, monkeypatch) -> None:
     config = tmp_path / "runwatch.yaml"
     config.write_text("nvml: false\nfake_gpus: 2\n")
@@ -95,17 +63,6 @@ def test_source_switches_come_from_flags_environment_or_file(tmp_path: Path, mon
     assert negative.returncode == 2 and negative.stderr == "runwatch: --fake-gpus: -1 is negative\n"
     naming = run("serve", "--otlp-naming", "otel")
     assert naming.returncode == 2 and "is not one of semconv, prometheus" in naming.stderr
-
-
-@pytest.mark.parametrize(("text", "seconds"),
-                         [("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800),
-                          ("1.5h", 5400)])  # fmt: skip
-def test_the_retention_takes_durations_as_prometheus_writes_them(
-    text, seconds, monkeypatch
-) -> None:
-    settings = settings_for(["--finished-run-retention", text], {}, monkeypatch)
-    assert settings.finished_run_retention == seconds
-    assert settings_for([], {}, monkeypatch).finished_run_retention == 86400  # 24 h
 
 
 @pytest.mark.parametrize("text", ["0", "-1h", "abc", "h", "nan", "inf", "24x"])

@@ -33,6 +33,7 @@ import orjson
 import pytest
 import uvicorn
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app.config import Settings
 from exporter.core.events import parse_lines
@@ -45,8 +46,8 @@ from exporter.sources.peers.backend import BackendEvents
 from exporter.sources.peers.bridge import BRIDGE_SOURCE, BridgePoller
 from exporter.sources.peers.contract import REJECT_REASONS
 from exporter.sources.sampled.sampling import SourceUnavailable
-from exporter.telemetry.prometheus import catalogue_registry
-from tests.conftest import ROOT, free_port, wait_for
+from exporter.telemetry.exposition import Exposition
+from tests.support import ROOT, free_port, wait_for
 
 HOUR, SCRAPE = 3600, 15
 SELF_ALERTS = ("RunwatchRejectingInput", "RunwatchRenderErrors", "RunwatchDroppingSeries")
@@ -114,7 +115,8 @@ def scrape(pipeline: Pipeline) -> dict[str, float]:
     """The samples a /metrics render would show of the series the alerts below read, by
     series (name and labels): the collector's families, without the text round trip."""
     samples = {}
-    for family in catalogue_registry(pipeline).collect():
+    text = Exposition(pipeline).render()[0].decode()
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in SELF_SERIES or (
                 sample.name == "training_run_status" and sample.labels["status"] == "failed"

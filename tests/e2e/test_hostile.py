@@ -16,8 +16,9 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import event, jsonl, wait_for
 from tests.peers import HttpPeer, WebSocketPeer, answer, drip, endless, frames_once, hang
+from tests.pipelines import poisoned_pipeline
+from tests.support import event, jsonl, wait_for
 
 QUIET = ["--no-nvml", "--no-system"]
 
@@ -183,31 +184,6 @@ def test_a_follower_whose_handler_raises_goes_on_and_reports_it() -> None:
     assert stats.websocket_connected["c"] == 0
 
 
-def test_a_worker_whose_run_raises_is_started_again_and_says_so(monkeypatch) -> None:
-    from exporter.sources import worker
-
-    monkeypatch.setattr(worker, "RESTART_SECONDS", 0.01)
-    crashed: list[int] = []
-
-    class Flaky(worker.Worker):
-        runs = 0
-
-        def _run(self) -> None:
-            self.runs += 1
-            if self.runs < 3:
-                raise RuntimeError("bug")
-            self._stop.wait()
-
-        def _crashed(self) -> None:
-            crashed.append(self.runs)
-
-    flaky = Flaky("flaky", join_timeout=5)
-    flaky.start()
-    wait_for(lambda: flaky.runs == 3, what="the third start")
-    flaky.stop()
-    assert crashed == [1, 2] and flaky.restarts == 2
-
-
 def test_a_websocket_flood_is_all_counted_while_scrapes_answer(serve) -> None:
     flood = [orjson.dumps({"type": f"T{i % 5}"}).decode() for i in range(50_000)]
     peer = WebSocketPeer(frames_once({"/ws/events": flood}))
@@ -262,53 +238,6 @@ def test_a_post_being_applied_does_not_hold_up_metrics(tmp_path: Path) -> None:
         server.should_exit = True
         thread.join(10)
     assert "run_1" in pipeline.state.runs
-
-
-def test_a_batch_is_applied_in_slices_of_the_lock() -> None:
-    from exporter.pipeline import Pipeline
-    from exporter.pipeline.priority import APPLY_SLICE
-
-    pipeline = Pipeline()
-    holds: list[int] = []
-
-    class CountingLock:
-        def __init__(self) -> None:
-            self._lock = threading.Lock()
-
-        def __enter__(self) -> None:
-            self._lock.acquire()
-            holds.append(0)
-
-        def __exit__(self, *exc: object) -> None:
-            self._lock.release()
-
-    pipeline._lock = CountingLock()  # type: ignore[assignment]
-    lines = [orjson.dumps(event("progress", stage="s", progress_pct=i % 100)) for i in range(2000)]
-    pipeline.ingest_lines(lines, "jsonl")
-    assert len(holds) == 2000 // APPLY_SLICE
-
-
-def test_a_scrape_renders_outside_the_pipeline_lock() -> None:
-    from exporter.pipeline import Pipeline
-    from exporter.telemetry.metric import Metric, RenderErrors, Type
-    from exporter.telemetry.prometheus import CatalogueCollector
-
-    pipeline = Pipeline()
-    pipeline.ingest_lines([orjson.dumps(event("run_start"))], "jsonl")
-    free_while_rendering: list[bool] = []
-
-    def sample(view):  # type: ignore[no-untyped-def]
-        free = pipeline._lock.acquire(blocking=False)
-        if free:
-            pipeline._lock.release()
-        free_while_rendering.append(free)
-        return [((run_id,), 1.0) for run_id in view.state.runs]
-
-    probe = Metric("probe", "probe", "", Type.GAUGE, ("run_id",), "probe", sample)
-    collector = CatalogueCollector(pipeline.snapshot, (probe,), RenderErrors(pipeline.stats, ()))
-    (family,) = list(collector.collect())
-    assert free_while_rendering == [True]
-    assert [s.labels for s in family.samples] == [{"run_id": "run_1"}]
 
 
 # -- 6, 7, 8. a hostile trading bridge ------------------------------------------------------------
@@ -501,33 +430,22 @@ def test_pid_files_that_are_fifos_huge_or_pid_1_are_refused(serve, tmp_path: Pat
 # -- a value that escaped the bounds still costs only its sample ---------------------------------
 
 
-def _poisoned_pipeline():  # type: ignore[no-untyped-def]
-    from exporter.pipeline import Pipeline
-
-    pipeline = Pipeline()
-    lines = [orjson.dumps(event("metric_update", metrics={"loss": 0.5}, step=3))]
-    lines.append(orjson.dumps(event("metric_update", run_id="run_2", metrics={}, step=4)))
-    assert pipeline.ingest_lines(lines, "jsonl") == []
-    pipeline.state.runs["run_1"].step = 10**400  # past a float: what once broke every scrape
-    return pipeline
-
-
 def test_a_sample_that_cannot_be_rendered_is_left_out_of_the_scrape_and_counted(
     bin_dir, caplog
 ) -> None:
-    from prometheus_client import generate_latest
+    from exporter.telemetry.exposition import Exposition
 
-    from exporter.telemetry.prometheus import catalogue_registry
-
-    pipeline = _poisoned_pipeline()
-    registry = catalogue_registry(pipeline)
-    text = generate_latest(registry).decode()
+    pipeline = poisoned_pipeline()
+    exposition = Exposition(pipeline)
+    text = exposition.render()[0].decode()
     assert 'training_step{run_id="run_2"} 4.0' in text
     assert 'training_step{run_id="run_1"}' not in text
     assert 'training_metric{key="loss",run_id="run_1"} 0.5' in text
-    generate_latest(registry)  # a second scrape: counted again, logged once
-    text = generate_latest(registry).decode()
-    assert 'runwatch_render_errors_total{family="training_step"} 3.0' in text
+    exposition.render()  # a second scrape: the run unchanged, its text kept, not counted again
+    pipeline.state.runs["run_1"].step = 10**401  # changed: rendered, left out, counted again
+    pipeline.state._changed["run_1"] = None
+    text = exposition.render()[0].decode()
+    assert 'runwatch_render_errors_total{family="training_step"} 2.0' in text
     assert sum("training_step" in r.getMessage() for r in caplog.records) == 1
     assert lint(bin_dir, text) == (0, b"", b"")
 
@@ -536,7 +454,7 @@ def test_a_sample_that_cannot_be_rendered_is_left_out_of_the_otlp_export(otlp_re
     from exporter.telemetry.otel import OtlpOutput
     from exporter.telemetry.otlp_settings import OtlpSettings
 
-    pipeline = _poisoned_pipeline()
+    pipeline = poisoned_pipeline()
     otlp = OtlpOutput(pipeline, OtlpSettings(otlp_receiver.url))
     otlp.flush()
     otlp.shutdown()
@@ -580,25 +498,6 @@ def test_text_utf8_cannot_encode_is_refused_and_every_scrape_stays_200(
     assert [run["run_id"] for run in runs.json()] == ["run_1"]
     assert server.sample('runwatch_events_rejected_total{reason="invalid_utf8",source="http"}') == 1
     assert lint(bin_dir, scrape.text) == (0, b"", b"")
-
-
-def test_text_utf8_cannot_encode_that_reached_the_state_costs_its_samples_only(caplog) -> None:
-    """Were such text to get past validation (a source with a bug), the render still
-    isolates it: its samples and its run's /api/runs entry are left out and counted."""
-    from prometheus_client import generate_latest
-
-    from exporter.app.server import runs_document
-    from exporter.telemetry.prometheus import catalogue_registry
-
-    pipeline = _poisoned_pipeline()
-    run = pipeline.state.runs["run_1"]
-    run.step, run.metrics["x\ud800"] = 3, 1.0
-    text = generate_latest(catalogue_registry(pipeline)).decode()
-    assert 'training_metric{key="loss",run_id="run_1"} 0.5' in text
-    assert 'key="x' not in text and pipeline.stats.render_errors["training_metric"] == 1
-    document = orjson.loads(runs_document(pipeline.state.runs.values(), pipeline.stats))
-    assert [r["run_id"] for r in document] == ["run_2"]
-    assert pipeline.stats.render_errors["api_runs"] == 1
 
 
 # -- an OTLP endpoint that refuses forever, and shutting down ------------------------------------
@@ -674,7 +573,8 @@ def test_sigterm_while_ingesting_then_a_restart_sends_no_span_twice(
     writer.start()
     wait_for(lambda: len(otlp_receiver.spans) >= 20, what="spans flowing")
     first.process.send_signal(signal.SIGTERM)  # while lines are still being written
-    assert first.process.wait(timeout=15) is not None
+    # ended by itself within 15 s, by that signal: its shutdown done, uvicorn raises it again
+    assert first.process.wait(timeout=15) == -signal.SIGTERM
     writer.join()
     second = serve(*args)
     write_runs(400, 410)
@@ -685,14 +585,3 @@ def test_sigterm_while_ingesting_then_a_restart_sends_no_span_twice(
     assert len(ids) == len(set(ids)), "a span was sent twice"
     runs = {s["attributes"]["training.run_id"] for s in otlp_receiver.spans if s["name"] == "run"}
     assert {f"r{i}" for i in range(400, 410)} <= runs
-
-
-def test_ingestion_steps_aside_for_a_scrape_but_is_never_starved() -> None:
-    from exporter.pipeline import Pipeline
-    from exporter.pipeline.priority import APPLY_SLICE
-
-    pipeline = Pipeline()
-    lines = [orjson.dumps(event("progress", stage="s", progress_pct=1))] * (3 * APPLY_SLICE)
-    with pipeline.rendering():  # a scrape that never ends
-        pipeline.ingest_lines(lines, "jsonl")
-    assert pipeline.state.events_by_type["progress"] == 3 * APPLY_SLICE

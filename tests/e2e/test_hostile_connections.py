@@ -17,8 +17,8 @@ import bcrypt
 import httpx
 import pytest
 
-from tests.conftest import event, jsonl, wait_for
 from tests.peers import Flood
+from tests.support import event, jsonl, wait_for
 
 QUIET = ["--no-nvml", "--no-system"]
 IDLE_SOCKETS = 1100

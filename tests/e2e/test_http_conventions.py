@@ -10,12 +10,9 @@ import re
 import socket
 
 import httpx
-from hypothesis import given
-from hypothesis import strategies as st
 
 from exporter import __version__
-from exporter.app.server import accepts_gzip
-from tests.conftest import free_port
+from tests.support import free_port
 
 
 def raw(port: int, method: str, path: str, **headers: str) -> http.client.HTTPResponse:
@@ -87,9 +84,3 @@ def test_telemetry_path_and_several_listen_addresses(serve) -> None:
     assert f"listening on http://[::]:{other}" in server.log.read_text() or (
         f"listening on http://0.0.0.0:{other}" in server.log.read_text()
     )
-
-
-@given(st.text(max_size=60))
-def test_any_accept_encoding_header_is_answered(header: str) -> None:
-    assert accepts_gzip(header) in (True, False)
-    assert accepts_gzip("gzip") and accepts_gzip("br, gzip;q=0.5") and not accepts_gzip("br")

@@ -13,23 +13,7 @@ import httpx
 import pytest
 
 from exporter.core.trace_ids import trace_id_for
-from tests.conftest import ROOT, RUNWATCH, event, jsonl, wait_for
-
-T0 = 1_700_000_000.0
-RUN = [
-    event("run_start", ts=T0, name="exp"),
-    event("stage_change", ts=T0 + 1, new_stage="ranking"),
-    event("target_start", ts=T0 + 2, target="t1"),
-    event("error", ts=T0 + 3, error_message="fold 2 empty", error_type="ValueError",
-          recoverable=True, target="t1"),
-    event("target_complete", ts=T0 + 4, target="t1", status="success", best_auc=0.7),
-    event("target_start", ts=T0 + 5, target="t2"),
-    event("target_complete", ts=T0 + 6, target="t2", status="failed"),
-    event("stage_change", ts=T0 + 7, new_stage="training"),
-    event("metric_update", ts=T0 + 8, metrics={"loss": 0.3}, step=1),
-    event("run_complete", ts=T0 + 10, status="failed"),
-]  # fmt: skip
-NS = 1_000_000_000
+from tests.support import NS, ROOT, RUN, RUNWATCH, T0, event, jsonl, wait_for
 
 
 def replay(path: Path, endpoint: str, *args: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.conftest import event, jsonl, wait_for
+from tests.support import event, jsonl, wait_for
 
 
 def append(path: Path, *events: dict) -> None:

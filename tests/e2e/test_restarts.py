@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.conftest import Prometheus, Server, event, free_port, jsonl, wait_for
 from tests.integration.test_step_history import dropped, raw_samples
+from tests.processes import Prometheus, Server
+from tests.support import event, free_port, jsonl, wait_for
 
 QUIET = ["--no-nvml", "--no-system", "--no-otlp-metrics"]
 RESENT = 'runwatch_otlp_resent_total{signal="%s"}'

@@ -14,8 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, RUNWATCH, GrpcTraceReceiver, OtlpReceiver, free_port, wait_for
+from tests.receivers import GrpcTraceReceiver, OtlpReceiver
 from tests.stack import Program, collector
+from tests.support import ROOT, RUNWATCH, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -23,7 +23,7 @@ from runwatch_sdk.training_events import (
     init_training_events,
 )  # fmt: skip
 
-from tests.conftest import ROOT, RUNWATCH, free_port, wait_for
+from tests.support import ROOT, RUNWATCH, free_port, wait_for
 
 SERVER_MODULES = ("exporter", "fastapi", "uvicorn", "msgspec", "prometheus_client", "opentelemetry",
                   "pydantic", "psutil", "httpx")  # fmt: skip
@@ -234,39 +234,6 @@ def test_the_three_transports_give_the_same_trace_and_series(
         return bool(otel) and file == http == otel
 
     wait_for(same_series, timeout=20, what="the same series from the three transports")
-
-
-def test_framework_callbacks_report_nothing_on_ranks_other_than_zero(tmp_path: Path) -> None:
-    from runwatch_sdk.reporter import RunReporter
-
-    events = tmp_path / "events.jsonl"
-    given = TrainingMonitor("given", transport=FileTransport(events))
-    for monitor in (None, given):
-        reporter = RunReporter(FileTransport(events), None, monitor)
-        reporter.start("fit", {"lr": 0.1}, rank_zero=False)
-        reporter.stage("training")
-        reporter.metrics({"loss": 1.0}, step=1)
-        reporter.checkpoint(tmp_path / "ckpt", {}, step=1)
-        reporter.finish(RuntimeError("rank 1 died"))
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
-    assert [line["event_type"] for line in lines] == ["run_start"]  # the user's own monitor
-    given.end()  # the user's to end, as rank 0 would
-
-
-def test_framework_metrics_keep_only_single_numbers() -> None:
-    from runwatch_sdk.reporter import scalars
-
-    class OneElement:  # the shape of a 0-d tensor or numpy scalar
-        def item(self) -> float:
-            return 0.5
-
-    class ManyElements:  # torch raises RuntimeError, numpy ValueError
-        def item(self) -> float:
-            raise ValueError("can only convert an array of size 1")
-
-    values = {"loss": OneElement(), "hist": ManyElements(), "step": 3, "flag": True,
-              "name": "x", "lr": 1e-3}  # fmt: skip
-    assert scalars(values) == {"loss": 0.5, "step": 3.0, "lr": 1e-3}
 
 
 def test_an_idle_http_transport_costs_no_cpu() -> None:

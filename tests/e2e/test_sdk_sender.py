@@ -13,7 +13,7 @@ import textwrap
 
 import httpx
 
-from tests.conftest import ROOT, RUNWATCH, free_port, wait_for
+from tests.support import ROOT, RUNWATCH, free_port, wait_for
 
 QUIET = ("--no-nvml", "--no-system")
 

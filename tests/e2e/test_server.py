@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from exporter.core.trace_ids import trace_id_hex
-from tests.conftest import event, jsonl, wait_for
+from tests.support import event, jsonl, wait_for
 
 
 def test_post_one_event_an_array_and_ndjson(serve) -> None:

@@ -31,15 +31,9 @@ import httpx
 import pytest
 
 from exporter.core.trace_ids import trace_id_hex
-from tests.conftest import (
-    RUNWATCH,
-    GrpcTraceReceiver,
-    OtlpReceiver,
-    free_port,
-    wait_for,
-)
 from tests.integration.test_alerting import Webhook
 from tests.integration.test_dashboards import boards, targets
+from tests.receivers import GrpcTraceReceiver, OtlpReceiver
 from tests.stack import (
     Program,
     alertmanager,
@@ -49,6 +43,7 @@ from tests.stack import (
     prometheus,
     query,
 )
+from tests.support import RUNWATCH, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(300)  # the stack starts within the first test's time
 

@@ -16,7 +16,7 @@ import bcrypt
 import httpx
 import pytest
 
-from tests.conftest import ROOT, RUNWATCH, free_port
+from tests.support import ROOT, RUNWATCH, free_port
 
 QUIET = ("--no-nvml", "--no-system", "--backend-interval", "3600")
 

@@ -7,13 +7,12 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from exporter.sources.attribution import no_runs, run_trees
+from exporter.sources.attribution import run_trees
 from exporter.sources.sampled.system import SystemSource
-from tests.conftest import ROOT, RUNWATCH, free_port, wait_for
 from tests.process_tree import CHILD_BYTES, start_tree
+from tests.support import ROOT, RUNWATCH, free_port, wait_for
 
 
 @pytest.fixture
@@ -21,20 +20,6 @@ def tree(tmp_path: Path):
     tree = start_tree(tmp_path)
     yield tree
     tree.kill()
-
-
-def test_host_readings_agree_with_psutil() -> None:
-    source = SystemSource(no_runs)
-    source.open()
-    host = wait_for(lambda: (h := source.sample().host).cpu_utilization and h,
-                    what="CPU time to pass")  # fmt: skip
-    assert host.memory_limit == psutil.virtual_memory().total
-    assert host.cpu_count == psutil.cpu_count()
-    assert sum(ratio for _, ratio in host.cpu_utilization) == pytest.approx(1.0)
-    assert {mode for mode, _ in host.cpu_utilization} >= {"user", "system", "idle"}
-    assert dict(host.memory_states)["used"] > 0 and host.memory_available > 0
-    assert {d for d, _ in host.network_io} == {"transmit", "receive"}
-    assert host.load_average is not None and len(host.load_average) == 3
 
 
 def test_a_run_owns_its_whole_process_tree(tree) -> None:

@@ -14,11 +14,8 @@ import bcrypt
 import httpx
 import pytest
 import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from exporter.app.web_config import WebConfigError, parse_web_config
-from tests.conftest import RUNWATCH, free_port, wait_for
+from tests.support import RUNWATCH, free_port, wait_for
 
 
 def openssl(*args: str | Path) -> None:
@@ -255,26 +252,6 @@ def test_the_legacy_flags_and_the_file_do_not_mix(tmp_path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--web.config.file replaces --tls-cert-file, --tls-key-file" in result.stderr
-
-
-KEYS = st.sampled_from([
-    "tls_server_config", "basic_auth_users", "http_server_config", "headers", "cert_file",
-    "key_file", "client_auth_type", "min_version", "X-Frame-Options", "http2", "alice",
-]) | st.text(max_size=8)  # fmt: skip
-YAML_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=4),
-    max_leaves=12,
-)
-
-
-@given(YAML_VALUES)
-@settings(max_examples=300, deadline=None)
-def test_any_yaml_value_is_a_config_or_a_web_config_error(value) -> None:
-    try:
-        parse_web_config(value, "web config file x", Path("/nonexistent"))
-    except WebConfigError as exc:
-        assert "\n" not in str(exc)
 
 
 def test_sighup_is_logged_not_fatal(tmp_path) -> None:

@@ -27,7 +27,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT, Prometheus, free_port, wait_for
+from tests.processes import Prometheus
+from tests.support import ROOT, free_port, wait_for
 
 SHIPPED = ROOT / "alertmanager"
 SHIPPED_RECEIVER_URL = "http://alert-log:9095/alerts"

@@ -20,8 +20,9 @@ import yaml
 
 from exporter.dashboards.build import BOARDS, stale
 from exporter.dashboards.style import DATA_SOURCES, LOKI, PROMETHEUS, TAG
-from tests.conftest import ROOT, RUNWATCH, Prometheus, free_port, wait_for
 from tests.grafana_types import typescript
+from tests.processes import Prometheus
+from tests.support import ROOT, RUNWATCH, free_port, wait_for
 
 DIRECTORY = ROOT / "grafana" / "dashboards"
 

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import orjson
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.state import ProcessObservation
@@ -18,8 +17,8 @@ from exporter.sources.peers.bridge_contract import arms_from, positions_from
 from exporter.sources.peers.samples import TradingSample
 from exporter.telemetry.catalogue import documented_metrics
 from exporter.telemetry.metric import Type, prometheus_name
-from exporter.telemetry.prometheus import catalogue_registry
-from tests.conftest import ROOT, event
+from tests.pipelines import exposition
+from tests.support import ROOT, event
 
 ISSUE_NAMES = {
     "training_run_info", "training_run_status", "training_run_stage",
@@ -35,10 +34,6 @@ ISSUE_NAMES = {
 }  # fmt: skip
 
 DOCUMENTED = documented_metrics()  # the catalogue and the built-in router mapping's
-
-
-def exposition(pipeline: Pipeline) -> str:
-    return generate_latest(catalogue_registry(pipeline)).decode()
 
 
 def demo_pipeline() -> Pipeline:

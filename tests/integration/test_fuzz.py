@@ -29,12 +29,12 @@ import pytest
 import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
-from prometheus_client import generate_latest
 
 from exporter.core.events import REJECT_REASONS, STATUS_ALIASES, parse_lines
 from exporter.pipeline import Pipeline
-from exporter.telemetry.prometheus import catalogue_registry
-from tests.conftest import ROOT, Server, read_as_written
+from exporter.telemetry.exposition import Exposition
+from tests.processes import Server
+from tests.support import ROOT, read_as_written
 
 FUZZ = ROOT / "fuzz"
 TARGETS = runpy.run_path(str(FUZZ / "targets.py"))["TARGETS"]  # the atheris harnesses
@@ -152,7 +152,7 @@ def garbage_lines(draw: st.DrawFn) -> bytes:
 
 
 def rendered(pipeline: Pipeline) -> str:
-    text = generate_latest(catalogue_registry(pipeline)).decode()
+    text = Exposition(pipeline).render()[0].decode()
     assert not +pipeline.stats.render_errors, text  # nothing was left out
     return text
 

@@ -20,7 +20,7 @@ from exporter.app.config import DEFAULT_PORT, OPTIONS, resolve
 from exporter.app.web_config import WebConfigError, load_web_config
 from exporter.cli import _parser
 from exporter.mixin import prometheus_rule
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 DEPLOY = ROOT / "deploy"
 

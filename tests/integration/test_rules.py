@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from exporter.telemetry.catalogue import documented_metrics
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 PROMETHEUS = ROOT / "prometheus"
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))

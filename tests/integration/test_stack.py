@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, wait_for
+from tests.support import ROOT, wait_for
 
 PASSWORD = {"GRAFANA_ADMIN_PASSWORD": "test-only-password"}
 

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from exporter.core.events import validate
 from exporter.core.outputs import StepValues
 from exporter.core.state import Limits, State
-from tests.conftest import ROOT, RUNWATCH, Prometheus, event, free_port, jsonl, wait_for
 from tests.integration.test_dashboards import boards, fill, targets
+from tests.processes import Prometheus
+from tests.support import ROOT, RUNWATCH, event, free_port, jsonl, wait_for
 
 STEPS_PER_SECOND = 20
 

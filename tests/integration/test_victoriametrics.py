@@ -12,9 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulate.synthetic import synthetic_router_cycle
-from tests.conftest import ROOT, RUNWATCH, free_port, jsonl, wait_for
-from tests.e2e.test_otlp import RUN
 from tests.process_tree import start_tree
+from tests.support import ROOT, RUN, RUNWATCH, free_port, jsonl, wait_for
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import orjson
 from exporter.core.events import parse_line
 from exporter.core.outputs import FinishedSpan
 from exporter.core.state import MAX_SPAN_EVENTS, MAX_TEXT_CHARS, Limits, State
-from tests.conftest import event
+from tests.support import event
 
 T0 = 1_700_000_000.0
 MB = "x" * (1 << 20)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from exporter.pipeline.delivery import Ledger, Origin, Receipt
 from exporter.sources.files.jsonl import Cursor, FileReader
 from exporter.telemetry.shipper import Shipper, whole
-from tests.conftest import read_as_written
+from tests.support import read_as_written
 
 
 def test_the_delivered_offset_is_where_the_first_line_not_accepted_starts() -> None:

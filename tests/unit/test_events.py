@@ -23,7 +23,7 @@ from exporter.core.events import (
     validate,
 )
 from exporter.core.schema import build_schema, render_schema
-from tests.conftest import ROOT, event
+from tests.support import ROOT, event
 
 
 def test_seed_000_progress_line_with_iso_timestamp_and_extra_fields() -> None:

@@ -10,7 +10,7 @@ import ast
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 CORE = ROOT / "exporter" / "core"
 ALLOWED_THIRD_PARTY = {"msgspec", "orjson", "yaml"}  # decoders of bytes already in memory

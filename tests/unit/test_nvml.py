@@ -4,25 +4,19 @@ against the real pynvml where the machine has no driver."""
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
-from pathlib import Path
 
 import pynvml
 import pytest
-from prometheus_client import generate_latest
 
 from exporter.pipeline import Pipeline
 from exporter.sources.attribution import no_runs
 from exporter.sources.sampled.fake_nvml import FakeGpu, FakeNvml, FakeProcess
 from exporter.sources.sampled.nvml import NvmlSource
-from exporter.sources.sampled.samples import GpuSample
 from exporter.sources.sampled.sampling import PeriodicSampler, SourceUnavailable
-from exporter.telemetry.prometheus import catalogue_registry
-from tests.conftest import wait_for
-from tests.process_tree import start_tree
-
-GIB = 1 << 30
+from exporter.telemetry.exposition import Exposition
+from tests.nvml_support import GIB, by_index, open_source
+from tests.support import wait_for
 
 
 class Clock:
@@ -31,19 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def open_source(nvml: FakeNvml, roots=no_runs, **options) -> tuple[NvmlSource, list[str]]:
-    errors: list[str] = []
-    source = NvmlSource(nvml, roots, errors.append, **options)
-    source.open()
-    return source, errors
-
-
-def by_index(sample: GpuSample, index: int, gpu_instance: str = ""):
-    return next(
-        g for g in sample.gpus if g.device.index == index and g.device.gpu_instance == gpu_instance
-    )
 
 
 def test_readings_arrive_in_base_units() -> None:
@@ -165,31 +146,6 @@ def test_xid_errors_are_counted_by_code() -> None:
     assert counts == {(0, 79): 2, (1, 48): 1}
 
 
-def test_gpu_processes_are_attributed_to_runs_through_the_process_tree(tmp_path: Path) -> None:
-    tree = start_tree(tmp_path)
-    try:
-        stranger = subprocess.Popen(["sleep", "60"])  # on the GPU, but in no run
-        gpu = FakeGpu(processes=[
-            FakeProcess(tree.children[0], 3 * GIB, sm_utilization=40),
-            FakeProcess(tree.children[1], 5 * GIB, sm_utilization=30),
-            FakeProcess(stranger.pid, 7 * GIB, sm_utilization=20),
-        ])  # fmt: skip
-        roots = {tree.root.pid: tree.run_id}
-        source, _ = open_source(FakeNvml([gpu, FakeGpu()]), roots=lambda: roots)
-        sample = source.sample()
-        source.close()
-    finally:
-        tree.kill()
-        stranger.kill()
-        stranger.wait()
-    assert len(sample.runs) == 1
-    usage = sample.runs[0]
-    assert (usage.run_id, usage.device.index, usage.processes) == (tree.run_id, 0, 2)
-    assert usage.memory == 8 * GIB
-    assert usage.utilization == pytest.approx(0.7)
-    assert by_index(sample, 0).processes == 3
-
-
 def test_nvml_failing_at_start_is_a_clear_unavailable() -> None:
     source = NvmlSource(FakeNvml([], init_error=pynvml.NVML_ERROR_DRIVER_NOT_LOADED), no_runs,
                         lambda reason: None)  # fmt: skip
@@ -215,19 +171,23 @@ def test_a_hung_nvml_call_never_delays_a_scrape_and_the_source_goes_down() -> No
     nvml = FakeNvml([FakeGpu()])
     pipeline = Pipeline()
     sampler = PeriodicSampler(NvmlSource(nvml, no_runs, lambda r: None), pipeline.readings, 0.1)
-    registry = catalogue_registry(pipeline)
+    exposition = Exposition(pipeline)
+
+    def scrape() -> bytes:
+        return exposition.render()[0]
+
     sampler.start()
     try:
-        wait_for(lambda: b"gpu_temperature_celsius{" in generate_latest(registry), what="sample")
+        wait_for(lambda: b"gpu_temperature_celsius{" in scrape(), what="sample")
         release = nvml.hang("nvmlDeviceGetTemperature")
         wait_for(lambda: nvml.calls["nvmlDeviceGetTemperature"] >= 1 and b'runwatch_source_up'
-                 b'{source="nvml"} 0.0' in generate_latest(registry), what="stale")  # fmt: skip
+                 b'{source="nvml"} 0.0' in scrape(), what="stale")  # fmt: skip
         started = time.perf_counter()
-        text = generate_latest(registry)
+        text = scrape()
         assert time.perf_counter() - started < 0.5
         assert b"gpu_temperature_celsius{" not in text  # no frozen values from a hung source
         release.set()
-        wait_for(lambda: b'runwatch_source_up{source="nvml"} 1.0' in generate_latest(registry),
+        wait_for(lambda: b'runwatch_source_up{source="nvml"} 1.0' in scrape(),
                  what="recovery")  # fmt: skip
     finally:
         for hang in nvml.hangs.values():

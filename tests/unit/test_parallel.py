@@ -11,7 +11,7 @@ from exporter.app.wiring import read_files_once
 from exporter.pipeline import Pipeline
 from exporter.simulate.synthetic import synthetic_run
 from exporter.sources.files.parallel import ParallelReader
-from tests.integration.test_exposition import exposition
+from tests.pipelines import exposition
 
 
 def test_parallel_and_serial_replays_are_identical(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from exporter.pipeline import Pipeline
-from tests.conftest import event
+from tests.support import event
 
 
 class Exploding:

@@ -1,4 +1,5 @@
-"""Settings: one typed, frozen field per option, and the options derived from them."""
+"""Settings: one typed, frozen field per option, the options derived from them, and how
+flags, environment and file resolve them."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import dataclasses
 import os
 import types
 import typing
+from pathlib import Path
 
 import pytest
 
 from exporter.app.config import OPTIONS, Settings, add_arguments, listen_address, resolve
+from tests.support import settings_for
 
 pytestmark = pytest.mark.unit
 
@@ -95,3 +98,35 @@ def test_serve_knows_the_sdk_variables_and_warns_of_the_others(monkeypatch) -> N
     assert unknown_variables() == [
         "RUNWATCH_EVENT is set but is no runwatch variable (did you mean RUNWATCH_EVENTS?)"
     ]
+
+
+def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(
+        "max_runs: 7\nmax_targets_per_run: 8\nmax_metric_keys_per_run: 9\n"
+        "events: [a.jsonl, b.jsonl]\nlisten: 0.0.0.0:9999\n"
+    )
+    settings = settings_for(
+        ["--config", str(config), "--max-runs", "1"],
+        {"RUNWATCH_MAX_RUNS": "2", "RUNWATCH_MAX_TARGETS_PER_RUN": "3"},
+        monkeypatch,
+    )
+    assert (
+        settings.max_runs,
+        settings.max_targets_per_run,
+        settings.max_metric_keys_per_run,
+    ) == (1, 3, 9)
+    assert settings.events == ["a.jsonl", "b.jsonl"]
+    assert settings.listen == [("0.0.0.0", 9999)]
+    assert settings.max_checkpoints_per_run == 50  # the default
+
+
+@pytest.mark.parametrize(("text", "seconds"),
+                         [("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800),
+                          ("1.5h", 5400)])  # fmt: skip
+def test_the_retention_takes_durations_as_prometheus_writes_them(
+    text, seconds, monkeypatch
+) -> None:
+    settings = settings_for(["--finished-run-retention", text], {}, monkeypatch)
+    assert settings.finished_run_retention == seconds
+    assert settings_for([], {}, monkeypatch).finished_run_retention == 86400  # 24 h

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from exporter.core.events import Rejected, parse_line
 from exporter.core.outputs import FinishedSpan, Observed
 from exporter.core.state import Limits, ProcessObservation, State
-from tests.conftest import event
+from tests.support import event
 
 T0 = 1_700_000_000.0
 

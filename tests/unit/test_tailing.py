@@ -13,7 +13,7 @@ import pytest
 from exporter.pipeline.delivery import Origin
 from exporter.sources.files import jsonl
 from exporter.sources.files.jsonl import CursorStore, Tailer
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 
 class Collected:

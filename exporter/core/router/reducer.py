@@ -71,8 +71,12 @@ class RouterState:
     flow_steps: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     flow_durations: dict[str, Histogram] = field(default_factory=dict)
     dropped: Counter[str] = field(default_factory=Counter)
+    tracing: bool = True  # spans and observed durations, for an OTLP output
     logging: bool = False  # a LogLine per event, for an event-log output
-    _routes: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict, repr=False)
+    # each known type -> its (name, category) key of ``events``, and the rules it concerns
+    _types: dict[str, tuple[tuple[str, str], list[tuple[Any, Any]]]] = field(
+        default_factory=dict, repr=False
+    )
     _canonical: dict[str, str] = field(default_factory=dict, repr=False)  # spelling -> type
 
     def __post_init__(self) -> None:
@@ -100,7 +104,8 @@ class RouterState:
             for rule in rules:
                 for event_type in types(rule):
                     routes.setdefault(event_type, []).append((handle, rule))
-        self._routes = routes
+        self._types = {canonical: ((names[canonical], category), routes.get(canonical, []))
+                       for canonical, category in mapping.categories.items()}  # fmt: skip
 
     def snapshot(self) -> RouterState:
         """A copy the reducer will not change, for rendering outside the pipeline lock."""
@@ -134,23 +139,27 @@ class RouterState:
         if not isinstance(event, dict):
             raise Rejected("not_an_object", f"a JSON {type(event).__name__}, not an object")
         mapping = self.mapping
-        event_type = _lookup(event, mapping.type_field, mapping.payload_field)
-        if not isinstance(event_type, str) or not event_type:
+        event_type = event.get(mapping.type_field)
+        if event_type is None:
+            event_type = _lookup(event, mapping.type_field, mapping.payload_field)
+        if type(event_type) is not str or not event_type:
             raise Rejected("missing_field", f"no {mapping.type_field} string")
         canonical = self._canonical.get(event_type)
         if canonical is None:
             canonical = event_type.strip().upper()
             if canonical in mapping.categories and len(self._canonical) < 1024:  # bounded
                 self._canonical[event_type] = canonical
-        category = mapping.categories.get(canonical)
-        if category is None:
+        known = self._types.get(canonical)
+        if known is None:
             raise Rejected("unknown_event_type", f"{event_type[:64]!r} is not in the mapping")
+        (name, category), routes = known  # name: for labels, as the mapping spells it
         at = self._time(event, received_at)
-        name = mapping.names[canonical]  # for labels: as the mapping spells it
-        self.events[(name, category)] += 1
+        self.events[known[0]] += 1
         outputs: list[Output] = []
-        for handle, rule in self._routes.get(canonical, ()):
-            handle(rule, canonical, event, at, outputs)
+        if routes:
+            fields = _with_payload(event, mapping.payload_field)
+            for handle, rule in routes:
+                handle(rule, canonical, fields, at, outputs)
         if self.logging:
             payload = event.get(mapping.payload_field) if mapping.payload_field else None
             merged = {**event, **payload} if isinstance(payload, dict) else event
@@ -164,12 +173,18 @@ class RouterState:
     def _time(self, event: dict[str, Any], received_at: float) -> float:
         if self.mapping.time_field is None:
             return received_at
-        value = _lookup(event, self.mapping.time_field, self.mapping.payload_field)
+        value = event.get(self.mapping.time_field)
+        if type(value) is float and 0 <= value <= MAX_EPOCH_SECONDS:  # the common case
+            return value
+        if value is None:
+            value = _lookup(event, self.mapping.time_field, self.mapping.payload_field)
         if value is None:
             return received_at
         seconds: float | None = None
         try:
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if type(value) is float:
+                seconds = value
+            elif isinstance(value, int | float) and not isinstance(value, bool):
                 seconds = float(value)
             elif isinstance(value, str):
                 moment = datetime.fromisoformat(value)
@@ -183,6 +198,8 @@ class RouterState:
     def _field(self, event: dict[str, Any], name: str) -> str:
         """A field as a label value: "" when absent or not a scalar; long values cut."""
         value = _lookup(event, name, self.mapping.payload_field)
+        if type(value) is str:  # the common case, without a copy
+            return value if len(value) <= MAX_IDENTIFIER_CHARS else value[:MAX_IDENTIFIER_CHARS]
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, str | int | float):
@@ -256,7 +273,8 @@ class RouterState:
                 return
             histogram = histograms[labels] = Histogram.empty(rule.buckets)
         histogram.observe(number)
-        outputs.append(Observed(gauge_family(rule.name), number, labels))
+        if self.tracing:
+            outputs.append(Observed(gauge_family(rule.name), number, labels))
 
     def _number(self, event: dict[str, Any], name: str) -> float | None:
         """A field as a reading, or None (counted) when it is missing, not a number or not
@@ -283,7 +301,7 @@ class RouterState:
         if is_start:
             if opened is not None:  # started again before it ended: the first one is over
                 self._end_span(rule, key, opened, at, "superseded", "started again", outputs)
-            attributes = {KEY_ATTRIBUTE: key, "router.span": rule.name}
+            attributes = {KEY_ATTRIBUTE: key, "router.span": rule.name} if self.tracing else {}
             spans[key] = OpenSpan("router", rule.name, at, None, attributes)
             if len(spans) > self.limits.max_open:
                 spans.popitem(last=False)
@@ -301,9 +319,11 @@ class RouterState:
     ) -> None:  # fmt: skip
         seconds = max(0.0, at - span.start)
         _observe(self.span_durations, (rule.name, outcome), seconds)
-        outputs.append(Observed(SPAN_DURATION_METRIC, seconds, (rule.name, outcome)))
-        trace_key = f"router {rule.name} {key} {span.start!r}"  # one trace per span
-        outputs.append(FinishedSpan(trace_key, span, max(at, span.start), error, KEY_ATTRIBUTE))
+        if self.tracing:
+            outputs.append(Observed(SPAN_DURATION_METRIC, seconds, (rule.name, outcome)))
+            trace_key = f"router {rule.name} {key} {span.start!r}"  # one trace per span
+            outputs.append(FinishedSpan(trace_key, span, max(at, span.start), error,
+                                        KEY_ATTRIBUTE))  # fmt: skip
 
     def _flow(
         self, rule: FlowRule, event_type: str, event: dict[str, Any], at: float,
@@ -316,9 +336,10 @@ class RouterState:
         progress = self.flows[rule.name]
         if step == 0:  # a flow starts (again) for this key
             progress.pop(key, None)
-            attributes = {KEY_ATTRIBUTE: key, "router.flow": rule.name}
+            attributes = {KEY_ATTRIBUTE: key, "router.flow": rule.name} if self.tracing else {}
             span = OpenSpan("router flow", rule.name, at, None, attributes)
-            span.events.append((at, self.mapping.names[event_type], {}))
+            if self.tracing:
+                span.events.append((at, self.mapping.names[event_type], {}))
             progress[key] = _FlowProgress(0, at, span)
             if len(progress) > self.limits.max_open:
                 progress.popitem(last=False)
@@ -330,24 +351,40 @@ class RouterState:
         seconds = max(0.0, at - current.last_at)
         step_name = self.mapping.names[event_type]
         _observe(self.flow_steps, (rule.name, step_name), seconds)
-        outputs.append(Observed(FLOW_STEP_METRIC, seconds, (rule.name, step_name)))
         current.step, current.last_at = step, at
-        current.span.events.append((at, step_name, {}))
+        if self.tracing:
+            outputs.append(Observed(FLOW_STEP_METRIC, seconds, (rule.name, step_name)))
+            current.span.events.append((at, step_name, {}))
         if step == len(rule.steps) - 1:  # complete: its duration, and a span of it
             del progress[key]
             self.flows_completed[rule.name] += 1
             span = current.span
             total = max(0.0, at - span.start)
             _observe(self.flow_durations, rule.name, total)
-            outputs.append(Observed(FLOW_DURATION_METRIC, total, (rule.name,)))
-            trace_key = f"router flow {rule.name} {key} {span.start!r}"
-            outputs.append(FinishedSpan(trace_key, span, max(at, span.start), None, KEY_ATTRIBUTE))
+            if self.tracing:
+                outputs.append(Observed(FLOW_DURATION_METRIC, total, (rule.name,)))
+                trace_key = f"router flow {rule.name} {key} {span.start!r}"
+                outputs.append(FinishedSpan(trace_key, span, max(at, span.start), None,
+                                            KEY_ATTRIBUTE))  # fmt: skip
+
+
+def _with_payload(event: dict[str, Any], payload_field: str | None) -> dict[str, Any]:
+    """The event with its payload's fields beneath its own, so a rule's field is one lookup
+    (:func:`_lookup` finds the same value in either: an own field wins unless it is null,
+    and the payload object stays under its name). The event as it is when it has no
+    payload, or a null of its own (a null defers to the payload, which a merge would hide)."""
+    payload = event.get(payload_field) if payload_field is not None else None
+    if type(payload) is not dict or not payload or None in event.values():
+        return event
+    return {**payload, **event}
 
 
 def _lookup(event: dict[str, Any], name: str, payload_field: str | None) -> Any:
     """``name`` (dotted for nested objects) in the event, else in its payload object."""
     value = event.get(name)
-    if value is None and "." in name:
+    if value is not None:
+        return value
+    if "." in name:
         value = _dotted(event, name)
     if value is None and payload_field is not None:
         payload = event.get(payload_field)

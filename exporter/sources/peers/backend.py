@@ -128,7 +128,7 @@ class BackendEvents:
         self.pipeline = pipeline
         self._lock = threading.Lock()  # the WebSocket thread and the REST fallback both apply
         self.jobs: OrderedDict[str, _JobProgress] = OrderedDict()
-        self.failed_since_poll = False  # a job failed: read the backend's log tail
+        self._failed_since_poll = False  # a job failed: read the backend's log tail
 
     def __call__(self, frame: str | bytes) -> None:
         try:
@@ -199,7 +199,7 @@ class BackendEvents:
 
     def _failed(self, message: BackendMessage, job: _JobProgress, at: float) -> list[Event]:
         job.finished = True
-        self.failed_since_poll = True
+        self._failed_since_poll = True  # under _lock (apply)
         return [
             Error(error_message=message.error or "training failed", error_type="TrainingFailed",
                   recoverable=False),
@@ -213,6 +213,12 @@ class BackendEvents:
         "training.completed": _completed,
         "training.failed": _failed,
     }
+
+    def take_failed(self) -> bool:
+        """Whether a job failed since the last call (the poller then reads the log tail)."""
+        with self._lock:
+            failed, self._failed_since_poll = self._failed_since_poll, False
+            return failed
 
     def unfinished(self) -> list[str]:
         """The jobs followed that have not ended, oldest first."""
@@ -276,8 +282,8 @@ class BackendPoller:
         listed = self._listing()
         if not self._websocket_up():
             self._fall_back()
-        if self._events.pipeline.jobs.awaiting() or self._events.failed_since_poll:
-            self._events.failed_since_poll = False
+        failed = self._events.take_failed()
+        if self._events.pipeline.jobs.awaiting() or failed:
             self._read_log_tail()
         self._events.pipeline.jobs.expire(time.time())
         return BackendSample(listed)
