@@ -7,7 +7,7 @@ Each round starts ``runwatch serve`` from one tree (the baseline is a ``git work
 the scrape latency at rest, then again while a client posts 10 MB NDJSON bodies back to
 back, and the time each POST took. Trees alternate, so a noisy machine slows both alike.
 
-    python bench/contention.py [--baseline e36dac0] [--rounds 2] [--seconds 20]
+    python bench/contention.py [--baseline ad8f7c8] [--rounds 2] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -129,11 +129,9 @@ def report(baseline: str, results: dict[str, dict[str, list[float]]], body_size:
         "",
         "`runwatch serve` holding 100 runs (a scrape of about 1 MB); /metrics scraped every "
         "50 ms at rest, then while one client posts NDJSON bodies of step metrics back to "
-        f"back. `{baseline}` is the commit before the hardening (parse and apply on the "
-        "event loop under one lock held for a whole body, scrapes rendered under the lock); "
-        "`this tree` parses off the loop, applies in slices of 500 events (stepping aside "
-        "between slices while a scrape renders) and renders from a snapshot. Trees "
-        "alternated.",
+        f"back, each a run of its own. `{baseline}` is the baseline commit given with "
+        "--baseline; `this tree` is the working tree (what each changed: the notes below "
+        "and docs/benchmarks.md). Trees alternated.",
         "",
         "| tree | scrapes | at rest p50 / p99 ms | during POSTs p50 / p99 / max ms | POSTs | "
         "POST p50 s |",
@@ -157,7 +155,7 @@ def report(baseline: str, results: dict[str, dict[str, list[float]]], body_size:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", default="e36dac0", help="git commit to compare with")
+    parser.add_argument("--baseline", default="ad8f7c8", help="git commit to compare with")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0, help="busy scraping per round")
     args = parser.parse_args()

@@ -78,11 +78,12 @@ def measure(tree: Path, runs: int, scrapes: int, log: Path) -> dict[str, float]:
                     content=step_body(LIVE, 1000 + 2 * number + (kind == "gzip"), at),
                 )
                 began = time.perf_counter()
-                scraped = client.get(served.url + "/metrics", timeout=60,
-                                     headers={"Accept-Encoding": encoding})  # fmt: skip
+                with client.stream("GET", served.url + "/metrics", timeout=60,
+                                   headers={"Accept-Encoding": encoding}) as scraped:  # fmt: skip
+                    body = b"".join(scraped.iter_raw())  # as sent: not decompressed here
                 timings[kind].append(time.perf_counter() - began)
                 scraped.raise_for_status()
-                size = len(scraped.content) if kind == "plain" else size
+                size = len(body) if kind == "plain" else size
         return {"plain": statistics.median(timings["plain"]),
                 "gzip": statistics.median(timings["gzip"]), "bytes": size}  # fmt: skip
 
@@ -135,7 +136,8 @@ def report(baseline: str, results: dict[str, dict[int, dict[str, float]]], scrap
         "",
         f"`runwatch serve` holding N runs (each: a config, a stage, 10 metric keys, 3 "
         f"checkpoints); all but {LIVE} completed. Before each scrape each live run logs a "
-        f"new step. Median of {scrapes} scrapes at the client, plain and gzip. "
+        f"new step. Median of {scrapes} scrapes at the client, from the request to the last "
+        "byte as sent (a gzip body is not decompressed by the client), plain and gzip. "
         f"`{baseline}` renders every run at every scrape; `this tree` keeps each run's "
         "text until the run changes. Trees alternated per case.",
         "",

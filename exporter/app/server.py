@@ -245,7 +245,10 @@ def create_app(
         return HTMLResponse(page)
 
     @app.api_route(telemetry_path, methods=["GET", "HEAD"])
-    def metrics(request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        # On the event loop, not a pool thread: a render costs a few milliseconds (what
+        # changed since the last), and handing it to a thread and back costs two waits for
+        # the interpreter lock under ingestion load.
         gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
         body, content_type = exposition.render(request.headers.get("accept", ""), gzipped)
         headers = {"Vary": "Accept-Encoding"}

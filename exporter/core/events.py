@@ -9,7 +9,7 @@ counts as absent; an event type runwatch does not know becomes a
 with a reason from :data:`REJECT_REASONS`, which callers count in
 ``runwatch_events_rejected_total``.
 
-What the seed's own dashboard accepts is accepted too, and left for the pipeline
+What the training-events module's own dashboard accepts is accepted too, and left for the pipeline
 to complete (see :data:`LENIENCIES`): a timestamp without a UTC offset stays a
 naive ``datetime``, a missing timestamp or run id stays None.
 """

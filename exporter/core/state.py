@@ -756,12 +756,13 @@ class State:
         return True
 
     def _count_targets(self, run: Run, completed: str | None = None) -> None:
-        """Targets finished so far, each once: a target completed again (a later stage
-        takes it too) or counted by a progress event's ``targets_complete`` as well (seed
-        000 sends both) is not counted twice. Distinct completed targets, or the script's
-        own latest count where higher (a script that sends progress events alone). Names
-        are kept up to max_targets_per_run (hashed: bounded memory); past it a target
-        completed again counts again, as its best-AUC series is cut (and counted) there."""
+        """Targets finished so far, each once: a target completed again (a later
+        stage takes it too) or counted by a progress event's ``targets_complete`` as
+        well (the training-events module sends both) is not counted twice. Distinct
+        completed targets, or the script's own latest count where higher (a script
+        that sends progress events alone). Names are kept up to max_targets_per_run
+        (hashed: bounded memory); past it a target completed again counts again, as
+        its best-AUC series is cut (and counted) there."""
         if completed is not None:
             names, key = run.completed_targets, hash(completed)
             if key not in names:

@@ -19,7 +19,7 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.text import TextMode
 from grafana_foundation_sdk.models.xychart import PointShape, XYShowMode
 
-from exporter.core.event_log import STAGE_TAGS as TAG_OF_STAGE
+from exporter.core.event_log import STAGE_TAGS
 from exporter.dashboards.names import metric
 from exporter.dashboards.style import (
     ACCENT,
@@ -60,7 +60,7 @@ STAGE_COLOURS = {
     "initializing": MUTED,
     "completed": GOOD,
 }
-STAGE_TAGS = {stage: (TAG_OF_STAGE[stage], colour) for stage, colour in STAGE_COLOURS.items()}
+TAGGED_STAGES = {stage: (STAGE_TAGS[stage], colour) for stage, colour in STAGE_COLOURS.items()}
 TRACE_LINK = (
     '/explore?left={"datasource":"' + TEMPO + '","queries":[{"refId":"A",'
     '"queryType":"traceql","query":"${__data.fields.trace_id}"}],'
@@ -288,7 +288,7 @@ def _stage_tags() -> statetimeline.Panel:
     panel = panel.mappings(value_map({"0": ("", "transparent")})).show_value(
         common.VisibilityMode.AUTO
     )
-    for stage, (tag, color) in STAGE_TAGS.items():
+    for stage, (tag, color) in TAGGED_STAGES.items():
         panel = panel.override_by_name(
             stage,
             [

@@ -93,8 +93,11 @@ class Pipeline:
     def ingest_lines(
         self, lines: list[bytes], source: str, spans_from: int = 0, origin: Origin | None = None
     ) -> list[tuple[int, Refused]]:
-        """Parse a batch of lines (outside the lock) and apply it; see :meth:`apply_parsed`."""
-        items = parse_lines(lines, self.max_line_bytes)
+        """Parse a batch of lines (outside the lock, a slice at a time, stepping aside for a
+        scrape between slices as applying does) and apply it; see :meth:`apply_parsed`."""
+        items: list[Parsed] = []
+        for indices in self._priority.slices(len(lines)):
+            items += parse_lines(lines[indices.start : indices.stop], self.max_line_bytes)
         return self.apply_parsed(items, source, spans_from, origin)
 
     def ingest_value(self, raw: Any, source: str) -> Refused | None:

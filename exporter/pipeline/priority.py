@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,25 +18,31 @@ class ScrapePriority:
 
     def __init__(self) -> None:
         self._rendering = 0
-        self._lock = threading.Lock()  # guards _rendering (scrape threads)
+        self._done = threading.Condition()  # guards _rendering; notified when it is 0
 
     @contextmanager
     def rendering(self) -> Iterator[None]:
         """Mark a scrape in progress, from its snapshot to its last byte."""
-        with self._lock:
+        with self._done:
             self._rendering += 1
         try:
             yield
         finally:
-            with self._lock:
+            with self._done:
                 self._rendering -= 1
+                if not self._rendering:
+                    self._done.notify_all()
 
     def slices(self, count: int) -> Iterator[range]:
-        """The indices of a batch, a slice per hold of the pipeline lock; before each slice
-        but the first, wait up to RENDER_PRIORITY_SECONDS while a scrape renders."""
+        """The indices of a batch, a slice per hold of the pipeline lock (or per parse);
+        before each slice but the first, step aside while a scrape renders."""
         for first in range(0, count, APPLY_SLICE):
             if first and self._rendering:
-                deadline = time.monotonic() + RENDER_PRIORITY_SECONDS
-                while self._rendering and time.monotonic() < deadline:
-                    time.sleep(0.001)
+                self._step_aside()
             yield range(first, min(first + APPLY_SLICE, count))
+
+    def _step_aside(self) -> None:
+        """Wait up to RENDER_PRIORITY_SECONDS while a scrape renders: asleep until it ends,
+        so the scrape has the interpreter to itself (no polling that would take it)."""
+        with self._done:
+            self._done.wait_for(lambda: not self._rendering, RENDER_PRIORITY_SECONDS)

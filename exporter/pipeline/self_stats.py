@@ -76,8 +76,9 @@ class FileProgressTable:
 class Stats:
     """Thread-safe counters behind the ``runwatch_*`` self-metrics.
 
-    Sources count under the pipeline lock; the OTLP export threads count here too,
-    hence the small lock of its own.
+    Every thread counts here (sources, some under the pipeline lock and some not, the
+    output threads, scrapes), so every change and read takes the small lock of its own;
+    a ``View`` reads the counters live, not a copy.
     """
 
     def __init__(self) -> None:

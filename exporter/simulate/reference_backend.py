@@ -2,7 +2,7 @@
 ``job_id``, the job is announced on ``/ws`` (``training.accepted``, then
 ``training.started`` a few ticks later, epochs per fold, ``training.completed`` or
 ``training.failed``), and ``GET /``, ``GET /jobs``, ``GET /jobs/{job_id}`` and
-``GET /status/log_tail`` answer as the seed describes. Part of the reference app
+``GET /status/log_tail`` answer as the backend's contract describes. Part of the reference app
 (:mod:`exporter.simulate.reference_bridge`), which steps it on its clock.
 """
 

@@ -28,7 +28,7 @@ from exporter.core.outputs import Histogram
 from exporter.core.state import Run
 from exporter.pipeline import Pipeline
 from exporter.telemetry.catalogue import metrics_for
-from exporter.telemetry.gzip_stream import LEVEL, Deflater, gzip_stream
+from exporter.telemetry.gzip_stream import LEVEL, BackgroundDeflater, gzip_stream
 from exporter.telemetry.metric import (
     Metric,
     RenderErrors,
@@ -135,15 +135,17 @@ compress whole below it)."""
 
 
 @dataclass(slots=True)
-class _Block:
-    """A block of runs' lines of each family that samples runs."""
+class _Pieces:
+    """Text in pieces, compressed by the background deflater when first asked for gzip:
+    a block of runs' lines of each family that samples runs, or every family's header."""
 
     plain: tuple[bytes, ...]
-    compressed: tuple[bytes, ...] | None = None  # made at the first gzip response
+    compressed: tuple[bytes, ...] | None = None
+    queued: bool = False
 
 
-def _join_lines(rows: Sequence[tuple[bytes, ...]]) -> _Block:
-    return _Block(tuple(b"".join(column) for column in zip(*rows, strict=True)))
+def _join_lines(rows: Sequence[tuple[bytes, ...]]) -> _Pieces:
+    return _Pieces(tuple(b"".join(column) for column in zip(*rows, strict=True)))
 
 
 class _FormatCache:
@@ -155,10 +157,9 @@ class _FormatCache:
     ) -> None:
         self.families = [_FamilyText(metric, fmt) for metric in metrics]
         by_run = [f for f in self.families if type(f.metric.sample) is RunSampler]
-        deflater = Deflater()
-        self.headers = [(f.header, deflater.piece(f.header)) for f in self.families]
-        self.runs: RunBlocks[tuple[bytes, ...], _Block] = RunBlocks(partial(render, by_run),
-                                                                    _join_lines)  # fmt: skip
+        self.headers = _Pieces(tuple(f.header for f in self.families))
+        self.runs: RunBlocks[tuple[bytes, ...], _Pieces] = RunBlocks(partial(render, by_run),
+                                                                     _join_lines)  # fmt: skip
 
 
 class Exposition:
@@ -177,6 +178,7 @@ class Exposition:
             PlatformCollector(registry=self._own)
             GCCollector(registry=self._own)
         self._formats: dict[TextFormat, _FormatCache] = {}  # two formats, four escapings
+        self._deflater = BackgroundDeflater()
         self._lock = threading.Lock()  # one render at a time: they share the caches
 
     def render(self, accept: str = "", gzip: bool = False) -> tuple[bytes, str]:
@@ -189,32 +191,32 @@ class Exposition:
                 cache = self._formats[fmt] = _FormatCache(self._metrics, fmt, self._run_lines)
             view = self._pipeline.snapshot()
             blocks = cache.runs.blocks(list(view.state.runs.values()))
-            deflater = Deflater()
             # Pieces compressed apart cost some of the ratio: worth it past STITCH_ABOVE
             stitch = gzip and sum(len(p) for b in blocks for p in b.plain) >= STITCH_ABOVE
             if stitch:
-                for block in blocks:
-                    if block.compressed is None:
-                        block.compressed = tuple(map(deflater.piece, block.plain))
-            pieces: list[tuple[bytes, bytes]] = []
+                for pieces in (cache.headers, *blocks):
+                    if pieces.compressed is None:
+                        self._deflater.compress(pieces)  # stored until then
+            headers = cache.headers.compressed if stitch else None
+            parts: list[tuple[bytes, bytes | None]] = []
             column = 0
-            for family, header in zip(cache.families, cache.headers, strict=True):
-                pieces.append(header)
+            for number, family in enumerate(cache.families):
+                parts.append((family.header, headers[number] if headers else None))
                 if type(family.metric.sample) is RunSampler:
-                    pieces += [(b.plain[column], b.compressed[column] if b.compressed and stitch
-                                else b"") for b in blocks]  # fmt: skip
+                    parts += [(b.plain[column], b.compressed[column] if b.compressed else None)
+                              for b in blocks]  # fmt: skip
                     column += 1
                 else:
                     lines = family.lines(rendered_samples(family.metric, view, self._failed))
-                    pieces.append((lines, deflater.piece(lines) if stitch else b""))
-        tail = encoder(self._own) if self._own is not None else b""
-        if fmt.openmetrics and self._own is None:
-            tail = b"# EOF\n"
-        pieces.append((tail, deflater.piece(tail) if stitch else b""))
-        if stitch:
-            return gzip_stream(pieces), content_type
-        body = b"".join(plain for plain, _ in pieces)
-        return (compress(body, LEVEL, mtime=0) if gzip else body), content_type
+                    parts.append((lines, None))
+            tail = encoder(self._own) if self._own is not None else b""
+            if fmt.openmetrics and self._own is None:
+                tail = b"# EOF\n"
+            parts.append((tail, None))
+            if stitch:
+                return gzip_stream(parts), content_type
+            body = b"".join(plain for plain, _ in parts)
+            return (compress(body, LEVEL, mtime=0) if gzip else body), content_type
 
     def _run_lines(self, families: list[_FamilyText], run: Run) -> tuple[bytes, ...]:
         """The run's lines of each family that samples runs."""

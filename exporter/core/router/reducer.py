@@ -197,9 +197,13 @@ class RouterState:
 
     def _field(self, event: dict[str, Any], name: str) -> str:
         """A field as a label value: "" when absent or not a scalar; long values cut."""
-        value = _lookup(event, name, self.mapping.payload_field)
-        if type(value) is str:  # the common case, without a copy
-            return value if len(value) <= MAX_IDENTIFIER_CHARS else value[:MAX_IDENTIFIER_CHARS]
+        value = event.get(name)
+        if type(value) is str and len(value) <= MAX_IDENTIFIER_CHARS:  # the common case
+            return value
+        if value is None:
+            value = _lookup(event, name, self.mapping.payload_field)
+        if type(value) is str:
+            return value[:MAX_IDENTIFIER_CHARS]
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, str | int | float):
@@ -207,7 +211,9 @@ class RouterState:
         return ""
 
     def _key(self, event: dict[str, Any], name: str) -> str | None:
-        key = self._field(event, name)
+        key = event.get(name)
+        if type(key) is not str or len(key) > MAX_IDENTIFIER_CHARS:  # the common case skips
+            key = self._field(event, name)
         if not key:
             self.dropped["router_missing_key"] += 1
             return None

@@ -1,6 +1,6 @@
 """The trading bridge's REST and WebSocket contract, as runwatch reads it.
 
-The seed only sketches these shapes, so the contract is tolerant: every field
+The bridge's documentation only sketches these shapes, so the contract is tolerant: every field
 is optional unless the metric makes no sense without it, unknown fields are
 ignored, and a few equivalent shapes are accepted (a list or an object holding
 the list; arms as a list or keyed by name). A response that still does not fit

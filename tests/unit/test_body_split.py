@@ -1,0 +1,27 @@
+"""A POSTed NDJSON body is cut into lines a segment at a time (so a 10 MB body never holds
+the interpreter lock for one long split): the same lines as one split, wherever the
+segments fall."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.sources import http
+
+
+@given(st.binary(max_size=400).map(lambda b: b.replace(b"\x00", b"\n")),
+       st.integers(min_value=1, max_value=50))  # fmt: skip
+def test_segments_split_as_one_split_does(text: bytes, segment: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(http, "SPLIT_SEGMENT_BYTES", segment)
+        assert http._split_lines(text) == text.split(b"\n")
+
+
+def test_a_body_past_several_segments_keeps_every_event() -> None:
+    body = b"\n".join(b'{"event_type":"progress","progress_pct":%d}' % i for i in range(50_000))
+    assert len(body) > 3 * http.SPLIT_SEGMENT_BYTES
+    assert http.split_body(body) == body.split(b"\n")
+    assert http.split_body(body.replace(b"\n", b"\r\n")) == body.split(b"\n")
+    assert http.split_body(body.replace(b"\n", b"\n \n")) == body.split(b"\n")
