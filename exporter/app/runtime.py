@@ -41,6 +41,7 @@ from exporter.app.wiring import (
     build_pipeline,
     file_tailer,
 )
+from exporter.pipeline.regular_files import SECRET_FILE_BYTES, read_regular
 from exporter.pipeline.self_stats import HTTP_REFUSALS
 from exporter.pipeline.source_names import PID_FILE_SOURCE
 from exporter.sources.attribution import no_runs
@@ -92,8 +93,9 @@ def _legacy_password(settings: Settings) -> str:
     password = os.environ.get("RUNWATCH_BASIC_AUTH_PASSWORD")
     if settings.basic_auth_password_file:
         try:
-            password = Path(settings.basic_auth_password_file).read_text().strip()
-        except OSError as exc:
+            read = read_regular(settings.basic_auth_password_file, SECRET_FILE_BYTES)
+            password = read.decode().strip()
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--basic-auth-password-file: {exc}") from None
     if not password:
         raise ConfigError(

@@ -12,6 +12,7 @@ from exporter.app.config import ConfigError, Settings
 from exporter.core.events import Rejected
 from exporter.core.state import Limits
 from exporter.pipeline import Pipeline
+from exporter.pipeline.regular_files import SECRET_FILE_BYTES, read_regular
 from exporter.pipeline.self_stats import Stats
 from exporter.pipeline.source_names import (
     BACKEND_SOURCE,
@@ -303,7 +304,7 @@ def backend_authorization(settings: Settings) -> str | None:
         raise ConfigError("--backend-authorization-file is sent to the training backend: "
                           "give --backend-url too")  # fmt: skip
     try:
-        value = Path(path).read_text(encoding="utf-8-sig").strip()  # an editor's BOM dropped
+        value = read_regular(path, SECRET_FILE_BYTES).decode("utf-8-sig").strip()  # BOM dropped
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--backend-authorization-file: {exc}") from None
     if not value or not all(" " <= char <= "~" or char == "\t" for char in value):

@@ -45,6 +45,10 @@ def open_regular(path: str) -> int:
     return fd
 
 
+SECRET_FILE_BYTES = 64 << 10
+"""Largest password or token file read (a line is expected)."""
+
+
 def read_regular(path: str, limit: int) -> bytes:
     """A regular file's content: OSError when it cannot be read, NotRegularFile for anything
     but a regular file, FileTooLarge past ``limit`` bytes (read no further)."""

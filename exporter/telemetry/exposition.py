@@ -191,12 +191,18 @@ class Exposition:
                 cache = self._formats[fmt] = _FormatCache(self._metrics, fmt, self._run_lines)
             view = self._pipeline.snapshot()
             blocks = cache.runs.blocks(list(view.state.runs.values()))
-            # Pieces compressed apart cost some of the ratio: worth it past STITCH_ABOVE
-            stitch = gzip and sum(len(p) for b in blocks for p in b.plain) >= STITCH_ABOVE
+            # Pieces compressed apart cost some of the ratio: worth it past STITCH_ABOVE,
+            # once most are compressed (until then, as after a burst of new runs, the
+            # body is compressed whole rather than sent mostly stored)
+            size = sum(len(p) for b in blocks for p in b.plain)
+            stitch = gzip and size >= STITCH_ABOVE
             if stitch:
+                pending = 0
                 for pieces in (cache.headers, *blocks):
                     if pieces.compressed is None:
                         self._deflater.compress(pieces)  # stored until then
+                        pending += sum(map(len, pieces.plain))
+                stitch = 2 * pending <= size
             headers = cache.headers.compressed if stitch else None
             parts: list[tuple[bytes, bytes | None]] = []
             column = 0

@@ -47,16 +47,33 @@ class RunBlocks(Generic[R, B]):
             rows[run.run_id] = row
             rendered.append(row[1])
         self._rows = rows
-        kept, blocks = self._blocks, []
-        for number, first in enumerate(range(0, len(runs), RUNS_PER_BLOCK)):
-            members = tuple(runs[first : first + RUNS_PER_BLOCK])
-            block = kept[number] if number < len(kept) else None
-            if (
-                block is None
-                or len(block[0]) != len(members)
-                or any(a is not b for a, b in zip(block[0], members, strict=True))
+        by_first = {members[0].run_id: (members, joined) for members, joined in self._blocks}
+
+        def kept(at: int) -> tuple[tuple[Run, ...], B] | None:
+            """The kept block that starts at ``runs[at]`` and still holds the same runs."""
+            block = by_first.get(runs[at].run_id)
+            if block is None or len(block[0]) > len(runs) - at:
+                return None
+            here = runs[at : at + len(block[0])]
+            return None if any(a is not b for a, b in zip(block[0], here, strict=True)) else block
+
+        blocks: list[tuple[tuple[Run, ...], B]] = []
+        at = 0
+        while at < len(runs):
+            block = kept(at)
+            end = at + len(block[0]) if block is not None else at
+            # a block short of full is kept only where a kept block or the end follows;
+            # else it is joined again with the runs after it (new runs fill the last one)
+            if block is not None and (
+                len(block[0]) == RUNS_PER_BLOCK or end == len(runs) or kept(end) is not None
             ):
-                block = (members, self._join(rendered[first : first + RUNS_PER_BLOCK]))
-            blocks.append(block)
+                blocks.append(block)
+                at = end
+                continue
+            end = at + 1  # a new block: up to the next kept block, at most RUNS_PER_BLOCK
+            while end < len(runs) and end - at < RUNS_PER_BLOCK and kept(end) is None:
+                end += 1
+            blocks.append((tuple(runs[at:end]), self._join(rendered[at:end])))
+            at = end
         self._blocks = blocks
         return [joined for _, joined in blocks]

@@ -18,7 +18,7 @@ import pytest
 
 from tests.peers import HttpPeer, WebSocketPeer, answer, drip, endless, frames_once, hang
 from tests.pipelines import poisoned_pipeline
-from tests.support import event, jsonl, wait_for
+from tests.support import RUNWATCH, event, jsonl, wait_for
 
 QUIET = ["--no-nvml", "--no-system"]
 
@@ -425,6 +425,26 @@ def test_pid_files_that_are_fifos_huge_or_pid_1_are_refused(serve, tmp_path: Pat
                                    "started_at": time.time() + 5}))  # fmt: skip
     wait_for(lambda: server.sample('training_process_up{run_id="mine2"}') == 1, what="a round")
     assert server.sample(invalid) == 3  # later rounds count nothing again
+
+
+@pytest.mark.parametrize(
+    ("flag", "extra"),
+    [
+        ("--basic-auth-password-file", ["--basic-auth-user", "u"]),
+        ("--backend-authorization-file", ["--backend-url", "http://127.0.0.1:9"]),
+    ],
+)
+def test_a_secret_file_that_is_a_fifo_is_refused_at_start(
+    tmp_path: Path, flag: str, extra: list[str]
+) -> None:
+    """Read as every other file is: a FIFO would block the start forever, silently."""
+    fifo = tmp_path / "secret"
+    os.mkfifo(fifo)
+    done = subprocess.run([*RUNWATCH, "serve", "--web.listen-address", "127.0.0.1:0",
+                           "--no-nvml", "--no-system", *extra, flag, str(fifo)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"{flag}: {fifo} is not a regular file (a FIFO)" in done.stderr
 
 
 # -- a value that escaped the bounds still costs only its sample ---------------------------------

@@ -214,3 +214,29 @@ def test_a_snapshot_copies_only_the_runs_that_changed() -> None:
     assert second["run_1"] is not first["run_1"]
     assert first["run_1"].metrics.get("loss") != 2.0 and second["run_1"].metrics["loss"] == 2.0
     assert list(second) == list(pipeline.state.runs)  # in the state's order
+
+
+def test_a_forgotten_run_costs_its_own_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At --max-runs (or retention) the oldest finished run goes: the blocks after it are
+    found again by their first run, their kept text and compression reused."""
+    pipeline = busy_pipeline(runs=4 * run_cache.RUNS_PER_BLOCK)
+    pipeline.state.limits = Limits(max_runs=4 * run_cache.RUNS_PER_BLOCK)
+    exposition = Exposition(pipeline)
+    plain = exposition.render()[0]
+
+    def compressed() -> bool:
+        return len(exposition.render("", gzip=True)[0]) < len(plain) / 5
+
+    wait_for(compressed, what="every block compressed")
+    joined: list[int] = []
+    join = exposition._formats[next(iter(exposition._formats))].runs._join
+    monkeypatch.setattr(
+        exposition._formats[next(iter(exposition._formats))].runs, "_join",
+        lambda rows: joined.append(len(rows)) or join(rows),
+    )  # fmt: skip
+    ingest(pipeline, event("run_start", "one_more", 1.77e9))  # the oldest finished goes
+    assert "run_0" not in pipeline.state.runs
+    zipped = exposition.render("", gzip=True)[0]
+    assert gzip.decompress(zipped) == exposition.render()[0] == reference(pipeline, "")
+    assert len(zipped) < len(plain) / 2  # at once: the other blocks' compression kept
+    assert sum(joined) < run_cache.RUNS_PER_BLOCK * 2  # the first block and the new run's
