@@ -18,11 +18,17 @@ from exporter.app.config import (
     unknown_variables,
 )
 from exporter.app.log_format import configure_logging
-from exporter.app.wiring import build_pipeline, read_files_once, read_router_files_once
+from exporter.app.wiring import (
+    build_pipeline,
+    otlp_settings_of,
+    read_files_once,
+    read_router_files_once,
+    router_state,
+)
 from exporter.core.schema import render_schema
 from exporter.pipeline import Pipeline
-from exporter.pipeline.source_names import JSONL_SOURCE
-from exporter.sources.files.parallel import ParallelReader, worth_it
+from exporter.pipeline.source_names import JSONL_SOURCE, ROUTER_SOURCE
+from exporter.sources.files.parallel import event_reader, router_reader, worth_it
 from exporter.telemetry.exposition import Exposition
 from exporter.telemetry.step_history import HistoryRecorder, openmetrics
 
@@ -289,19 +295,28 @@ def replay(paths: list[str], settings: Settings, history: str | None = None) -> 
 
 
 def _replay(paths: list[str], settings: Settings, history: str | None) -> int:
-    router_paths = settings.router_events
-    # Large inputs are parsed in a forked worker; it forks before the OTLP threads start.
-    parallel = ParallelReader(paths, settings.max_line_bytes) if worth_it(paths) else None
+    router_paths, max_line_bytes = settings.router_events, settings.max_line_bytes
+    # Large inputs are parsed in forked workers; they fork before the OTLP threads start.
+    events = event_reader(paths, max_line_bytes) if worth_it(paths) else None
+    router = None
+    if worth_it(router_paths):
+        otlp_settings = otlp_settings_of(settings)
+        planner = router_state(settings.router_mapping)
+        planner.logging = otlp_settings is not None and otlp_settings.logs
+        router = router_reader(router_paths, max_line_bytes, planner)
     pipeline, otlp = build_pipeline(settings)
     recorder = HistoryRecorder()
     if history:
         pipeline.add_sink(recorder, spans=False, steps=True)
     try:
-        if parallel is not None:
-            parallel.feed(pipeline, JSONL_SOURCE)
+        if events is not None:
+            events.feed(lambda batch: pipeline.apply_parsed(batch, JSONL_SOURCE))
         else:
             read_files_once(pipeline, paths)
-        read_router_files_once(pipeline, router_paths)
+        if router is not None:
+            router.feed(lambda batch: pipeline.apply_router_plans(batch, ROUTER_SOURCE))
+        else:
+            read_router_files_once(pipeline, router_paths)
     except OSError as exc:
         where = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
         print(f"runwatch: {where}", file=sys.stderr)

@@ -24,9 +24,10 @@ from exporter.sources.attribution import RunRoots
 from exporter.sources.files.jsonl import CursorStore, LineSink, Tailer, read_whole_files
 from exporter.sources.sampled.sampling import PeriodicSampler
 from exporter.sources.worker import Worker
-from exporter.telemetry.otlp_settings import otlp_settings_from
+from exporter.telemetry.otlp_settings import OtlpSettings, otlp_settings_from
 
 if TYPE_CHECKING:
+    from exporter.core.router.reducer import RouterState
     from exporter.telemetry.otel import OtlpOutput
     from exporter.telemetry.remote_write import RemoteWriteOutput
 
@@ -53,9 +54,21 @@ def build_pipeline(settings: Settings) -> tuple[Pipeline, OtlpOutput | None]:
     """The pipeline with its OTLP output attached when OTLP is configured."""
     pipeline = Pipeline(limits_from(settings), settings.max_line_bytes, settings.strict_events)
     if settings.router_events or settings.router_sqlite or settings.router_mapping:
-        _attach_router(pipeline, settings.router_mapping)
+        _attach_router(pipeline, router_state(settings.router_mapping))
+    otlp_settings = otlp_settings_of(settings)
+    if otlp_settings is None:
+        return pipeline, None
+    from exporter.telemetry.otel import OtlpOutput  # the OTel SDK only when it is used
+
+    otlp = OtlpOutput(pipeline, otlp_settings)
+    pipeline.add_sink(otlp, logs=otlp.logs)
+    return pipeline, otlp
+
+
+def otlp_settings_of(settings: Settings) -> OtlpSettings | None:
+    """The OTLP output's settings, None when OTLP is not configured (flags or OTEL_*)."""
     try:
-        otlp_settings = otlp_settings_from(
+        return otlp_settings_from(
             settings.otlp_endpoint,
             settings.otlp_protocol,
             settings.service_name,
@@ -67,13 +80,6 @@ def build_pipeline(settings: Settings) -> tuple[Pipeline, OtlpOutput | None]:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if otlp_settings is None:
-        return pipeline, None
-    from exporter.telemetry.otel import OtlpOutput  # the OTel SDK only when it is used
-
-    otlp = OtlpOutput(pipeline, otlp_settings)
-    pipeline.add_sink(otlp, logs=otlp.logs)
-    return pipeline, otlp
 
 
 def attach_remote_write(pipeline: Pipeline, settings: Settings) -> RemoteWriteOutput | None:
@@ -105,18 +111,22 @@ def scraped_instance(settings: Settings) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _attach_router(pipeline: Pipeline, mapping_path: str | None) -> None:
+def router_state(mapping_path: str | None) -> RouterState:
     """The router state of the mapping (built-in without a path); refused here, at start."""
     from exporter.core.router.mapping import MappingError
     from exporter.core.router.reducer import RouterState
     from exporter.sources.files.router_mapping import load_mapping
-    from exporter.sources.peers.router import REJECT_REASONS
 
     try:
-        mapping = load_mapping(mapping_path)
+        return RouterState(load_mapping(mapping_path))
     except MappingError as exc:
         raise ConfigError(f"router mapping {exc}") from None
-    pipeline.router = RouterState(mapping)
+
+
+def _attach_router(pipeline: Pipeline, router: RouterState) -> None:
+    from exporter.sources.peers.router import REJECT_REASONS
+
+    pipeline.router = router
     stats = pipeline.stats
     stats.declare(stats.ingested, [ROUTER_SOURCE])
     stats.declare(stats.rejected, [(ROUTER_SOURCE, reason) for reason in REJECT_REASONS])

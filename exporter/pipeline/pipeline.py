@@ -29,7 +29,7 @@ from exporter.core.events import (
     parse_lines,
     validate,
 )
-from exporter.core.router.reducer import RouterState
+from exporter.core.router.reducer import EventPlan, RouterState, plan_each
 from exporter.core.state import Limits, ProcessObservation, State
 from exporter.pipeline.completion import Completion
 from exporter.pipeline.delivery import Origin
@@ -169,23 +169,38 @@ class Pipeline:
     def ingest_router(
         self, values: list[Any], source: str, received_at: float, spans_from: int = 0
     ) -> None:
-        """Decoded router events (or the Rejected of values that did not decode), reduced by
-        the mapping under one lock; items before ``spans_from`` emit no spans."""
+        """Decoded router events (or the Rejected of values that did not decode), read by
+        the mapping's rules outside the lock, then reduced; items before ``spans_from`` emit
+        no spans."""
         router = self.router
         assert router is not None, "ingest_router needs pipeline.router"
+
+        def failed(exc: Exception) -> None:  # counted (and logged) here
+            self.rejections.failed(source, exc)
+
+        self.apply_router_plans(plan_each(router, values, received_at, failed), source, spans_from)
+
+    def apply_router_plans(
+        self, plans: Sequence[EventPlan | Refused | None], source: str, spans_from: int = 0
+    ) -> None:
+        """Router events as planned (:meth:`~exporter.core.router.reducer.RouterState.plan`,
+        here or by a parse worker), reduced under one lock a slice at a time; a Refused is
+        counted, None was counted already."""
+        router = self.router
+        assert router is not None, "apply_router_plans needs pipeline.router"
         accepted = 0
-        for indices in self._priority.slices(len(values)):
+        apply = router.apply_plan
+        for indices in self._priority.slices(len(plans)):
             with self._lock:
                 for index in indices:
-                    value = values[index]
-                    if isinstance(value, Rejected):  # refused by the reader already
-                        self.rejections.count(source, value)
+                    plan = plans[index]
+                    if plan is None:
+                        continue
+                    if type(plan) is Refused:
+                        self.rejections.count(source, plan)
                         continue
                     try:
-                        outputs = router.apply(value, received_at)
-                    except Rejected as rejected:
-                        self.rejections.count(source, rejected)
-                        continue
+                        outputs = apply(plan)
                     except Exception as exc:  # a reducer bug costs one event
                         self.rejections.failed(source, exc)
                         continue

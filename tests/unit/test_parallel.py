@@ -7,11 +7,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from exporter.app.wiring import read_files_once
+from exporter.app.wiring import read_files_once, read_router_files_once
+from exporter.core.router.reducer import RouterState
 from exporter.pipeline import Pipeline
-from exporter.simulate.synthetic import synthetic_run
-from exporter.sources.files.parallel import ParallelReader
-from tests.pipelines import exposition
+from exporter.pipeline.source_names import ROUTER_SOURCE
+from exporter.simulate.synthetic import synthetic_router_cycle, synthetic_run
+from exporter.sources.files.parallel import event_reader, router_reader
+from exporter.sources.files.router_mapping import load_mapping
+from tests.pipelines import Capture, exposition
 
 
 def test_parallel_and_serial_replays_are_identical(tmp_path: Path) -> None:
@@ -28,7 +31,7 @@ def test_parallel_and_serial_replays_are_identical(tmp_path: Path) -> None:
     paths = [str(first), str(second)]
     serial, parallel = Pipeline(max_line_bytes=2000), Pipeline(max_line_bytes=2000)
     read_files_once(serial, paths)
-    ParallelReader(paths, 2000).feed(parallel, "jsonl")
+    event_reader(paths, 2000).feed(lambda batch: parallel.apply_parsed(batch, "jsonl"))
     text = exposition(parallel)
     assert text == exposition(serial)
     for reason in ("invalid_json", "invalid_utf8", "line_too_long", "non_finite_number"):
@@ -40,4 +43,47 @@ def test_parallel_and_serial_replays_are_identical(tmp_path: Path) -> None:
 
 def test_a_file_the_worker_cannot_read_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="not a regular file"):
-        ParallelReader([str(tmp_path)], 1000).feed(Pipeline(), "jsonl")
+        event_reader([str(tmp_path)], 1000).feed(lambda batch: None)
+
+
+@pytest.mark.parametrize("logs", [False, True])
+def test_router_traces_planned_by_the_worker_reduce_as_in_one_process(
+    tmp_path: Path, logs: bool
+) -> None:
+    """Every rule kind, refusals, a missing key, a number that is not one, and (with an
+    event-log output) each event's log line: the same whether planned here or there."""
+    trace = tmp_path / "router.jsonl"
+    lines = [orjson.dumps(e) for cycle in range(30)
+             for e in synthetic_router_cycle(cycle, 1.7e9 + 100 * cycle, 1.0)]  # fmt: skip
+    lines[5:5] = [b"garbage", b"\xff\xfe", b"[1, 2]", b'{"event_type": "NOT_A_TYPE"}',
+                  b'{"timestamp": 1.7e9}', b'{"event_type": "HOST_ONLINE", "timestamp": "x"}',
+                  b'{"event_type": "HOST_ONLINE", "timestamp": 1.7e9, "payload": {}}',
+                  b'{"event_type": "ELO_SIGNIFICANT_CHANGE", "timestamp": 1.7e9, "payload": '
+                  b'{"config": "c", "elo": "high"}}',
+                  b'{"event_type": "DATA_SYNC_STARTED", "timestamp": 1.7e9, "payload": {}}',
+                  b"x" * 3000]  # fmt: skip
+    trace.write_bytes(b"\n".join(lines) + b"\n")
+    results = []
+    for parallel in (False, True):
+        pipeline, capture = Pipeline(max_line_bytes=2000), Capture()
+        pipeline.router = RouterState(load_mapping(None))
+        pipeline.add_sink(capture, spans=True, logs=logs)  # type: ignore[arg-type]
+        if parallel:
+            planner = RouterState(load_mapping(None))
+            planner.logging = logs
+            reader = router_reader([str(trace)], 2000, planner)
+            reader.feed(lambda batch, p=pipeline: p.apply_router_plans(batch, ROUTER_SOURCE))
+        else:
+            read_router_files_once(pipeline, [str(trace)])
+        results.append((exposition(pipeline), [repr(o) for o in capture.outputs]))
+    (serial_text, serial_outputs), (parallel_text, parallel_outputs) = results
+    assert parallel_text == serial_text
+    assert parallel_outputs == serial_outputs
+    assert any("LogLine" in o for o in serial_outputs) == logs
+    rejected = 'runwatch_events_rejected_total{{reason="{}",source="router"}} {}'
+    for reason, count in [("invalid_json", 2), ("invalid_utf8", 1), ("not_an_object", 1),
+                          ("unknown_event_type", 1), ("missing_field", 1),
+                          ("invalid_timestamp", 1)]:  # fmt: skip
+        assert rejected.format(reason, float(count)) in serial_text
+    for reason in ("router_missing_key", "router_not_a_number"):
+        assert f'runwatch_series_dropped_total{{reason="{reason}"}} 0.0' not in serial_text

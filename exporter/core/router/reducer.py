@@ -3,22 +3,24 @@
 Pure, like :mod:`exporter.core.state`: time comes from the events (their
 ``time_field``), or from the caller when an event has none. An event is a
 decoded JSON object; :meth:`RouterState.apply` counts it by type and returns
-the spans that ended and the durations observed, for the OTLP output. Every
-table is bounded; what is cut, and what could not be joined (an event without
-its key field), is counted in ``dropped``.
+the spans that ended and the durations observed, for the OTLP output. It does so
+in two halves: :meth:`~RouterState.plan` reads what the event's rules need without
+changing anything (a parse worker can do it), :meth:`~RouterState.apply_plan`
+changes the state. Every table is bounded; what is cut, and what could not be joined
+(an event without its key field), is counted in ``dropped``.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import Counter, OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from exporter.core import event_log
-from exporter.core.events import MAX_EPOCH_SECONDS, MAX_IDENTIFIER_CHARS, Rejected
+from exporter.core.events import MAX_EPOCH_SECONDS, MAX_IDENTIFIER_CHARS, Refused, Rejected
 from exporter.core.outputs import FinishedSpan, Histogram, LogLine, Observed, OpenSpan, Output
 from exporter.core.router.mapping import (
     CounterRule,
@@ -38,6 +40,15 @@ DURATION_BUCKETS: tuple[float, ...] = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200,
 MAX_GAUGE_VALUE = 1e300  # a payload number past this (or not finite) is no reading
 KEY_ATTRIBUTE = "router.key"  # the span attribute carrying the correlation key's value
 DROP_REASONS = ("router_series", "router_open", "router_missing_key", "router_not_a_number")
+
+Labels = tuple[str, ...]
+Route = tuple[Any, Any, Any, Any]
+"""(how a rule reads an event, read(event, argument); its argument; how it changes the
+state, handle(rule, type, what was read, time, outputs); the rule)"""
+EventPlan = tuple[str, float, list[Any], tuple[str, str] | None]
+"""What reducing an event needs from it (:meth:`RouterState.plan`): its type as the mapping
+spells it in upper case, its time, what each of its rules reads, its log line (severity,
+body) when one was asked for. Built of lists, strings and numbers, so msgpack carries it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +85,7 @@ class RouterState:
     tracing: bool = True  # spans and observed durations, for an OTLP output
     logging: bool = False  # a LogLine per event, for an event-log output
     # each known type -> its (name, category) key of ``events``, and the rules it concerns
-    _types: dict[str, tuple[tuple[str, str], list[tuple[Any, Any]]]] = field(
-        default_factory=dict, repr=False
-    )
+    _types: dict[str, tuple[tuple[str, str], list[Route]]] = field(default_factory=dict, repr=False)
     _canonical: dict[str, str] = field(default_factory=dict, repr=False)  # spelling -> type
 
     def __post_init__(self) -> None:
@@ -92,18 +101,22 @@ class RouterState:
         self.flows = {rule.name: OrderedDict() for rule in mapping.flows}
         self.flows_completed.update(dict.fromkeys((rule.name for rule in mapping.flows), 0))
         self.dropped.update(dict.fromkeys(DROP_REASONS, 0))
-        # Each known type -> the rules it concerns, so an event visits only those.
-        routes: dict[str, list[tuple[Any, Any]]] = {}
-        for handle, rules, types in (
-            (self._count, mapping.counters, lambda r: r.events),
-            (self._gauge, mapping.gauges, lambda r: r.events),
-            (self._histogram, mapping.histograms, lambda r: r.events),
-            (self._span, mapping.spans, lambda r: {r.start, *r.end, *r.fail}),
-            (self._flow, mapping.flows, lambda r: r.steps),
-        ):
+        # Each known type -> the rules it concerns, so an event visits only those: what
+        # each reads from the event (pure, so a worker process can do it) and how it
+        # changes the state.
+        routes: dict[str, list[Route]] = {}
+        field_of, itself, key = self._field, _the_rule, _its_key
+        for read, argument, handle, rules, types in (
+            (self._read_labels, itself, self._count, mapping.counters, lambda r: r.events),
+            (self._read_gauge, itself, self._gauge, mapping.gauges, lambda r: r.events),
+            (self._read_histogram, itself, self._histogram, mapping.histograms,
+             lambda r: r.events),
+            (field_of, key, self._span, mapping.spans, lambda r: {r.start, *r.end, *r.fail}),
+            (field_of, key, self._flow, mapping.flows, lambda r: r.steps),
+        ):  # fmt: skip
             for rule in rules:
                 for event_type in types(rule):
-                    routes.setdefault(event_type, []).append((handle, rule))
+                    routes.setdefault(event_type, []).append((read, argument(rule), handle, rule))
         self._types = {canonical: ((names[canonical], category), routes.get(canonical, []))
                        for canonical, category in mapping.categories.items()}  # fmt: skip
 
@@ -136,6 +149,12 @@ class RouterState:
     def apply(self, event: Any, received_at: float) -> list[Output]:
         """Reduce one decoded event; raises Rejected (counted by the caller) for an event
         that is not an object, has no type, an unknown type or a bad timestamp."""
+        return self.apply_plan(self.plan(event, received_at, self.logging))
+
+    def plan(self, event: Any, received_at: float, logging: bool = False) -> EventPlan:
+        """What reducing ``event`` needs from it, read without changing the state (a parse
+        worker's share of the work; see :meth:`apply_plan`): its type, its time, what each
+        of its rules reads, and its log line when ``logging``. Raises Rejected."""
         if not isinstance(event, dict):
             raise Rejected("not_an_object", f"a JSON {type(event).__name__}, not an object")
         mapping = self.mapping
@@ -152,22 +171,36 @@ class RouterState:
         known = self._types.get(canonical)
         if known is None:
             raise Rejected("unknown_event_type", f"{event_type[:64]!r} is not in the mapping")
-        (name, category), routes = known  # name: for labels, as the mapping spells it
         at = self._time(event, received_at)
-        self.events[known[0]] += 1
-        outputs: list[Output] = []
+        routes = known[1]
+        reads = []
         if routes:
             fields = _with_payload(event, mapping.payload_field)
-            for handle, rule in routes:
-                handle(rule, canonical, fields, at, outputs)
-        if self.logging:
+            for read, argument, _, _ in routes:
+                reads.append(read(fields, argument))
+        line = None
+        if logging:
+            name, category = known[0]
             payload = event.get(mapping.payload_field) if mapping.payload_field else None
             merged = {**event, **payload} if isinstance(payload, dict) else event
             fields = {k: v for k, v in merged.items()
                       if k not in (mapping.type_field, mapping.payload_field)}  # fmt: skip
-            severity, body = event_log.router_line(name, category, fields)
+            line = event_log.router_line(name, category, fields)
+        return canonical, at, reads, line
+
+    def apply_plan(self, plan: EventPlan) -> list[Output]:
+        """Reduce an event by its :meth:`plan`; returns the spans that ended and the
+        durations observed (and its log line while ``logging``)."""
+        canonical, at, reads, line = plan
+        key, routes = self._types[canonical]
+        self.events[key] += 1
+        outputs: list[Output] = []
+        for (_, _, handle, rule), read in zip(routes, reads, strict=True):
+            handle(rule, canonical, read, at, outputs)
+        if self.logging and line is not None:
+            name, category = key
             attributes = {"event_type": name, "router.category": category}
-            outputs.append(LogLine("", None, at, severity, body, attributes))
+            outputs.append(LogLine("", None, at, line[0], line[1], attributes))
         return outputs
 
     def _time(self, event: dict[str, Any], received_at: float) -> float:
@@ -210,67 +243,92 @@ class RouterState:
             return str(value)[:MAX_IDENTIFIER_CHARS]
         return ""
 
-    def _key(self, event: dict[str, Any], name: str) -> str | None:
-        key = event.get(name)
-        if type(key) is not str or len(key) > MAX_IDENTIFIER_CHARS:  # the common case skips
-            key = self._field(event, name)
-        if not key:
-            self.dropped["router_missing_key"] += 1
+    # What each kind of rule reads from an event (pure: see plan) ...
+
+    def _read_labels(self, event: dict[str, Any], rule: CounterRule | HistogramRule) -> Labels:
+        return tuple([self._field(event, field_name) for _, field_name in rule.labels])
+
+    def _read_gauge(self, event: dict[str, Any], rule: GaugeRule) -> tuple[str, Any]:
+        """The key ("" when it is missing), and the number (with ``value``) or the state
+        (with ``state``)."""
+        key = self._field(event, rule.key)
+        if rule.value is not None:
+            return key, self._number(event, rule.value)
+        return key, None if rule.state is None else self._field(event, rule.state)
+
+    def _read_histogram(
+        self, event: dict[str, Any], rule: HistogramRule
+    ) -> tuple[float | None, Labels]:
+        return self._number(event, rule.value), self._read_labels(event, rule)
+
+    def _number(self, event: dict[str, Any], name: str) -> float | None:
+        """A field as a reading, or None when it is missing, not a number or not finite."""
+        number = _lookup(event, name, self.mapping.payload_field)
+        if isinstance(number, bool) or not isinstance(number, int | float):
             return None
-        return key
+        if not -MAX_GAUGE_VALUE <= number <= MAX_GAUGE_VALUE:  # NaN fails this too
+            return None
+        return float(number)
+
+    # ... and how it changes the state (the apply side).
+
+    def _missing_key(self, key: str) -> bool:
+        if key:
+            return False
+        self.dropped["router_missing_key"] += 1
+        return True
 
     def _count(
-        self, rule: CounterRule, event_type: str, event: dict[str, Any], at: float,
+        self, rule: CounterRule, event_type: str, labels: Labels, at: float,
         outputs: list[Output],
     ) -> None:  # fmt: skip
-        labels = tuple(self._field(event, field_name) for _, field_name in rule.labels)
-        self._bounded_count(self.counters[rule.name], (self.mapping.names[event_type], *labels))
-
-    def _bounded_count(self, counter: Counter[tuple[str, ...]], labels: tuple[str, ...]) -> None:
-        if labels in counter or len(counter) < self.limits.max_series:
-            counter[labels] += 1
+        counter = self.counters[rule.name]
+        series = (self.mapping.names[event_type], *labels)
+        if series in counter or len(counter) < self.limits.max_series:
+            counter[series] += 1
         else:
             self.dropped["router_series"] += 1
 
     def _gauge(
-        self, rule: GaugeRule, event_type: str, event: dict[str, Any], at: float,
+        self, rule: GaugeRule, event_type: str, read: tuple[str, Any], at: float,
         outputs: list[Output],
     ) -> None:  # fmt: skip
-        key = self._key(event, rule.key)
-        if key is None:
+        key, reading = read
+        if self._missing_key(key):
             return
         values = self.gauges[rule.name]
         if key not in values and len(values) >= self.limits.max_series:
             self.dropped["router_series"] += 1
             return
         if rule.value is not None:
-            number = self._number(event, rule.value)
-            if number is not None:
-                values[key] = number
+            if reading is None:
+                self.dropped["router_not_a_number"] += 1
+            else:
+                values[key] = reading
             return
         if rule.state is None:
             values[key] = dict(rule.set)[event_type]
             return
-        state = self._field(event, rule.state)
-        if not state:
+        if not reading:
             self.dropped["router_missing_key"] += 1
             return
         states = values.setdefault(key, {})
-        if state not in states and len(states) >= 32:  # states a key has been in
+        if reading not in states and len(states) >= 32:  # states a key has been in
             self.dropped["router_series"] += 1
             return
         for seen in states:
             states[seen] = 0.0
-        states[state] = 1.0
+        states[reading] = 1.0
 
     def _histogram(
-        self, rule: HistogramRule, event_type: str, event: dict[str, Any], at: float,
-        outputs: list[Output],
+        self, rule: HistogramRule, event_type: str, read: tuple[float | None, Labels],
+        at: float, outputs: list[Output],
     ) -> None:  # fmt: skip
-        number = self._number(event, rule.value)
+        number, labels = read
         if number is None:
+            self.dropped["router_not_a_number"] += 1
             return
-        labels = tuple(self._field(event, name) for _, name in rule.labels)
+        labels = tuple(labels)  # a list once it has crossed from a worker
         histograms = self.histograms[rule.name]
         histogram = histograms.get(labels)
         if histogram is None:
@@ -282,26 +340,12 @@ class RouterState:
         if self.tracing:
             outputs.append(Observed(gauge_family(rule.name), number, labels))
 
-    def _number(self, event: dict[str, Any], name: str) -> float | None:
-        """A field as a reading, or None (counted) when it is missing, not a number or not
-        finite."""
-        number = _lookup(event, name, self.mapping.payload_field)
-        if isinstance(number, bool) or not isinstance(number, int | float):
-            self.dropped["router_not_a_number"] += 1
-            return None
-        if not -MAX_GAUGE_VALUE <= number <= MAX_GAUGE_VALUE:  # NaN fails this too
-            self.dropped["router_not_a_number"] += 1
-            return None
-        return float(number)
-
     def _span(
-        self, rule: SpanRule, event_type: str, event: dict[str, Any], at: float,
-        outputs: list[Output],
+        self, rule: SpanRule, event_type: str, key: str, at: float, outputs: list[Output],
     ) -> None:  # fmt: skip
-        is_start = event_type == rule.start
-        key = self._key(event, rule.key)
-        if key is None:
+        if self._missing_key(key):
             return
+        is_start = event_type == rule.start
         spans = self.open_spans[rule.name]
         opened = spans.pop(key, None)
         if is_start:
@@ -332,11 +376,9 @@ class RouterState:
                                         KEY_ATTRIBUTE))  # fmt: skip
 
     def _flow(
-        self, rule: FlowRule, event_type: str, event: dict[str, Any], at: float,
-        outputs: list[Output],
+        self, rule: FlowRule, event_type: str, key: str, at: float, outputs: list[Output],
     ) -> None:  # fmt: skip
-        key = self._key(event, rule.key)
-        if key is None:
+        if self._missing_key(key):
             return
         step = rule.steps.index(event_type)
         progress = self.flows[rule.name]
@@ -372,6 +414,41 @@ class RouterState:
                 trace_key = f"router flow {rule.name} {key} {span.start!r}"
                 outputs.append(FinishedSpan(trace_key, span, max(at, span.start), None,
                                             KEY_ATTRIBUTE))  # fmt: skip
+
+
+def plan_each(
+    router: RouterState,
+    values: list[Any],
+    received_at: float,
+    failed: Callable[[Exception], Refused | None],
+) -> list[EventPlan | Refused | None]:
+    """The plan of each decoded value (or the Rejected a reader put in its place), with the
+    log lines ``router.logging`` asks for; a value refused becomes its Refused, one whose
+    planning raised what ``failed`` makes of the exception (None: counted already)."""
+    plans: list[EventPlan | Refused | None] = []
+    plan, logging = router.plan, router.logging
+    for value in values:
+        if type(value) is Rejected:
+            plans.append(value.as_refused())
+            continue
+        try:
+            plans.append(plan(value, received_at, logging))
+        except Rejected as rejected:
+            plans.append(rejected.as_refused())
+        except Exception as exc:  # a reducer bug costs one event
+            plans.append(failed(exc))
+    return plans
+
+
+def _the_rule(rule: Any) -> Any:
+    """A rule's reader's argument: the rule itself ..."""
+    return rule
+
+
+def _its_key(rule: Any) -> str:
+    """... or, for a key (one field), the field's name."""
+    key: str = rule.key
+    return key
 
 
 def _with_payload(event: dict[str, Any], payload_field: str | None) -> dict[str, Any]:

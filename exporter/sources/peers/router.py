@@ -12,6 +12,7 @@ waited on briefly, then retried at the next poll and counted in
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -21,10 +22,13 @@ from typing import Any
 
 import orjson
 
-from exporter.core.events import Rejected, failure
+from exporter.core.events import Refused, Rejected, failure
+from exporter.core.router.reducer import EventPlan, RouterState, plan_each
 from exporter.pipeline.delivery import Origin
 from exporter.pipeline.source_names import ROUTER_SOURCE
 from exporter.sources.sampled.sampling import SourceUnavailable
+
+log = logging.getLogger(__name__)
 
 REJECT_REASONS: tuple[str, ...] = (
     "invalid_utf8", "invalid_json", "not_an_object", "line_too_long", "not_a_regular_file",
@@ -55,6 +59,25 @@ def decode_lines(lines: list[bytes]) -> list[Any]:
         except Exception as exc:  # whatever one line does stays with it
             values.append(failure(exc))
     return values
+
+
+def router_lines_planner(
+    router: RouterState,
+) -> Callable[[list[bytes]], list[EventPlan | Refused | None]]:
+    """For a parse worker: JSONL lines decoded and planned by ``router``'s rules (see
+    :meth:`~exporter.core.router.reducer.RouterState.plan`). A value whose planning raised
+    is refused as ``processing_failed``, and the first such is logged with its traceback."""
+    logged = False
+
+    def failed(exc: Exception) -> Refused:
+        nonlocal logged
+        if not logged:
+            logged = True
+            log.error("a router event could not be processed; it is counted as "
+                      "processing_failed and skipped", exc_info=exc)  # fmt: skip
+        return failure(exc).as_refused()
+
+    return lambda lines: plan_each(router, decode_lines(lines), time.time(), failed)
 
 
 def line_sink(deliver: RouterSink) -> Callable[[list[bytes], int, Origin | None], None]:
