@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import os
@@ -292,6 +293,7 @@ class Runtime:
             signal.signal(signal.SIGHUP, _sighup)
         summarise_accept_failures()
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        gc.freeze()  # what start-up made lives as long as the process: out of every pass
         uvicorn.Server(config).run(sockets=self.sockets)
 
     def _warn_if_writable_by_anyone(self) -> None:

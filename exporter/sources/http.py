@@ -24,9 +24,6 @@ SPLIT_SEGMENT_BYTES = 256 << 10
 
 _split_array_fast = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _one_value = msgspec.json.Decoder(msgspec.Raw).decode
-# What makes a line of NDJSON other than one event: a line end of \r\n, a line that is blank
-# or only white space (each is a memory search; without them the lines are split as they are)
-_UNUSUAL_NDJSON = (b"\r", b"\n\n", b"\n ", b"\n\t", b"\n\x0b", b"\n\x0c")
 # A JSON string (to its end, even unterminated) or a structural character.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{},]', re.DOTALL)
 
@@ -86,8 +83,8 @@ def split_body(body: bytes) -> list[bytes]:
             first, newline, _ = text.partition(b"\n")
             if not (newline and _closes(first)):
                 return _split_array_slowly(text)
-    lines = _split_lines(text)
-    if any(mark in text for mark in _UNUSUAL_NDJSON):  # \r\n, blank lines: each line looked at
+    lines, unusual = _split_lines(text)
+    if unusual:  # \r\n, blank lines: each line looked at
         lines = [line.rstrip(b"\r") for line in lines if line.strip()]
     if len(lines) > 1:
         try:
@@ -98,19 +95,27 @@ def split_body(body: bytes) -> list[bytes]:
     return lines
 
 
-def _split_lines(text: bytes) -> list[bytes]:
-    """``text.split(b"\\n")``, a segment of about SPLIT_SEGMENT_BYTES at a time: one split of
-    a 10 MB body holds the interpreter lock for as long as a scrape takes."""
+def _split_lines(text: bytes) -> tuple[list[bytes], bool]:
+    """``text.split(b"\n")``, a segment of about SPLIT_SEGMENT_BYTES at a time (one split of
+    a 10 MB body, or one search of it for two bytes, holds the interpreter lock for as long
+    as a scrape takes), and whether a line may need looking at: a ``\r``, or a line that is
+    blank or starts with white space (the least line of a segment, which sorts first,
+    tells)."""
     lines: list[bytes] = []
+    unusual = False
     start = 0
     while start <= len(text):
         end = text.find(b"\n", start + SPLIT_SEGMENT_BYTES)
+        segment = text[start:] if end < 0 else text[start:end]
+        part = segment.split(b"\n")
+        if not unusual:
+            least = min(part)
+            unusual = not least or least[0] <= ord(" ") or b"\r" in segment
+        lines += part
         if end < 0:
-            lines += text[start:].split(b"\n")
             break
-        lines += text[start:end].split(b"\n")
         start = end + 1
-    return lines
+    return lines, unusual
 
 
 def _closes(line: bytes) -> bool:

@@ -132,6 +132,9 @@ class _Lines:
 STITCH_ABOVE = 256 << 10
 """Runs' text past which a gzip response joins pieces compressed once (a few ms to
 compress whole below it)."""
+BURST_LEVEL = 1
+"""zlib level of a large body compressed whole because most of its pieces changed since
+they were compressed: about 3x faster than level 6 for a fifth more bytes."""
 
 
 @dataclass(slots=True)
@@ -222,7 +225,12 @@ class Exposition:
             if stitch:
                 return gzip_stream(parts), content_type
             body = b"".join(plain for plain, _ in parts)
-            return (compress(body, LEVEL, mtime=0) if gzip else body), content_type
+            if not gzip:
+                return body, content_type
+            # past STITCH_ABOVE, a body whose pieces are mostly not compressed yet (a burst
+            # of changes): compressed whole for this response alone, at zlib's fastest
+            level = LEVEL if size < STITCH_ABOVE else BURST_LEVEL
+            return compress(body, level, mtime=0), content_type
 
     def _run_lines(self, families: list[_FamilyText], run: Run) -> tuple[bytes, ...]:
         """The run's lines of each family that samples runs."""

@@ -16,7 +16,11 @@ from exporter.sources import http
 def test_segments_split_as_one_split_does(text: bytes, segment: int) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(http, "SPLIT_SEGMENT_BYTES", segment)
-        assert http._split_lines(text) == text.split(b"\n")
+        lines, unusual = http._split_lines(text)
+        assert lines == text.split(b"\n")
+        marks = (b"\r", b"\n\n", b"\n ", b"\n\t", b"\n\x0b", b"\n\x0c")
+        if any(mark in text for mark in marks) or text.startswith((b"\n", b" ", b"\t")):
+            assert unusual  # a line to look at is never missed
 
 
 def test_a_body_past_several_segments_keeps_every_event() -> None:
