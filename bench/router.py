@@ -6,7 +6,7 @@ bench/mtail-router/router.mtail (events by type, hosts up) read the same synthet
 trace (seed 004's catalogue, ``exporter.simulate.synthetic.synthetic_router_cycle``), alternating,
 several rounds: events per second, CPU seconds per million events, peak RSS.
 
-    python bench/router.py [--events 500000] [--rounds 3]
+    python bench/router.py [--events 500000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ built-in mapping (by type and category, labelled counters, gauges, spans, flows 
 their histograms) on two cores: a forked worker decodes each event and reads what the
 mapping's rules need from it, the main process applies that to the state.
 
-| tool | events/s | wall s | CPU s / 1M events | peak RSS MB |
+| tool | events/s | wall s | CPU s / 1M events | peak RSS MB, largest process |
 |---|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
@@ -93,7 +93,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (5)")
     args = parser.parse_args()
     bin_dir = components("mtail")
     with tempfile.TemporaryDirectory(prefix="runwatch-bench-") as tmp:

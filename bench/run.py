@@ -7,7 +7,7 @@ bench/RESULTS.md (the GPU and system sampling costs are bench/gpu.py's).
 2. Freshness: while ``runwatch serve`` follows a file, the delay from writing a line
    to its value showing on /metrics (polled as fast as it answers).
 
-    python bench/run.py [--events 1000000] [--rounds 3] [--samples 300]
+    python bench/run.py [--events 1000000] [--rounds 5] [--samples 300]
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (5)")
     parser.add_argument("--samples", type=int, default=300)
     args = parser.parse_args()
     bin_dir = components("mtail")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import glob
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from exporter import __version__
@@ -92,9 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         "replay",
         help="read event files once and print the resulting /metrics exposition",
         description="Read event files once, offline, and print the resulting Prometheus "
-        "exposition to stdout; --router-events files go through the router mapping. With an "
-        "OTLP endpoint, the spans and metrics are exported too. A missing or unreadable file "
-        "is an error (exit 2).",
+        "exposition to stdout; --router-events files go through the router mapping. Paths "
+        "may be globs. Files of 8 MiB and more are parsed by a second process while this "
+        "one reduces (the same result). With an OTLP endpoint, the spans, log records and "
+        "metrics are exported too, and replay waits for the endpoint to take them before it "
+        "prints. A missing or unreadable file is an error (exit 2).",
     )
     replay.add_argument("paths", nargs="*", metavar="PATH", help="JSONL event files")
     replay.add_argument(
@@ -182,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `runwatch replay ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: asked for, not a failure to report with a traceback
+        return 130
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -270,7 +276,12 @@ def plural(count: int, word: str) -> str:
 
 
 def replay(paths: list[str], settings: Settings, history: str | None = None) -> int:
-    router_paths = settings.router_events
+    # a glob the shell did not expand (quoted, or from RUNWATCH_ROUTER_EVENTS) is
+    # expanded here, as serve does: files in name order; one that matches nothing is
+    # reported as a missing file below
+    paths = [found for path in paths for found in _expanded(path)]
+    router_paths = [found for path in settings.router_events for found in _expanded(path)]
+    settings = replace(settings, router_events=router_paths)
     if not paths and not router_paths:
         print("runwatch: replay needs event files (PATH) or --router-events", file=sys.stderr)
         return 2
@@ -292,6 +303,12 @@ def replay(paths: list[str], settings: Settings, history: str | None = None) -> 
     finally:  # as they were, for a caller that goes on (a test calling main)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+
+
+def _expanded(path: str) -> list[str]:
+    if not any(mark in path for mark in "*?["):
+        return [path]
+    return sorted(glob.glob(path)) or [path]
 
 
 def _replay(paths: list[str], settings: Settings, history: str | None) -> int:

@@ -444,7 +444,8 @@ class Settings:
     router_events: list[str] = option(
         [], "JSONL trace of an event router (path or glob, repeatable): "
         "each line a JSON event with a type field, turned into telemetry by the router "
-        "mapping; followed like --events.", many=True, group="event router",
+        "mapping; followed like --events (replay reads each once).", many=True,
+        group="event router",
         metavar="PATH_OR_GLOB"
     )
     router_sqlite: str | None = option(
@@ -459,9 +460,10 @@ class Settings:
         group="event router"
     )
     router_mapping: str | None = option(
-        None, "YAML mapping from router events to counters, spans, gauges "
-        "and flows (see the README). Default: the built-in mapping of the event router's "
-        "catalogue (training, evaluation, model, data sync, cluster, daemon events).",
+        None, "YAML mapping from router events to counters, spans, gauges, histograms "
+        "and flows (docs/router.md; `runwatch router` checks one). Default: the built-in "
+        "mapping of the event router's catalogue (training, evaluation, model, data sync, "
+        "curriculum, cluster, daemon and recovery events).",
         group="event router", metavar="FILE"
     )
     max_runs: int = option(

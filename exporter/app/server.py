@@ -141,16 +141,22 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an Accept-Encoding header takes gzip (and not with q=0)."""
+    """Whether an Accept-Encoding header takes gzip: its own weight, else the wildcard's,
+    above 0 (RFC 9110: a coding named outranks ``*``; parameter names are
+    case-insensitive; a weight that is not a number refuses)."""
+    weights: dict[str, float] = {}
     for item in accept_encoding.split(","):
-        name, _, params = item.partition(";")
-        if name.strip().lower() in ("gzip", "*"):
-            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
-            try:
-                return float(q) > 0
-            except ValueError:
-                return False
-    return False
+        name, *params = item.split(";")
+        weight = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = 0.0
+        weights.setdefault(name.strip().lower(), weight)
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
 def landing_page(telemetry_path: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -157,6 +158,27 @@ def test_replay_of_a_missing_or_unreadable_file_is_exit_2(tmp_path: Path) -> Non
     assert missing.stderr.strip() == f"runwatch: {tmp_path / 'nope.jsonl'}: no such file"
     directory = run("replay", str(tmp_path))
     assert directory.returncode == 2 and directory.stderr.count("\n") == 1
+
+
+def test_replay_expands_a_glob_the_shell_did_not(tmp_path: Path) -> None:
+    """Quoted, or from RUNWATCH_ROUTER_EVENTS: each file matched, in name order; a glob
+    that matches nothing is a missing file."""
+    for name, stage in (("b.jsonl", "second"), ("a.jsonl", "first")):
+        (tmp_path / name).write_bytes(jsonl(event("progress", stage=stage, progress_pct=50)))
+    routed = b'{"event_type": "HOST_ONLINE", "timestamp": 1767225601.0, "payload": {}}\n'
+    for name in ("r1.jsonl", "r2.jsonl"):
+        (tmp_path / name).write_bytes(routed)
+    environment = {**os.environ, "RUNWATCH_ROUTER_EVENTS": str(tmp_path / "r*.jsonl")}
+    result = run("replay", str(tmp_path / "[ab].jsonl"), env=environment)
+    assert result.returncode == 0, result.stderr
+    for stage in ("first", "second"):
+        assert f'training_run_progress_ratio{{run_id="run_1",stage="{stage}"}} 0.5' in (
+            result.stdout
+        )
+    assert 'router_events_total{category="cluster",event_type="HOST_ONLINE"} 2.0' in result.stdout
+    nothing = run("replay", str(tmp_path / "none*.jsonl"))
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip() == f"runwatch: {tmp_path / 'none*.jsonl'}: no such file"
 
 
 def test_demo_serves_a_training_run(tmp_path: Path) -> None:

@@ -13,3 +13,5 @@ from exporter.app.server import accepts_gzip
 def test_any_accept_encoding_header_is_answered(header: str) -> None:
     assert accepts_gzip(header) in (True, False)
     assert accepts_gzip("gzip") and accepts_gzip("br, gzip;q=0.5") and not accepts_gzip("br")
+    assert accepts_gzip("*;q=0, gzip") and accepts_gzip("*") and not accepts_gzip("gzip;Q=0")
+    assert not accepts_gzip("gzip;q=0, *") and not accepts_gzip("gzip;q=x")

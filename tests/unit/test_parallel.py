@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
 import pytest
 
 from exporter.app.wiring import read_files_once, read_router_files_once
+from exporter.core.events import AnyEvent
 from exporter.core.router.reducer import RouterState
 from exporter.pipeline import Pipeline
 from exporter.pipeline.source_names import ROUTER_SOURCE
 from exporter.simulate.synthetic import synthetic_router_cycle, synthetic_run
-from exporter.sources.files.parallel import event_reader, router_reader
+from exporter.sources.files.parallel import ParallelReader, event_reader, router_reader
 from exporter.sources.files.router_mapping import load_mapping
 from tests.pipelines import Capture, exposition
 
@@ -87,3 +89,37 @@ def test_router_traces_planned_by_the_worker_reduce_as_in_one_process(
         assert rejected.format(reason, float(count)) in serial_text
     for reason in ("router_missing_key", "router_not_a_number"):
         assert f'runwatch_series_dropped_total{{reason="{reason}"}} 0.0' not in serial_text
+
+
+def test_lines_msgpack_cannot_carry_are_parsed_again_here(tmp_path: Path) -> None:
+    """An integer past 64 bits in a run's config parses (JSON has no bound) but does not
+    cross the pipe: its batch is parsed again in this process, with the same result."""
+    big = tmp_path / "big.jsonl"
+    events = [orjson.dumps(e) for e in synthetic_run("run_b", 1.7e9, targets=5, steps=200)]
+    first = b'{"event_type": "run_start", "run_id": "run_huge", "timestamp": 1.7e9, '
+    first += b'"config": {"seed": 123456789012345678901234567890}}'
+    big.write_bytes(b"\n".join([first, *events]) + b"\n")
+    serial, parallel = Pipeline(), Pipeline()
+    read_files_once(serial, [str(big)])
+    event_reader([str(big)], 1 << 20).feed(lambda batch: parallel.apply_parsed(batch, "jsonl"))
+    assert exposition(parallel) == exposition(serial)
+    assert parallel.state.runs["run_huge"].config == {"seed": 123456789012345678901234567890}
+
+
+def test_a_worker_that_dies_is_an_error_not_a_short_read(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b'{"event_type": "run_start", "run_id": "r"}\n')
+    reader = ParallelReader([str(events)], 1000, lambda lines: os._exit(3), AnyEvent)
+    with pytest.raises(OSError, match=r"worker ended before the end of the input \(exit code 3\)"):
+        reader.feed(lambda batch: None)
+
+
+def test_a_read_that_fails_names_its_file() -> None:
+    """/proc/self/mem opens, then its reads fail (EIO): the message says which file."""
+    for read in (
+        lambda: read_files_once(Pipeline(), ["/proc/self/mem"]),
+        lambda: event_reader(["/proc/self/mem"], 1000).feed(lambda batch: None),
+    ):
+        with pytest.raises(OSError) as raised:
+            read()
+        assert "/proc/self/mem" in str(raised.value)

@@ -393,6 +393,10 @@ def read_whole_files(
         try:
             reader.read_available()
             reader.flush_partial()
+        except OSError as exc:
+            if exc.filename is None:  # a read that failed names no file: say which
+                raise OSError(exc.errno, exc.strerror, path) from exc
+            raise
         finally:
             reader.close()
 

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -38,12 +39,20 @@ def worth_it(paths: list[str]) -> bool:
     return (os.cpu_count() or 1) >= 2 and sum(os.path.getsize(p) for p in paths) >= MIN_BYTES
 
 
+class Unparsed(msgspec.Struct, tag=True):
+    """Lines the worker parsed but could not send (an integer past 64 bits in a config,
+    which msgpack cannot carry): this process parses them again itself."""
+
+    lines: list[bytes]
+
+
 class ParallelReader:
     """Forks the parsing worker at construction: do it before any thread is started.
     ``parse`` turns a batch of lines into items of type ``item`` (what msgpack carries)."""
 
     def __init__(self, paths: list[str], max_line_bytes: int, parse: Parse, item: Any) -> None:
-        self._decode = msgspec.msgpack.Decoder(list[item] | str).decode
+        self._parse = parse
+        self._decode = msgspec.msgpack.Decoder(list[item] | Unparsed | str).decode
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
         _widen(send)
@@ -55,13 +64,23 @@ class ParallelReader:
 
     def feed(self, apply: Callable[[list[Any]], object]) -> None:
         """Apply every batch the worker parses, in order; raises OSError if it could not
-        read a file."""
+        read a file, or ended before it said it had read them all."""
         try:
-            while data := self._receive.recv_bytes():
+            while True:
+                try:
+                    data = self._receive.recv_bytes()
+                except EOFError:  # killed, or out of memory: never a silent short read
+                    self._worker.join(timeout=5)
+                    raise OSError(
+                        f"the parsing worker ended before the end of the input "
+                        f"(exit code {self._worker.exitcode})"
+                    ) from None
+                if not data:
+                    break
                 message = self._decode(data)
                 if isinstance(message, str):
                     raise OSError(message)
-                apply(message)
+                apply(self._parse(message.lines) if type(message) is Unparsed else message)
         finally:
             self._receive.close()
             self._worker.join(timeout=30)
@@ -94,10 +113,15 @@ def _widen(pipe: Connection) -> None:
 
 
 def _parse_files(paths: list[str], max_line_bytes: int, parse: Parse, send: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     encode = msgspec.msgpack.Encoder().encode
 
     def sink(lines: list[bytes], spans_from: int, origin: object) -> None:
-        send.send_bytes(encode(parse(lines)))
+        try:
+            message = encode(parse(lines))
+        except OverflowError:  # an integer msgpack cannot carry: parsed again over there
+            message = encode(Unparsed(lines))
+        send.send_bytes(message)
 
     too_long = Refused("line_too_long", f"over {max_line_bytes} bytes")
     try:
