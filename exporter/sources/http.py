@@ -91,7 +91,11 @@ def split_body(body: bytes) -> list[bytes]:
             _one_value(text)
             return [text]
         except (msgspec.DecodeError, RecursionError):
-            pass
+            # one pretty-printed value the strict decoder refuses (a NaN metric, a stray
+            # comma): its first line opens what it does not close and the next is not a
+            # value of its own; parsed (and accepted or refused) as one event
+            if not _closes(lines[0]) and not lines[1].lstrip().startswith((b"{", b"[")):
+                return [text]
     return lines
 
 

@@ -4,10 +4,14 @@ segments fall."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exporter.pipeline import Pipeline
 from exporter.sources import http
 
 
@@ -29,3 +33,23 @@ def test_a_body_past_several_segments_keeps_every_event() -> None:
     assert http.split_body(body) == body.split(b"\n")
     assert http.split_body(body.replace(b"\n", b"\r\n")) == body.split(b"\n")
     assert http.split_body(body.replace(b"\n", b"\n \n")) == body.split(b"\n")
+
+
+def test_a_pretty_printed_event_the_strict_decoder_refuses_is_one_event() -> None:
+    """A NaN metric (the event format takes it) or a stray comma inside one indented
+    object: one event, accepted or refused whole, not ten refused lines. NDJSON whose
+    first line is cut still has its other lines applied."""
+    event = {"event_type": "metric_update", "run_id": "r", "timestamp": 1.7e9, "step": 3,
+             "metrics": {"loss": math.nan, "acc": 0.5}}  # fmt: skip
+    body = json.dumps(event, indent=2).encode()
+    pipeline = Pipeline()
+    assert http.ingest_body(body, pipeline).accepted == 1
+    assert math.isnan(pipeline.state.runs["r"].metrics["loss"])
+    stray = http.ingest_body(body.replace(b'"acc": 0.5', b'"acc": 0.5,'), Pipeline())
+    assert (stray.accepted, stray.rejected) == (0, 1)
+    cut = b'{"event_type": "progress", "run_id": "r", "ti\n' + b"\n".join(
+        json.dumps({"event_type": "progress", "run_id": "r", "stage": s, "progress_pct": 5})
+        .encode() for s in ("a", "b")
+    )  # fmt: skip
+    result = http.ingest_body(cut, Pipeline())
+    assert (result.accepted, result.rejected) == (2, 1)
