@@ -1,5 +1,5 @@
-"""The HTTP face: a landing page, ``/metrics``, ``/healthz``, ``/readyz``, ``/api/runs`` and
-``POST /v1/events``.
+"""The HTTP face: a landing page, ``/metrics``, ``/healthz``, ``/readyz``, the run API
+(:mod:`~exporter.app.run_api`) and ``POST /v1/events``.
 
 FastAPI on uvicorn rather than prometheus-client's built-in server, because
 runwatch also takes POSTed events (with a body-size limit and JSON errors) and
@@ -14,13 +14,10 @@ documents every endpoint.
 from __future__ import annotations
 
 import html
-import json
 import logging
-import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -29,111 +26,20 @@ from exporter import __version__
 from exporter.app.basic_auth import BcryptUsers, TooManyChecks, credentials
 from exporter.app.log_once import LogOnce
 from exporter.app.rate_limit import TokenBucket
+from exporter.app.run_api import NotFound, not_found, run_routes
+from exporter.app.system_api import system_routes
 from exporter.app.web_config import LiveWebConfig, WebConfigError
 from exporter.core.events import Rejected
-from exporter.core.state import Run
 from exporter.pipeline import Pipeline
-from exporter.pipeline.self_stats import Stats
 from exporter.pipeline.source_names import HTTP_SOURCE
 from exporter.sources.http import BodyError, ingest_body, read_body
 from exporter.telemetry.exposition import Exposition
+from exporter.telemetry.step_window import StepWindow
 
 log = logging.getLogger(__name__)
 
-API_RUNS = "api_runs"
-"""The ``family`` /api/runs' encoding errors are counted under."""
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Answered without credentials, for probes: they say only whether runwatch is up."""
-
-
-def run_json(run: Run) -> dict[str, Any]:
-    """A run as ``GET /api/runs`` shows it."""
-    return {
-        "run_id": run.run_id,
-        "name": run.name,
-        "status": run.status,
-        "stage": run.stage,
-        "start": run.start,
-        "last_event": run.last_event,
-        "end": run.end,
-        "duration_seconds": run.duration,
-        "process_up": run.process_up,
-        "config": run.config,
-        "progress": {name: stage.progress_ratio for name, stage in run.stages.items()},
-        "stage_seconds": {name: stage.seconds for name, stage in run.stages.items()},
-        "targets_total": run.targets_total,
-        "targets_completed": run.targets_completed,
-        "targets_successful": run.targets_successful,
-        "current_target": run.current_target,
-        "stage_targets": {
-            name: {
-                "total": stage.targets_total,
-                "completed": stage.targets_completed,
-                "message": stage.message,
-            }
-            for name, stage in run.stages.items()
-        },
-        "target_completions": dict(run.target_completions),
-        "target_best_auc": [
-            {"stage": stage, "target": target, "best_auc": _number(auc)}
-            for (stage, target), auc in run.target_best_auc.items()
-        ],
-        "step": run.step,
-        "metrics": {key: _number(value) for key, value in run.metrics.items()},
-        "non_finite_metrics": dict(run.non_finite),
-        "errors": [
-            {"error_type": error_type, "recoverable": recoverable, "count": count}
-            for (error_type, recoverable), count in run.errors.items()
-        ],
-        "best_checkpoint": run.best_checkpoint,
-        "checkpoints": [
-            {
-                "checkpoint_id": checkpoint_id,
-                "step": checkpoint.step,
-                "is_best": checkpoint.is_best,
-                "metrics": {key: _number(value) for key, value in checkpoint.metrics.items()},
-                "filepath": checkpoint.filepath,
-                "timestamp": checkpoint.timestamp,
-            }
-            for checkpoint_id, checkpoint in run.checkpoints.items()
-        ],
-    }
-
-
-def runs_document(runs: Iterable[Run], stats: Stats) -> bytes:
-    """``GET /api/runs``: each run encoded on its own, so one that cannot be (text UTF-8
-    cannot encode) is left out, counted as ``runwatch_render_errors_total{family="api_runs"}``
-    and logged once, and the others are served."""
-    encoded = []
-    for run in runs:
-        try:
-            encoded.append(_encoded(run_json(run)))
-        except (TypeError, ValueError) as exc:
-            stats.count(stats.render_errors, API_RUNS)
-            if API_RUNS not in _logged:
-                _logged.add(API_RUNS)
-                log.error("/api/runs: run %r could not be encoded and is left out (%s)",
-                          run.run_id, exc)  # fmt: skip
-    return b"[" + b",".join(encoded) + b"]"
-
-
-_logged: set[str] = set()
-
-
-def _encoded(value: Any) -> bytes:
-    """JSON of one run: orjson, or for integers past 64 bits (a config may hold them) the
-    standard library's; text UTF-8 cannot encode raises UnicodeEncodeError either way."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False).encode()
-
-
-def _number(value: float) -> float | str:
-    """JSON has no NaN or infinities: they are written as the event format spells them."""
-    if math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -232,6 +138,7 @@ def create_app(
     web: LiveWebConfig | None = None,
     telemetry_path: str = "/metrics",
     lifespan: Any = None,
+    window: StepWindow | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="runwatch",
@@ -245,6 +152,9 @@ def create_app(
         _web_config_middleware(app, web, pipeline)
     page = landing_page(telemetry_path)
     exposition = exposition or Exposition(pipeline)
+    app.include_router(run_routes(pipeline, window))
+    app.add_exception_handler(NotFound, not_found)
+    app.include_router(system_routes(pipeline))
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> HTMLResponse:
@@ -271,12 +181,6 @@ def create_app(
         if ready():
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "reading existing events"}, status_code=503)
-
-    @app.get("/api/runs")
-    def runs() -> Response:
-        view = pipeline.snapshot()
-        return Response(runs_document(view.state.runs.values(), view.stats),
-                        media_type="application/json")  # fmt: skip
 
     @app.post("/v1/events", status_code=202)
     async def post_events(request: Request) -> JSONResponse:

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 S = TypeVar("S")
 
 STALE_AFTER_INTERVALS = 3
+HISTORY_SAMPLES = 720
+"""Samples each source keeps for ``GET /api/system/history``: an hour at the default 5 s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,9 @@ class _Entry:
     sample_seconds: float | None = None
     sampled_at: float | None = None
     up: bool = False
+    history: deque[tuple[float, object]] = field(
+        default_factory=lambda: deque(maxlen=HISTORY_SAMPLES)
+    )
 
 
 class ReadingsCache:
@@ -64,6 +70,7 @@ class ReadingsCache:
     def store(self, source: str, sample: object, seconds: float, at: float) -> None:
         with self._lock:
             entry = self._entries[source]
+            entry.history.append((at, sample))
             entry.sample, entry.sample_seconds, entry.sampled_at, entry.up = (
                 sample,
                 seconds,
@@ -75,6 +82,12 @@ class ReadingsCache:
         with self._lock:
             entry = self._entries[source]
             entry.sample, entry.up = None, False
+
+    def history(self, source: str) -> list[tuple[float, object]]:
+        """The source's last HISTORY_SAMPLES samples with their times, oldest first."""
+        with self._lock:
+            entry = self._entries.get(source)
+            return list(entry.history) if entry is not None else []
 
     def snapshot(self, now: float | None = None) -> Readings:
         now = time.time() if now is None else now

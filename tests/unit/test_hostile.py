@@ -91,7 +91,7 @@ def test_a_scrape_renders_outside_the_pipeline_lock() -> None:
 def test_text_utf8_cannot_encode_that_reached_the_state_costs_its_samples_only(caplog) -> None:
     """Were such text to get past validation (a source with a bug), the render still
     isolates it: its samples and its run's /api/runs entry are left out and counted."""
-    from exporter.app.server import runs_document
+    from exporter.app.run_api import runs_document
     from exporter.telemetry.exposition import Exposition
 
     pipeline = poisoned_pipeline()
