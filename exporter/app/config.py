@@ -490,8 +490,7 @@ class Settings:
     max_error_types_per_run: int = option(32, "Error types per run; more fold into 'other'.",
                                           _positive_int, group="limits")
     max_history_steps_per_second: int = option(
-        100, "Steps of step history (remote write, the run API's window of each run's "
-        "steps) kept per run per "
+        100, "Steps of step history kept per run per "
         "second of event time; above it every Nth step is kept (N from the second before) "
         "and the values thinned out are counted in runwatch_series_dropped_total"
         "{reason=\"step_rate\"}.", _positive_int, group="limits"

@@ -1,7 +1,6 @@
 """The run API, read side: every run, one run, its latest metrics and its checkpoints as
 JSON (the routes and shapes of the training-dashboard format: ``GET /api/runs``,
-``/api/runs/{run_id}``, ``/api/runs/{run_id}/metrics`` (its steps in a window kept in
-memory, JSON or CSV), ``/api/runs/{run_id}/metrics/latest``,
+``/api/runs/{run_id}``, ``/api/runs/{run_id}/metrics/latest``,
 ``/api/runs/{run_id}/checkpoints``, ``/api/checkpoints/{checkpoint_id}``), ``/health`` and
 ``/api/version``. An unknown id is a 404 with a JSON error.
 
@@ -13,16 +12,14 @@ runwatch SDK's TrainingMonitor uses).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from exporter import __version__
@@ -30,14 +27,16 @@ from exporter.core.state import Run
 from exporter.pipeline import Pipeline
 from exporter.pipeline.self_stats import Stats
 from exporter.pipeline.view import View
-from exporter.telemetry.step_window import PER_RUN_STEPS, StepWindow, Window
 
 log = logging.getLogger(__name__)
 
 API_RUNS = "api_runs"
 """The ``family`` the run API's encoding errors are counted under."""
-MAX_POINTS = PER_RUN_STEPS
-"""Most rows one history answer carries."""
+NO_HISTORY = (
+    "a run's metric history by step is not served here yet: Prometheus keeps it "
+    "(training_step_metric with --remote-write-url, docs/metrics.md); "
+    "/api/runs/{run_id}/metrics/latest has each key's last value"
+)
 API_VERSION = 1
 """The run API's version: a field renamed or removed is a new one."""
 READ_ONLY = (
@@ -47,17 +46,17 @@ READ_ONLY = (
 )
 WRITE_ROUTES: tuple[tuple[str, str, str], ...] = (
     ("/api/runs", "POST", "GET, HEAD"),
-    ("/api/runs/{run_id:path}/metrics", "POST", "GET, HEAD"),
+    ("/api/runs/{run_id:path}/metrics", "POST", ""),
     ("/api/runs/{run_id:path}/checkpoints", "POST", "GET, HEAD"),
     ("/api/runs/{run_id:path}", "PUT", "GET, HEAD"),
     ("/api/runs/{run_id:path}", "DELETE", "GET, HEAD"),
-    ("/api/checkpoints/{checkpoint_id:path}/load", "POST", ""),
+    ("/api/checkpoints/{checkpoint_id:path}/load", "POST", "GET, HEAD"),
     ("/api/checkpoints/{checkpoint_id:path}", "DELETE", "GET, HEAD"),
 )
 """(path, method, the methods the path does answer): the write side, answered 405."""
 
 
-def run_routes(pipeline: Pipeline, window: StepWindow | None = None) -> APIRouter:
+def run_routes(pipeline: Pipeline) -> APIRouter:
     """The run API's routes over ``pipeline``'s runs (each request reads a snapshot). Ids
     may hold a slash (``{run_id:path}``), so a run's own routes come before the run's."""
     router = APIRouter()
@@ -94,39 +93,9 @@ def run_routes(pipeline: Pipeline, window: StepWindow | None = None) -> APIRoute
         return answer(run, document, view.stats)
 
     @router.api_route("/api/runs/{run_id:path}/metrics", methods=["GET", "HEAD"])
-    def history(
-        run_id: str,
-        keys: str | None = None,
-        min_step: float | None = None,
-        max_step: float | None = None,
-        max_points: Annotated[int | None, Query(ge=1, le=MAX_POINTS)] = None,
-        format: Literal["json", "csv"] = "json",  # the query parameter's name
-    ) -> Response:
-        """The run's steps in the window (see :mod:`~exporter.telemetry.step_window`), as
-        columns: ``keys`` (comma-separated; all when absent), a step range, thinned to
-        ``max_points`` rows keeping each bucket's extremes; ``format=csv`` for a file."""
-        run, view = found(run_id)
-        wanted = [k for k in keys.split(",") if k] if keys is not None else None
-        steps = None
-        if window is not None:
-            window.forget_except(set(view.state.runs))
-            steps = window.window(run_id, wanted, min_step, max_step, max_points)
-        steps = steps or Window([], [], {}, 0, None)
-        if format == "csv":
-            return Response(
-                history_csv(steps),
-                media_type="text/csv",
-                headers={"Content-Disposition": f'attachment; filename="{_file_name(run_id)}.csv"'},
-            )
-        document = {
-            "run_id": run.run_id,
-            "steps": steps.steps,
-            "timestamps": steps.times,
-            "metrics": steps.values,
-            "window": {"rows": steps.rows, "first_step": steps.first_step,
-                       "max_rows": PER_RUN_STEPS},
-        }  # fmt: skip
-        return answer(run, document, view.stats)
+    def history(run_id: str) -> JSONResponse:
+        """Known to the format, not served yet: a clear error rather than "no run"."""
+        return JSONResponse({"error": NO_HISTORY}, status_code=501)
 
     @router.api_route("/api/runs/{run_id:path}/checkpoints", methods=["GET", "HEAD"])
     def checkpoints(run_id: str) -> Response:
@@ -139,10 +108,12 @@ def run_routes(pipeline: Pipeline, window: StepWindow | None = None) -> APIRoute
         return answer(run, run_json(run), view.stats)
 
     @router.api_route("/api/checkpoints/{checkpoint_id:path}", methods=["GET", "HEAD"])
-    def checkpoint(checkpoint_id: str) -> Response:
-        """A checkpoint id is its run's: of several runs naming one alike, the latest."""
+    def checkpoint(checkpoint_id: str, run_id: str | None = None) -> Response:
+        """A checkpoint id is its run's (the SDK numbers each run's from ckpt_000001): of
+        several runs naming one alike, ``run_id``'s, else the latest saved."""
         view = pipeline.snapshot()
-        holders = [run for run in view.state.runs.values() if checkpoint_id in run.checkpoints]
+        holders = [run for run in view.state.runs.values() if checkpoint_id in run.checkpoints
+                   and run_id in (None, run.run_id)]  # fmt: skip
         if not holders:
             raise NotFound("checkpoint", checkpoint_id)
         run = max(holders, key=lambda r: r.checkpoints[checkpoint_id].timestamp)
@@ -163,26 +134,13 @@ def run_routes(pipeline: Pipeline, window: StepWindow | None = None) -> APIRoute
     return router
 
 
-def history_csv(steps: Window) -> bytes:
-    """A run's steps as CSV: ``step,timestamp,<key>...``, a row per step, empty where a step
-    has no value. A key that a spreadsheet would take for a formula is quoted with ``'``."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["step", "timestamp", *(_cell(key) for key in steps.values)])
-    columns = list(steps.values.values())
-    for row, (step, at) in enumerate(zip(steps.steps, steps.times, strict=True)):
-        writer.writerow(["" if step is None else repr(step), repr(at),
-                         *("" if c[row] is None else repr(c[row]) for c in columns)])  # fmt: skip
-    return out.getvalue().encode()
-
-
-def _cell(text: str) -> str:
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def _file_name(run_id: str) -> str:
-    """A run id as a download's file name: letters, digits, ``.-_`` kept, the rest ``_``."""
-    return "".join(c if c.isascii() and (c.isalnum() or c in ".-_") else "_" for c in run_id)
+def method_not_allowed(request: Request, exc: Exception) -> Response:
+    """Any other method on the run API's paths: the read-only answer too, with the methods
+    the path takes."""
+    allowed = getattr(exc, "headers", None) or {}
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": READ_ONLY}, status_code=405, headers=allowed)
+    return JSONResponse({"error": "method not allowed"}, status_code=405, headers=allowed)
 
 
 def _read_only(allowed: str) -> Any:

@@ -51,7 +51,6 @@ from exporter.sources.peers.start_proxy import StartProxyLimits, add_start_proxy
 from exporter.sources.pidfile import PidFileWatcher
 from exporter.sources.worker import Worker
 from exporter.telemetry.exposition import Exposition
-from exporter.telemetry.step_window import StepWindow
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +200,6 @@ class Runtime:
             fake_gpu_pids,
         )
         self.background.append(RetentionSweeper(self.pipeline))
-        self.window = StepWindow(self.pipeline.stats)  # the run API's metric history
-        self.pipeline.add_sink(self.window, spans=False, steps=True)
         self.app = create_app(
             self.pipeline,
             Exposition(self.pipeline, own_process=True),
@@ -212,7 +209,6 @@ class Runtime:
             web=self.web,
             telemetry_path=settings.telemetry_path,
             lifespan=self._lifespan,
-            window=self.window,
         )
         if settings.backend_url:
             limits = StartProxyLimits(

@@ -26,7 +26,7 @@ from exporter import __version__
 from exporter.app.basic_auth import BcryptUsers, TooManyChecks, credentials
 from exporter.app.log_once import LogOnce
 from exporter.app.rate_limit import TokenBucket
-from exporter.app.run_api import NotFound, not_found, run_routes
+from exporter.app.run_api import NotFound, method_not_allowed, not_found, run_routes
 from exporter.app.system_api import system_routes
 from exporter.app.web_config import LiveWebConfig, WebConfigError
 from exporter.core.events import Rejected
@@ -34,7 +34,6 @@ from exporter.pipeline import Pipeline
 from exporter.pipeline.source_names import HTTP_SOURCE
 from exporter.sources.http import BodyError, ingest_body, read_body
 from exporter.telemetry.exposition import Exposition
-from exporter.telemetry.step_window import StepWindow
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,6 @@ def create_app(
     web: LiveWebConfig | None = None,
     telemetry_path: str = "/metrics",
     lifespan: Any = None,
-    window: StepWindow | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="runwatch",
@@ -152,8 +150,9 @@ def create_app(
         _web_config_middleware(app, web, pipeline)
     page = landing_page(telemetry_path)
     exposition = exposition or Exposition(pipeline)
-    app.include_router(run_routes(pipeline, window))
+    app.include_router(run_routes(pipeline))
     app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(405, method_not_allowed)
     app.include_router(system_routes(pipeline))
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -172,11 +171,11 @@ def create_app(
             headers["Content-Encoding"] = "gzip"
         return Response(body, media_type=content_type, headers=headers)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.api_route("/readyz", methods=["GET", "HEAD"])
     def readyz() -> JSONResponse:
         if ready():
             return JSONResponse({"status": "ready"})

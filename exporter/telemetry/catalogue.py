@@ -312,9 +312,7 @@ METRICS: tuple[Metric, ...] = (
            "--max-history-steps-per-second; max_series_per_run and max_series: metric keys, "
            "checkpoint metric values or target AUCs past the series budget; "
            "max_text_bytes_per_run: config keys, checkpoint paths or span text past the text "
-           "budget; max_events_per_span: span events past the per-span cap; step_window: "
-           "steps let go from the run API's in-memory window of each run's history, which "
-           "keeps a run's last 100,000 and 8,000,000 values in all). Finished runs "
+           "budget; max_events_per_span: span events past the per-span cap). Finished runs "
            "forgotten are "
            "runwatch_runs_forgotten_total.",
            lambda v: [*(((r,), n) for r, n in v.state.dropped.items()),
