@@ -297,6 +297,10 @@ class Settings:
         "/metrics", "The path the metrics are served on.",
         _telemetry_path, group="server", metavar="PATH", standard="--web.telemetry-path"
     )
+    grafana_url: str = option(
+        "http://127.0.0.1:3000", "Where the view at / links to the Grafana boards "
+        "(compose.yaml's Grafana by default).", group="server", metavar="URL"
+    )
     header_timeout: float = option(
         10.0, "How long a client has to send a whole request head (request line "
         "and headers), from connecting or from its first byte after a kept-alive wait; a "

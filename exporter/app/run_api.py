@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from exporter import __version__
+from exporter.app.metric_history import (
+    HistoryQuery,
+    csv_filename,
+    history_csv,
+    history_json,
+    json_number,
+    parse_keys,
+)
 from exporter.core.state import Run
 from exporter.pipeline import Pipeline
 from exporter.pipeline.self_stats import Stats
@@ -32,11 +39,7 @@ log = logging.getLogger(__name__)
 
 API_RUNS = "api_runs"
 """The ``family`` the run API's encoding errors are counted under."""
-NO_HISTORY = (
-    "a run's metric history by step is not served here yet: Prometheus keeps it "
-    "(training_step_metric with --remote-write-url, docs/metrics.md); "
-    "/api/runs/{run_id}/metrics/latest has each key's last value"
-)
+UNENCODABLE = "the run holds text that cannot be encoded as UTF-8"
 API_VERSION = 1
 """The run API's version: a field renamed or removed is a new one."""
 READ_ONLY = (
@@ -71,8 +74,7 @@ def run_routes(pipeline: Pipeline) -> APIRouter:
     def answer(run: Run, document: Any, stats: Stats) -> Response:
         body = encoded_run(run, document, stats)
         if body is None:
-            message = "the run holds text that cannot be encoded as UTF-8"
-            return JSONResponse({"error": message}, status_code=500)
+            return JSONResponse({"error": UNENCODABLE}, status_code=500)
         return Response(body, media_type="application/json")
 
     @router.api_route("/api/runs", methods=["GET", "HEAD"])
@@ -87,15 +89,36 @@ def run_routes(pipeline: Pipeline) -> APIRouter:
         document = {
             "run_id": run.run_id,
             "step": run.step,
-            "metrics": {key: _number(value) for key, value in run.metrics.items()},
+            "metrics": {key: json_number(value) for key, value in run.metrics.items()},
             "timestamp": run.last_event,
         }
         return answer(run, document, view.stats)
 
     @router.api_route("/api/runs/{run_id:path}/metrics", methods=["GET", "HEAD"])
-    def history(run_id: str) -> JSONResponse:
-        """Known to the format, not served yet: a clear error rather than "no run"."""
-        return JSONResponse({"error": NO_HISTORY}, status_code=501)
+    def history(
+        run_id: str,
+        keys: Annotated[list[str] | None, Query()] = None,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        max_points: Annotated[int | None, Query(ge=10)] = None,
+        layout: Literal["rows", "columns"] = "rows",
+        format: Literal["json", "csv"] = "json",
+    ) -> Response:
+        """The run's metric window (see docs/using.md): JSON by rows or by columns, or CSV."""
+        run, view = found(run_id)
+        picked = parse_keys(keys)
+        query = HistoryQuery(picked, min_step, max_step, max_points)
+        rows = pipeline.window_rows(run.run_id, picked)
+        if format == "csv":
+            headers = {"Content-Disposition": f'attachment; filename="{csv_filename(run_id)}"'}
+            text = history_csv(rows, query).encode("utf-8", "backslashreplace")
+            return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
+        limits = view.state.limits
+        try:
+            body = history_json(run.run_id, rows, query, layout, limits.max_window_values_per_run)
+        except (TypeError, ValueError):  # a key UTF-8 cannot encode
+            return JSONResponse({"error": UNENCODABLE}, status_code=500)
+        return Response(body, media_type="application/json")
 
     @router.api_route("/api/runs/{run_id:path}/checkpoints", methods=["GET", "HEAD"])
     def checkpoints(run_id: str) -> Response:
@@ -192,11 +215,11 @@ def run_json(run: Run) -> dict[str, Any]:
         },
         "target_completions": dict(run.target_completions),
         "target_best_auc": [
-            {"stage": stage, "target": target, "best_auc": _number(auc)}
+            {"stage": stage, "target": target, "best_auc": json_number(auc)}
             for (stage, target), auc in run.target_best_auc.items()
         ],
         "step": run.step,
-        "metrics": {key: _number(value) for key, value in run.metrics.items()},
+        "metrics": {key: json_number(value) for key, value in run.metrics.items()},
         "non_finite_metrics": dict(run.non_finite),
         "errors": [
             {"error_type": error_type, "recoverable": recoverable, "count": count}
@@ -214,7 +237,7 @@ def checkpoint_json(run: Run, checkpoint_id: str) -> dict[str, Any]:
         "checkpoint_id": checkpoint_id,
         "step": checkpoint.step,
         "is_best": checkpoint.is_best,
-        "metrics": {key: _number(value) for key, value in checkpoint.metrics.items()},
+        "metrics": {key: json_number(value) for key, value in checkpoint.metrics.items()},
         "filepath": checkpoint.filepath,
         "timestamp": checkpoint.timestamp,
     }
@@ -252,10 +275,3 @@ def _encoded(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:
         return json.dumps(value, ensure_ascii=False).encode()
-
-
-def _number(value: float) -> float | str:
-    """JSON has no NaN or infinities: they are written as the event format spells them."""
-    if math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")

@@ -32,6 +32,7 @@ from exporter.app.descriptors import (
     raise_open_file_limit,
     summarise_accept_failures,
 )
+from exporter.app.live import MAX_MESSAGE_BYTES
 from exporter.app.retention import RetentionSweeper
 from exporter.app.server import create_app
 from exporter.app.web_config import LiveWebConfig, ReloadingServerContext, TlsSettings, WebConfig
@@ -208,6 +209,7 @@ class Runtime:
             body_timeout=settings.body_timeout,
             web=self.web,
             telemetry_path=settings.telemetry_path,
+            grafana_url=settings.grafana_url,
             lifespan=self._lifespan,
         )
         if settings.backend_url:
@@ -279,6 +281,7 @@ class Runtime:
             http=guarded_protocol(self.guard),  # header and idle timeouts, a connection cap
             # stalled clients do not hold up an exit
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            ws_max_size=MAX_MESSAGE_BYTES,  # what a /ws client may send in one message
         )
         config.load()
         tls = self.web is not None and self.web.tls_at_start

@@ -1,5 +1,5 @@
-"""The HTTP face: a landing page, ``/metrics``, ``/healthz``, ``/readyz``, the run API
-(:mod:`~exporter.app.run_api`) and ``POST /v1/events``.
+"""The HTTP face: the view at ``/`` (static pages, ``static/``), ``/metrics``, ``/healthz``,
+``/readyz``, the run API (:mod:`~exporter.app.run_api`), ``/ws`` and ``POST /v1/events``.
 
 FastAPI on uvicorn rather than prometheus-client's built-in server, because
 runwatch also takes POSTed events (with a body-size limit and JSON errors) and
@@ -13,21 +13,28 @@ documents every endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import html
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
 from exporter import __version__
 from exporter.app.basic_auth import BcryptUsers, TooManyChecks, credentials
+from exporter.app.live import LiveHub, live_routes
 from exporter.app.log_once import LogOnce
 from exporter.app.rate_limit import TokenBucket
 from exporter.app.run_api import NotFound, method_not_allowed, not_found, run_routes
 from exporter.app.system_api import system_routes
+from exporter.app.trading_api import trading_routes
 from exporter.app.web_config import LiveWebConfig, WebConfigError
 from exporter.core.events import Rejected
 from exporter.pipeline import Pipeline
@@ -64,66 +71,83 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
-def landing_page(telemetry_path: str) -> str:
-    """The page at ``/``, as node_exporter has one: what runwatch is and where to look."""
-    links = [(telemetry_path, "Metrics"), ("/api/runs", "Runs (JSON)"),
-             ("/healthz", "Health"), ("/readyz", "Readiness")]  # fmt: skip
-    items = "".join(f'<li><a href="{html.escape(path)}">{html.escape(title)}</a> '
-                    f"<code>{html.escape(path)}</code></li>" for path, title in links)  # fmt: skip
-    return (
-        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>runwatch</title></head>'
-        f"<body><h1>runwatch {html.escape(__version__)}</h1><p>Prometheus exporter for ML "
-        "training runs, trading bridges and GPUs. Events are taken on <code>POST "
-        f"/v1/events</code>.</p><ul>{items}</ul></body></html>"
-    )
+STATIC = Path(__file__).parent / "static"
+"""The view at ``/``: index.html, app.js, style.css, and vendor/ (uPlot, copied there from
+npm by ``scripts/build-assets`` when the package is built)."""
+VIEW_POLICY = (
+    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+)
+"""The view's Content-Security-Policy: its own scripts, styles and connections only (no
+inline script, nothing from another origin), and not framed."""
 
 
-def _web_config_middleware(app: FastAPI, web: LiveWebConfig, pipeline: Pipeline) -> None:
-    """The rate limit, basic auth (bcrypt users) and the configured headers, from the web
-    configuration as it is for each request; the probes' ``OPEN_PATHS`` are neither limited
-    nor checked."""
-    users = BcryptUsers()
-    bucket: TokenBucket | None = None  # kept while rate_limit stays as it is
-    stats = pipeline.stats
-    refusals = LogOnce(log)
+def view_page(telemetry_path: str, grafana_url: str) -> str:
+    """index.html with what the page needs to know of this runwatch in a meta tag (JSON,
+    HTML-escaped): its version, the metrics path, the Grafana address for the board links;
+    and the metrics path linked for a browser without JavaScript."""
+    config = json.dumps({"version": __version__, "telemetry_path": telemetry_path,
+                         "grafana_url": grafana_url})  # fmt: skip
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    page = page.replace("{{telemetry_path}}", html.escape(telemetry_path, quote=True))
+    return page.replace("{{config}}", html.escape(config, quote=True))
 
-    def refuse(reason: str, error: str) -> JSONResponse:
-        stats.count(stats.http_refused, reason)
-        refusals.log(logging.WARNING, reason, "%s: answered 429", error)
+
+class WebGuard:
+    """The rate limit and basic auth (bcrypt users) of the web configuration as it is for
+    each request or WebSocket; the probes' ``OPEN_PATHS`` are neither limited nor checked."""
+
+    def __init__(self, web: LiveWebConfig, pipeline: Pipeline) -> None:
+        self.web = web
+        self.users = BcryptUsers()
+        self.bucket: TokenBucket | None = None  # kept while rate_limit stays as it is
+        self.stats = pipeline.stats
+        self.refusals = LogOnce(log)
+
+    async def refusal(self, path: str, headers: Headers, client: str) -> JSONResponse | None:
+        """The answer refusing this request, or None to serve it."""
+        try:
+            config = self.web.current()
+        except WebConfigError:  # logged when it changed; answered as the toolkit does
+            return _error(500, "the web configuration is invalid; see runwatch's log")
+        if self.bucket is None or self.bucket.limit != config.rate_limit:
+            self.bucket = TokenBucket(config.rate_limit) if config.rate_limit else None
+        if path in OPEN_PATHS:
+            return None
+        if self.bucket is not None and not self.bucket.allow():
+            return self._refuse("rate_limited", "over the web configuration's rate_limit")
+        if config.users:
+            given = credentials(headers.get("authorization", ""))
+            try:
+                passed = given is not None and await self.users.check(config.users, *given, client)
+            except TooManyChecks:
+                return self._refuse("auth_busy", "too many password checks waiting")
+            if not passed:
+                return JSONResponse(
+                    {"error": "authentication required"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Basic realm="runwatch"'},
+                )
+        return None
+
+    def _refuse(self, reason: str, error: str) -> JSONResponse:
+        self.stats.count(self.stats.http_refused, reason)
+        self.refusals.log(logging.WARNING, reason, "%s: answered 429", error)
         return JSONResponse({"error": error}, status_code=429, headers={"Retry-After": "1"})
+
+
+def _web_config_middleware(app: FastAPI, guard: WebGuard) -> None:
+    """Every HTTP request through the guard, and the configured headers on every answer."""
 
     @app.middleware("http")
     async def web_config(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        nonlocal bucket
-        try:
-            config = web.current()
-        except WebConfigError:  # logged when it changed; answered as the toolkit does
-            return _error(500, "the web configuration is invalid; see runwatch's log")
-        if bucket is None or bucket.limit != config.rate_limit:
-            bucket = TokenBucket(config.rate_limit) if config.rate_limit else None
-        response: Response | None = None
-        guarded = request.url.path not in OPEN_PATHS
-        if guarded and bucket is not None and not bucket.allow():
-            response = refuse("rate_limited", "over the web configuration's rate_limit")
-        elif guarded and config.users:
-            given = credentials(request.headers.get("authorization", ""))
-            try:
-                client = request.client.host if request.client else ""
-                passed = given is not None and await users.check(config.users, *given, client)
-            except TooManyChecks:
-                response = refuse("auth_busy", "too many password checks waiting")
-            else:
-                if not passed:
-                    response = JSONResponse(
-                        {"error": "authentication required"},
-                        status_code=401,
-                        headers={"WWW-Authenticate": 'Basic realm="runwatch"'},
-                    )
-        if response is None:
-            response = await call_next(request)
-        response.headers.update(config.headers)
+        client = request.client.host if request.client else ""
+        refused = await guard.refusal(request.url.path, request.headers, client)
+        response = refused if refused is not None else await call_next(request)
+        with contextlib.suppress(WebConfigError):
+            response.headers.update(guard.web.current().headers)
         return response
 
 
@@ -136,6 +160,7 @@ def create_app(
     body_timeout: float = 30.0,
     web: LiveWebConfig | None = None,
     telemetry_path: str = "/metrics",
+    grafana_url: str = "http://127.0.0.1:3000",
     lifespan: Any = None,
 ) -> FastAPI:
     app = FastAPI(
@@ -146,18 +171,23 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    if web is not None:
-        _web_config_middleware(app, web, pipeline)
-    page = landing_page(telemetry_path)
+    guard = WebGuard(web, pipeline) if web is not None else None
+    if guard is not None:
+        _web_config_middleware(app, guard)
+    page = view_page(telemetry_path, grafana_url)
     exposition = exposition or Exposition(pipeline)
+    pipeline.keep_windows()
     app.include_router(run_routes(pipeline))
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(405, method_not_allowed)
     app.include_router(system_routes(pipeline))
+    app.include_router(trading_routes(pipeline))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(live_routes(LiveHub(pipeline), guard.refusal if guard else None))
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> HTMLResponse:
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers={"Content-Security-Policy": VIEW_POLICY})
 
     @app.api_route(telemetry_path, methods=["GET", "HEAD"])
     async def metrics(request: Request) -> Response:

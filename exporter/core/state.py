@@ -36,6 +36,7 @@ from exporter.core.events import (
     TargetComplete,
     TargetStart,
 )
+from exporter.core.metric_window import MetricWindow
 from exporter.core.outputs import (
     MAX_SPAN_EVENTS,
     FinishedSpan,
@@ -74,6 +75,7 @@ DROP_REASONS: tuple[str, ...] = (
     "max_runs", "max_stages_per_run", "max_targets_per_run", "max_metric_keys_per_run",
     "max_checkpoints_per_run", "max_error_types_per_run", "step_rate",
     "max_series_per_run", "max_series", "max_text_bytes_per_run", "max_events_per_span",
+    "metric_window",
 )  # fmt: skip
 MAX_TEXT_CHARS = 1024
 """Longest free text kept from an event (a checkpoint's path, an error or progress message);
@@ -107,6 +109,8 @@ class Limits:
     max_clock_skew_seconds: float = 5.0
     max_time_ahead_seconds: float = 60.0  # of runwatch's clock (checked by the pipeline)
     max_history_steps_per_second: int = 100  # step history kept per run (see StepRate)
+    max_window_values: int = 8_000_000  # the metric windows' budget, over all runs
+    max_window_values_per_run: int = 1_000_000
 
 
 @dataclass(slots=True)
@@ -256,6 +260,8 @@ class State:
         self.tracing = tracing
         self.history = False  # StepValues, for a step-history output
         self.logging = False  # LogLines, for an event-log output
+        self.windows: dict[str, MetricWindow] | None = None  # per run, for the run API
+        self.window_values = 0  # what they hold, against max_window_values
         self.runs: dict[str, Run] = {}
         # the known types, then up to MAX_CUSTOM_EVENT_TYPES others, then "other"
         self.events_by_type: Counter[str] = Counter(dict.fromkeys(EVENT_TYPE_NAMES, 0))
@@ -285,6 +291,7 @@ class State:
         state = copy.copy(self)
         state.runs = copies.copy()
         state._changed, state._copies = {}, {}
+        state.windows = None  # read under the lock only (Pipeline.window_rows)
         state.events_by_type = self.events_by_type.copy()
         state.dropped = self.dropped.copy()
         state.forgotten = self.forgotten.copy()
@@ -526,6 +533,8 @@ class State:
                 out.append(StepValues(run.run_id, ts, kept, event.step))
             else:
                 self.dropped["step_rate"] += len(values)
+        if self.windows is not None:
+            self._keep_in_window(run, ts, values)
         if not all(map(math.isfinite, values.values())):
             for key, value in values.items():
                 if not math.isfinite(value) and key in run.metrics:
@@ -645,6 +654,37 @@ class State:
     def _forget(self, run_id: str) -> None:
         self.series -= self.runs.pop(run_id).series
         self._changed[run_id] = None
+        if self.windows is not None and (window := self.windows.pop(run_id, None)):
+            self.window_values -= window.values
+
+    def keep_windows(self) -> None:
+        """Keep each run's metric values by step from now on (see metric_window)."""
+        if self.windows is None:
+            self.windows = {}
+
+    def _keep_in_window(self, run: Run, ts: float, values: dict[str, float]) -> None:
+        """Append the step; over a budget (the run's, or all runs'), halve the run's window
+        (or the largest), counting the rows thinned out as metric_window drops."""
+        assert self.windows is not None
+        window = self.windows.get(run.run_id)
+        if window is None:
+            window = self.windows[run.run_id] = MetricWindow()
+        before = window.values
+        window.append(run.step, ts, values, run.metrics)
+        self.window_values += window.values - before
+        limits = self.limits
+        while window.values > limits.max_window_values_per_run and self._halve(window):
+            pass
+        while self.window_values > limits.max_window_values:
+            if not self._halve(max(self.windows.values(), key=lambda w: w.values)):
+                break
+
+    def _halve(self, window: MetricWindow) -> int:
+        before = window.values
+        removed = window.halve()
+        self.window_values += window.values - before
+        self.dropped["metric_window"] += removed
+        return removed
 
     def _reopen(self, run: Run, ts: float) -> None:
         run.status = "running"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,7 @@ from exporter.core.events import (
     parse_lines,
     validate,
 )
+from exporter.core.metric_window import WindowRows
 from exporter.core.router.reducer import EventPlan, RouterState, plan_each
 from exporter.core.state import Limits, ProcessObservation, State
 from exporter.pipeline.completion import Completion
@@ -221,6 +222,21 @@ class Pipeline:
         """Forget the finished runs past their retention (see State.expire)."""
         with self._lock:
             return self.state.expire(now)
+
+    def keep_windows(self) -> None:
+        """Keep each run's metric values by step from now on, for the run API."""
+        with self._lock:
+            self.state.keep_windows()
+
+    def window_rows(
+        self, run_id: str, keys: Iterable[str] | None = None, since: int = 0
+    ) -> WindowRows | None:
+        """A copy of ``run_id``'s metric window from sequence number ``since`` (None when
+        the run has none: windows not kept, or no step logged)."""
+        with self._lock:
+            windows = self.state.windows
+            window = windows.get(run_id) if windows is not None else None
+            return window.rows(keys, since) if window is not None else None
 
     def rendering(self) -> AbstractContextManager[None]:
         """Mark a scrape in progress, from its snapshot to its last byte: ingestion steps

@@ -65,7 +65,8 @@ def _demo(settings: Settings, interval: float, directory: Path) -> int:
     address = listen_address("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, port)
     base = f"{'https' if runtime.web and runtime.web.tls_at_start else 'http'}://{address}"
     print(
-        f"runwatch demo: a synthetic training run is being written to {events}\n"
+        f"runwatch demo: open {base}/ (the live view: runs, charts, checkpoints, trading)\n"
+        f"  a synthetic training run is being written to {events}\n"
         f"  metrics:   {base}/metrics\n"
         f"  runs:      {base}/api/runs\n"
         f"  router:    events of a synthetic event router in {router_trace} (router_*)\n"

@@ -210,6 +210,7 @@ def test_demo_serves_a_training_run(tmp_path: Path) -> None:
     finally:
         demo.terminate()
         output = demo.communicate(timeout=30)[0]
+    assert output.startswith(f"runwatch demo: open {url}/ ")  # the view first, then the rest
     assert f"{url}/metrics" in output
     written = re.search(r"is being written to (\S+)", output)
     assert written and not Path(written.group(1)).parent.exists()  # its folder removed

@@ -1,11 +1,13 @@
 """What a Prometheus operator expects of an exporter's HTTP side, against `runwatch serve`:
-a landing page, gzip when asked, HEAD, the telemetry path, several listen addresses, no
-CDN-backed /docs, runwatch's own process metrics and build info."""
+the view at / (its config meta tag), gzip when asked, HEAD, the telemetry path, several
+listen addresses, no CDN-backed /docs, runwatch's own process metrics and build info."""
 
 from __future__ import annotations
 
 import gzip
+import html
 import http.client
+import json
 import re
 import socket
 
@@ -25,24 +27,26 @@ def raw(port: int, method: str, path: str, **headers: str) -> http.client.HTTPRe
     return response
 
 
-def test_landing_page_gzip_head_and_no_docs(serve) -> None:
-    server = serve("--no-nvml", "--no-system")
+def test_the_view_gzip_head_and_no_docs(serve) -> None:
+    server = serve("--no-nvml", "--no-system", "--web.telemetry-path", "/m")
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for link in ("/metrics", "/api/runs", "/healthz", "/readyz"):
-        assert f'href="{link}"' in page.text
-    assert __version__ in page.text
+    meta = re.search(r'<meta name="runwatch-config" content="([^"]*)">', page.text)
+    assert meta is not None
+    config = json.loads(html.unescape(meta.group(1)))
+    assert config["version"] == __version__ and config["telemetry_path"] == "/m"
+    plain = raw(server.port, "GET", "/m")
+    assert plain.status == 200
 
-    plain = raw(server.port, "GET", "/metrics")
     assert plain.getheader("Content-Encoding") is None
-    zipped = raw(server.port, "GET", "/metrics", **{"Accept-Encoding": "gzip"})
+    zipped = raw(server.port, "GET", "/m", **{"Accept-Encoding": "gzip"})
     assert zipped.getheader("Content-Encoding") == "gzip"
     text = gzip.decompress(zipped.body).decode()  # type: ignore[attr-defined]
     assert "runwatch_build_info{" in text and len(zipped.body) < len(plain.body) / 3  # type: ignore[attr-defined]
-    refused = raw(server.port, "GET", "/metrics", **{"Accept-Encoding": "gzip;q=0"})
+    refused = raw(server.port, "GET", "/m", **{"Accept-Encoding": "gzip;q=0"})
     assert refused.getheader("Content-Encoding") is None
 
-    head = raw(server.port, "HEAD", "/metrics")
+    head = raw(server.port, "HEAD", "/m")
     assert head.status == 200 and head.body == b""  # type: ignore[attr-defined]
     assert head.getheader("Content-Type").startswith("text/plain")
 

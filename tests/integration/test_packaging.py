@@ -53,7 +53,16 @@ def test_the_wheel_carries_the_license_and_says_what_it_is(wheel: Path) -> None:
     assert "Topic :: System :: Monitoring" in metadata.get_all("Classifier")
     assert any(url.startswith("Source, https://") for url in metadata.get_all("Project-URL"))
     assert "prometheus" in metadata["Keywords"]
-    for data in ("py.typed", "core/events.schema.json", "core/router/builtin.yaml"):
+    for data in (
+        "py.typed",
+        "core/events.schema.json",
+        "core/router/builtin.yaml",
+        "app/static/index.html",
+        "app/static/app.js",
+        "app/static/vendor/uPlot.iife.min.js",
+        "app/static/vendor/uPlot.min.css",
+        "app/static/vendor/uPlot.LICENSE",
+    ):
         assert (wheel / "exporter" / data).exists(), data
     # a plain install does not pull the dashboards-as-code builder: the built boards ship
     needs = metadata.get_all("Requires-Dist")
@@ -234,6 +243,12 @@ def test_the_image_is_pinned_and_ships_the_mixin() -> None:
     assert re.search(r"^FROM python:[\w.-]+@sha256:[0-9a-f]{64}$", dockerfile, re.M)
     for linked in ("prometheus/rules", "prometheus/tests", "grafana/dashboards"):
         assert f"COPY {linked} ./{linked}" in dockerfile
+    # the view's uPlot is built from the pinned lock in a stage of its own, then copied
+    assert "COPY web/package.json web/package-lock.json ./web/" in dockerfile
+    assert (
+        "COPY --from=assets /src/exporter/app/static/vendor ./exporter/app/static/vendor"
+        in dockerfile
+    )
     for link in (ROOT / "exporter" / "mixin").iterdir():
         if link.is_symlink():
             assert link.resolve().is_relative_to(ROOT), link

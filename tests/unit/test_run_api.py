@@ -20,6 +20,7 @@ HOSTILE = 'a/b <script>alert("x")</script> é'
 @pytest.fixture
 def client() -> TestClient:
     pipeline = Pipeline()
+    app = create_app(pipeline)  # keeps the metric windows from now on
 
     def checkpoint(ts: float, checkpoint_id: str, step: int, **fields: object) -> dict:
         return event("checkpoint_saved", ts=ts, checkpoint_id=checkpoint_id, step=step, **fields)
@@ -34,7 +35,7 @@ def client() -> TestClient:
         checkpoint(T0 + 9, "ckpt_1", 1, run_id=HOSTILE),
     ]
     assert pipeline.ingest_lines([orjson.dumps(e) for e in events], "http") == []
-    return TestClient(create_app(pipeline))
+    return TestClient(app)
 
 
 def test_a_run_its_latest_metrics_and_its_checkpoints(client: TestClient) -> None:
@@ -105,6 +106,32 @@ def test_health_and_version(client: TestClient) -> None:
     assert client.get("/api/version").json() == {"version": __version__, "api_version": 1}
 
 
-def test_the_history_by_step_is_a_clear_error_for_now(client: TestClient) -> None:
-    answer = client.get("/api/runs/run_1/metrics")
-    assert answer.status_code == 501 and "Prometheus" in answer.json()["error"]
+def test_the_history_by_step_as_rows_columns_and_csv(client: TestClient) -> None:
+    history = client.get("/api/runs/run_1/metrics").json()
+    assert history["keys"] == ["loss", "lr"] and history["stride"] == 1
+    assert history["steps_logged"] == history["rows"] == 2
+    assert history["metrics"] == [
+        {"step": 10, "timestamp": T0 + 1, "metrics": {"loss": 0.5, "lr": 0.1}},
+        {"step": 20, "timestamp": T0 + 3, "metrics": {"loss": "NaN"}},  # lr not logged
+    ]
+    columns = client.get("/api/runs/run_1/metrics",
+                         params={"layout": "columns", "keys": "lr"}).json()  # fmt: skip
+    assert columns["step"] == [10, 20] and columns["values"] == {"lr": [0.1, None]}
+    ranged = client.get("/api/runs/run_1/metrics", params={"min_step": 15}).json()
+    assert [row["step"] for row in ranged["metrics"]] == [20]
+    csv = client.get("/api/runs/run_1/metrics", params={"format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert 'filename="run_1.csv"' in csv.headers["content-disposition"]
+    assert csv.text == f"step,timestamp,loss,lr\n10,{T0 + 1!r},0.5,0.1\n20,{T0 + 3!r},NaN,\n"
+    assert client.get("/api/runs/nope/metrics").status_code == 404
+    assert client.get("/api/runs/run_1/metrics", params={"max_points": 1}).status_code == 422
+
+
+def test_csv_headers_are_neither_formulas_nor_the_fixed_columns() -> None:
+    pipeline = Pipeline()
+    client = TestClient(create_app(pipeline))
+    metrics = {"step": 1.0, "=HYPERLINK(1)": 2.0, "-x": 3.0}
+    lines = [orjson.dumps(event("metric_update", ts=T0, step=1, metrics=metrics))]
+    assert pipeline.ingest_lines(lines, "http") == []
+    header = client.get("/api/runs/run_1/metrics", params={"format": "csv"}).text.split("\n")[0]
+    assert header == "step,timestamp,metrics.step,'=HYPERLINK(1),'-x"
