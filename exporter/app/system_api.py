@@ -6,12 +6,13 @@ degrees Celsius and watts as the sources read them; null where a reading is miss
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from fastapi import APIRouter
 
 from exporter.pipeline import Pipeline
-from exporter.pipeline.readings import HISTORY_SAMPLES
+from exporter.pipeline.readings import HISTORY_SAMPLES, Readings
 from exporter.sources.sampled.nvml import NVML_SOURCE
 from exporter.sources.sampled.samples import GpuSample, HostReading, SystemSample
 from exporter.sources.sampled.system import SYSTEM_SOURCE
@@ -27,9 +28,8 @@ def system_routes(pipeline: Pipeline) -> APIRouter:
         return {
             "host": host_json(system.host) if system else None,
             "gpus": gpus_json(gpus) if gpus else [],
-            "sources": {name: {"up": s.up, "sampled_at": s.sampled_at}
-                        for name, s in readings.sources.items()},
-        }  # fmt: skip
+            "sources": sources_json(readings),
+        }
 
     @router.api_route("/api/system/history", methods=["GET", "HEAD"])
     def history() -> dict[str, Any]:
@@ -45,6 +45,12 @@ def system_routes(pipeline: Pipeline) -> APIRouter:
         }  # fmt: skip
 
     return router
+
+
+def sources_json(readings: Readings, names: Collection[str] | None = None) -> dict[str, Any]:
+    """Whether each sampled source (or each of ``names``) is up, and when it last read."""
+    return {name: {"up": s.up, "sampled_at": s.sampled_at}
+            for name, s in readings.sources.items() if names is None or name in names}  # fmt: skip
 
 
 def host_json(host: HostReading) -> dict[str, Any]:

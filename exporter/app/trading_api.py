@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from exporter.app.system_api import sources_json
 from exporter.pipeline import Pipeline
 from exporter.pipeline.readings import HISTORY_SAMPLES
 from exporter.pipeline.source_names import BACKEND_SOURCE, BRIDGE_SOURCE
@@ -23,11 +24,8 @@ def trading_routes(pipeline: Pipeline) -> APIRouter:
     def status() -> dict[str, Any]:
         readings = pipeline.snapshot().readings
         trading, backend = readings.latest(TradingSample), readings.latest(BackendSample)
-        sources = {name: {"up": s.up, "sampled_at": s.sampled_at}
-                   for name, s in readings.sources.items()
-                   if name in (BRIDGE_SOURCE, BACKEND_SOURCE)}  # fmt: skip
         return {
-            "sources": sources,
+            "sources": sources_json(readings, (BRIDGE_SOURCE, BACKEND_SOURCE)),
             "trading": trading_json(trading) if trading else None,
             "backend_jobs": backend.jobs if backend else None,
         }

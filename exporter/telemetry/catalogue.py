@@ -312,7 +312,9 @@ METRICS: tuple[Metric, ...] = (
            "--max-history-steps-per-second; max_series_per_run and max_series: metric keys, "
            "checkpoint metric values or target AUCs past the series budget; "
            "max_text_bytes_per_run: config keys, checkpoint paths or span text past the text "
-           "budget; max_events_per_span: span events past the per-span cap). Finished runs "
+           "budget; max_events_per_span: span events past the per-span cap; metric_window: "
+           "step rows thinned out of a run's in-memory history, /api/runs/{id}/metrics, past "
+           "its budget). Finished runs "
            "forgotten are "
            "runwatch_runs_forgotten_total.",
            lambda v: [*(((r,), n) for r, n in v.state.dropped.items()),

@@ -27,13 +27,23 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 SCREENSHOTS = ROOT / "docs" / "images"
 HOSTILE = '<img src=x onerror="window.pwned=1">"&amp;\u202e</td>'
+"""A run name that is markup, an entity, and a right-to-left override."""
+CORPUS = [
+    '"><script>window.pwned=2</script>',
+    "javascript:window.pwned=3",
+    "{{config}} ${window.pwned=4} `x`",
+    "\u200bzero\u2066width\u2069",
+    "<svg onload=alert(1)>",
+]
+"""What else a run says that is hostile: metric keys, a config value, a checkpoint path, an
+error message."""
 
 SCRIPT = """
 import json, sys
 from runwatch_sdk import HttpTransport, TrainingMonitor
-run_id, name, url = sys.argv[1:4]
+run_id, name, url, config = sys.argv[1:5]
 monitor = TrainingMonitor(name, run_id=run_id, transport=HttpTransport(url),
-                          config={"optimizer": "adamw", "lr": 3e-4, "batch_size": 64})
+                          config=json.loads(config))
 monitor.stage("training")
 print("ready", flush=True)
 for line in sys.stdin:
@@ -46,6 +56,10 @@ for line in sys.stdin:
         made = monitor.save_checkpoint(order["path"], metrics=order["metrics"], step=order["step"])
         if order.get("best"):
             monitor.mark_best_checkpoint(made)
+    elif order["do"] == "log":
+        monitor.log_metrics(order["metrics"], order["step"])
+    elif order["do"] == "error":
+        monitor.error(order["message"], error_type=order["type"])
     elif order["do"] == "complete":
         monitor.complete()
         monitor.close()
@@ -56,10 +70,11 @@ for line in sys.stdin:
 class Script:
     """A training script in a child process, fed orders one at a time."""
 
-    def __init__(self, run_id: str, name: str, server: Server) -> None:
+    def __init__(self, run_id: str, name: str, server: Server, config: dict | None = None) -> None:
         self.run_id = run_id
+        config = config or {"optimizer": "adamw", "lr": 3e-4, "batch_size": 64}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SCRIPT, run_id, name, server.url], cwd=ROOT,
+            [sys.executable, "-c", SCRIPT, run_id, name, server.url, json.dumps(config)], cwd=ROOT,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.process.stdout is not None and self.process.stdout.readline() == "ready\n"
@@ -157,18 +172,33 @@ def test_a_live_run_its_chart_checkpoints_and_crash_in_the_browser(
     assert page.locator("#log li", has_text="checkpoint ckpt_000002").count() == 1
 
     # a second run, compared on the charts
-    beta = Script("beta", HOSTILE, server)
+    beta = Script("beta", HOSTILE, server, config={key: key for key in CORPUS})
     beta.order(do="steps", first=1, last=120)
+    beta.order(do="log", step=121, metrics={key: 1.0 for key in CORPUS})
+    beta.order(do="checkpoint", path=CORPUS[1], metrics={CORPUS[0]: 0.5}, step=121)
+    beta.order(do="error", message=CORPUS[0], type=CORPUS[4])
     page.wait_for_selector("li.run[data-run-id='beta']")
     page.locator("li.run[data-run-id='beta']").focus()
     page.keyboard.press("c")
-    expect(page.locator("#panel-loss")).to_have_attribute("data-points", "321")
+    expect(page.locator("#panel-loss")).to_have_attribute("data-points", "322")
 
-    # a hostile name renders as text, and nothing of it runs
+    # hostile text renders as text, and nothing of it runs
     name = page.locator("li.run[data-run-id='beta'] .name")
     expect(name).to_have_text(HOSTILE)  # the PID file shows the run first, then its name
-    assert page.locator("#runs img").count() == 0
+    page.locator("li.run[data-run-id='beta']").click()
+    expect(page.locator("#checkpoints tbody tr[data-checkpoint-id]")).to_have_count(1)
+    options = page.locator("#panel-loss select.key option").all_inner_texts()
+    assert set(CORPUS) <= set(options), options  # the keys, as text
+    config = page.locator("#config").inner_text()
+    assert all(text in config for text in CORPUS[:3]), config
+    assert CORPUS[1] in page.locator("#checkpoints tbody").inner_text()  # the path
+    expect(page.locator("#log li", has_text="1 new error(s)")).to_have_count(1)
+    markup = page.locator("main :is(img, svg, script, iframe, a[href^='javascript'])")
+    assert markup.count() == 0
     assert page.evaluate("window.pwned") is None
+    page.locator("li.run[data-run-id='alpha']").click()
+    page.locator("li.run[data-run-id='beta']").focus()
+    page.keyboard.press("c")  # overlaid again
 
     # a crashed run turns red
     beta.kill()
@@ -178,9 +208,8 @@ def test_a_live_run_its_chart_checkpoints_and_crash_in_the_browser(
     assert crashed.evaluate("e => getComputedStyle(e).color") == "rgb(255, 0, 0)"
     page.wait_for_selector("#log li.error", timeout=5000)
 
-    page.locator("li.run[data-run-id='alpha']").click()
     page.click("button[data-window='all']")
-    expect(page.locator("#panel-loss")).to_have_attribute("data-points", "321")
+    expect(page.locator("#panel-loss")).to_have_attribute("data-points", "322")
     page.wait_for_timeout(300)  # one more draw of the settled page for the picture
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "view-training.png")

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from exporter.app.basic_auth import hash_password
 from exporter.app.live import MAX_SUBSCRIPTIONS
+from exporter.app.live_changes import RunChanges
 from exporter.app.server import create_app
 from exporter.app.web_config import LiveWebConfig, WebConfig
 from exporter.pipeline import Pipeline
@@ -94,3 +95,15 @@ def test_another_origin_and_a_client_without_credentials_are_refused() -> None:
     hostile = {**good, "Origin": "http://evil.example"}
     with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws", headers=hostile):
         pass
+
+
+def test_a_run_first_seen_without_its_name_says_the_name_when_it_comes() -> None:
+    """A run first seen by its PID file (here: its first step) learns its name from its
+    ``run_start``: one ``event`` says so, and a page reading it reads the run again."""
+    pipeline = Pipeline()
+    _ingest(pipeline, event("metric_update", ts=T0, step=1, metrics={"loss": 1.0}))
+    changes = RunChanges(pipeline.snapshot().state.runs)
+    _ingest(pipeline, event("run_start", ts=T0 + 1, name="<b>exp</b>"))
+    messages = changes.since(pipeline.snapshot().state.runs, set(), everything=True)
+    assert [m["message"] for m in messages if m["type"] == "event"] == ["run named: <b>exp</b>"]
+    assert changes.since(pipeline.snapshot().state.runs, set(), everything=True) == []

@@ -12,11 +12,11 @@ const MAX_LOG_LINES = 500;
 const RUNS_REFRESH_MS = 5000;
 const SYSTEM_REFRESH_MS = 5000;
 const TRADING_REFRESH_MS = 2000;
-const DRAW_EVERY_MS = 250;
 const BADGES = {
   running: "[● RUNNING]", completed: "[✓ COMPLETED]", failed: "[✗ FAILED]",
   crashed: "[✗ CRASHED]", interrupted: "[■ INTERRUPTED]", ended: "[○ ENDED]",
 };
+const AXIS = { stroke: "#808080", grid: { stroke: "#333333", width: 1 }, ticks: { stroke: "#333333", width: 1 }, font: "11px monospace" };
 const STATUS_ORDER = { running: 0, crashed: 1, failed: 2, interrupted: 3, completed: 4, ended: 5 };
 
 const view = {
@@ -404,9 +404,11 @@ function appendUpdate(series, update) {
   for (const key of series.keys) series.values[key].push(key in update.metrics ? toNumber(update.metrics[key]) : null);
 }
 
-let drawTimer = null;
+// Draws wait for the next frame: updates arriving together are drawn once, and a page in a
+// background tab draws nothing until it is looked at.
+let drawRequested = false;
 function drawSoon() {
-  if (drawTimer === null) drawTimer = setTimeout(() => { drawTimer = null; draw(); }, DRAW_EVERY_MS);
+  if (!drawRequested) { drawRequested = true; requestAnimationFrame(() => { drawRequested = false; draw(); }); }
 }
 
 function draw() {
@@ -449,15 +451,18 @@ function drawPlot(plot) {
   const runs = followedRuns();
   const tables = runs.map((runId) => [runId, columnsOf(runId, plot.key)]).filter(([, table]) => table);
   const points = tables.reduce((sum, [, [xs]]) => sum + xs.length, 0);
-  plot.panel.dataset.points = String(points);
   const lastX = tables.length ? tables[0][1][0][tables[0][1][0].length - 1] : null;
-  plot.panel.dataset.lastStep = view.x === "step" && lastX !== undefined && lastX !== null ? String(lastX) : "";
+  // what the chart shows, as attributes for scripts (the browser tests, bench/view.py), set
+  // once uPlot has drawn it
+  const shown = { points: String(points), lastStep: view.x === "step" && lastX !== undefined && lastX !== null ? String(lastX) : "" };
   plot.panel.querySelector(".points").textContent = plot.key ? `${number(points)} pts` : "";
   if (!plot.key || !tables.length) {
     if (plot.uplot) { plot.uplot.destroy(); plot.uplot = null; plot.signature = ""; }
     replaceChildren(plot.chart, [el("p", { class: "notice" }, runs.length ? "no values of this key yet" : "select a run")]);
+    Object.assign(plot.panel.dataset, shown);
     return;
   }
+  plot.pending = { shown, started: performance.now() };
   const data = tables.length === 1 ? tables[0][1] : uPlot.join(tables.map(([, table]) => table));
   const signature = JSON.stringify([tables.map(([id]) => id), plot.key, view.x]);
   if (plot.uplot && plot.signature === signature) {
@@ -467,13 +472,12 @@ function drawPlot(plot) {
   if (plot.uplot) plot.uplot.destroy();
   plot.chart.replaceChildren();
   plot.signature = signature;
-  const axis = { stroke: "#808080", grid: { stroke: "#333333", width: 1 }, ticks: { stroke: "#333333", width: 1 }, font: "11px monospace" };
   plot.uplot = new uPlot({
     width: 100, height: 80,
     scales: { x: { time: view.x === "time" } },
     legend: { show: true, live: true },
     cursor: { drag: { x: true, y: false } },
-    axes: [{ ...axis }, { ...axis, size: 64, values: (u, splits) => splits.map((v) => number(v, 3)) }],
+    axes: [{ ...AXIS }, { ...AXIS, size: 64, values: (u, splits) => splits.map((v) => number(v, 3)) }],
     series: [
       { label: view.x },
       ...tables.map(([runId], i) => ({
@@ -482,8 +486,16 @@ function drawPlot(plot) {
         value: (u, v) => number(v),
       })),
     ],
+    hooks: { draw: [() => drawn(plot)] },
   }, data, plot.chart);
   fit(plot.uplot, plot.chart);
+}
+
+function drawn(plot) {
+  if (!plot.pending) return;
+  Object.assign(plot.panel.dataset, plot.pending.shown);
+  plot.panel.dataset.drawMs = (performance.now() - plot.pending.started).toFixed(1);
+  plot.pending = null;
 }
 
 // A chart fills its panel, its legend included: the width first, then (once uPlot has laid
@@ -509,10 +521,9 @@ async function loadTrend() {
   trend.panel.querySelector(".points").textContent = `${number(history.timestamp.length)} polls`;
   if (typeof uPlot === "undefined" || trend.panel.closest("[hidden]")) return;
   if (trend.uplot) { trend.uplot.setData(data); return; }
-  const axis = { stroke: "#808080", grid: { stroke: "#333333", width: 1 }, ticks: { stroke: "#333333", width: 1 }, font: "11px monospace" };
   trend.uplot = new uPlot({
     width: 100, height: 80, scales: { x: { time: true } }, legend: { show: true, live: true },
-    axes: [{ ...axis }, { ...axis, size: 80, values: (u, splits) => splits.map(money) }],
+    axes: [{ ...AXIS }, { ...AXIS, size: 80, values: (u, splits) => splits.map(money) }],
     series: [{}, { label: "portfolio", stroke: COLORS[0], width: 1.25, spanGaps: true, value: (u, v) => money(v) },
       { label: "cash", stroke: COLORS[1], width: 1.25, spanGaps: true, value: (u, v) => money(v) }],
   }, data, trend.chart);
