@@ -92,9 +92,13 @@ def split_body(body: bytes) -> list[bytes]:
             return [text]
         except (msgspec.DecodeError, RecursionError):
             # one pretty-printed value the strict decoder refuses (a NaN metric, a stray
-            # comma): its first line opens what it does not close and the next is not a
-            # value of its own; parsed (and accepted or refused) as one event
-            if not _closes(lines[0]) and not lines[1].lstrip().startswith((b"{", b"[")):
+            # comma): its first line opens what it does not close, the next is not a
+            # value of its own and no line is a whole value; parsed (and accepted or
+            # refused) as one event. Else NDJSON with bad lines: each line on its own, so
+            # no event beside a garbage line is lost
+            if (lines[0].lstrip().startswith((b"{", b"[")) and not _closes(lines[0])
+                    and not lines[1].lstrip().startswith((b"{", b"["))
+                    and not any(_is_whole_value(line) for line in lines[2:])):  # fmt: skip
                 return [text]
     return lines
 
@@ -120,6 +124,11 @@ def _split_lines(text: bytes) -> tuple[list[bytes], bool]:
             break
         start = end + 1
     return lines, unusual
+
+
+def _is_whole_value(line: bytes) -> bool:
+    """Whether ``line`` is an object or array that opens and closes on it: an NDJSON line."""
+    return line.lstrip().startswith((b"{", b"[")) and _closes(line)
 
 
 def _closes(line: bytes) -> bool:

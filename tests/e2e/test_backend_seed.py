@@ -57,9 +57,12 @@ def test_a_job_that_never_starts_is_counted_with_its_log(serve, seed_backend) ->
     backend.log.append("INFO later line")
     httpx.post(server.url + "/start_training", json={"symbol": "X"}, timeout=10)  # waits again
     wait_for(lambda: "INFO later line" in server.log.read_text(), what="the next lines")
+    # the second job's failure is logged by the backend after its own wait: every line is
+    # read once the backend's log stops growing
+    wait_for(lambda: server.sample("training_backend_log_lines_total") == len(backend.log),
+             what="every line of the backend's log read")  # fmt: skip
     text = server.log.read_text()
     assert text.count(failure) == 1 and text.count("backend log: INFO backend up") == 1
-    assert server.sample("training_backend_log_lines_total") == len(backend.log)
 
 
 def test_a_backend_that_is_down_gets_a_502_not_a_hang(serve) -> None:

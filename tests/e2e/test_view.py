@@ -197,8 +197,8 @@ def test_a_live_run_its_chart_checkpoints_and_crash_in_the_browser(
     assert markup.count() == 0
     assert page.evaluate("window.pwned") is None
     page.locator("li.run[data-run-id='alpha']").click()
-    page.locator("li.run[data-run-id='beta']").focus()
-    page.keyboard.press("c")  # overlaid again
+    page.locator("li.run[data-run-id='beta']").click(modifiers=["Shift"])  # overlaid again
+    expect(page.locator("li.run[data-run-id='beta'] .mark")).to_have_text("+")
 
     # a crashed run turns red
     beta.kill()

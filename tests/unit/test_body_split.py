@@ -53,3 +53,13 @@ def test_a_pretty_printed_event_the_strict_decoder_refuses_is_one_event() -> Non
     )  # fmt: skip
     result = http.ingest_body(cut, Pipeline())
     assert (result.accepted, result.rejected) == (2, 1)
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\n\x00", b"{\n\x00", b'{"a":\n1'])
+def test_an_event_beside_garbage_lines_is_never_taken_for_part_of_one_value(garbage) -> None:
+    """Lines that open nothing, or open what a later whole line does not belong to, are
+    NDJSON's bad lines, refused one by one: the valid event among them is applied."""
+    event = {"event_type": "progress", "run_id": "r", "stage": "s", "progress_pct": 5}
+    valid = json.dumps(event).encode()
+    result = http.ingest_body(garbage + b"\n" + valid, Pipeline())
+    assert result.accepted == 1 and result.rejected == garbage.count(b"\n") + 1

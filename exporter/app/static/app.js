@@ -162,6 +162,7 @@ function orderedRuns() {
 function renderRuns() {
   const list = document.getElementById("runs");
   const runs = orderedRuns();
+  const focused = list.contains(document.activeElement) ? document.activeElement.dataset.runId : null;
   replaceChildren(list, runs.map((run) => {
     const selected = run.run_id === view.selected;
     const overlaid = view.overlay.includes(run.run_id);
@@ -173,9 +174,11 @@ function renderRuns() {
     badge(run.status),
     el("span", { class: "name" }, run.name || run.run_id),
     el("span", { class: "muted" }, run.step === null ? (run.stage || "") : `step ${number(run.step)}`));
-    item.addEventListener("click", () => selectRun(run.run_id));
+    item.addEventListener("click", (event) => (event.shiftKey || event.ctrlKey || event.metaKey ? toggleOverlay(run.run_id) : selectRun(run.run_id)));
     return item;
   }));
+  const again = focused && [...list.children].find((item) => item.dataset.runId === focused);
+  if (again) again.focus();  // the list is drawn anew: keyboard focus stays on its run
   document.getElementById("runs-empty").hidden = runs.length > 0;
   document.getElementById("run-count").textContent = `${runs.length} run${runs.length === 1 ? "" : "s"}`;
 }
@@ -201,9 +204,11 @@ function moveSelection(by) {
   if (item) { item.focus(); item.scrollIntoView({ block: "nearest" }); }
 }
 
-function toggleOverlay() {
+// Overlays the run given (a shift-click), else the focused one (c), else the next run not
+// drawn yet; a run overlaid already is taken off.
+function toggleOverlay(runId) {
   const runs = orderedRuns();
-  const focused = document.activeElement && document.activeElement.dataset.runId;
+  const focused = runId || (document.activeElement && document.activeElement.dataset.runId);
   const id = focused && focused !== view.selected ? focused : null;
   if (id) {
     view.overlay = view.overlay.includes(id) ? view.overlay.filter((x) => x !== id) : [...view.overlay, id].slice(-MAX_OVERLAY + 1);
@@ -773,7 +778,7 @@ document.addEventListener("click", (event) => {
   if (!target) return;
   if (target.dataset.window) setWindow(target.dataset.window);
   else if (target.dataset.x) setX(target.dataset.x);
-  else if (target.id === "compare") toggleOverlay();
+  else if (target.id === "compare") toggleOverlay(null);
   else if (target.id === "compare-clear") { view.overlay = []; follow(); renderRuns(); renderSelected(); }
   else if (target.id === "log-all") { view.logAll = !view.logAll; filterLog(); }
 });
@@ -783,15 +788,18 @@ document.addEventListener("keydown", (event) => {
   if (event.target.closest("select, input, textarea")) return;
   const windows = ["100", "1000", "all"];
   const actions = {
-    j: () => moveSelection(1), ArrowDown: () => event.target.closest("#runs") && moveSelection(1),
-    k: () => moveSelection(-1), ArrowUp: () => event.target.closest("#runs") && moveSelection(-1),
-    c: toggleOverlay,
+    j: () => moveSelection(1), k: () => moveSelection(-1),
+    c: () => toggleOverlay(null),
     w: () => setWindow(windows[(windows.indexOf(view.window) + 1) % windows.length]),
     x: () => setX(view.x === "step" ? "time" : "step"),
     a: () => { view.logAll = !view.logAll; filterLog(); },
     1: () => { window.location.hash = "#training"; },
     2: () => { window.location.hash = "#trading"; },
   };
+  if (event.target.closest("#runs")) {  // the arrows move in the list, and scroll elsewhere
+    actions.ArrowDown = actions.j;
+    actions.ArrowUp = actions.k;
+  }
   const action = actions[event.key];
   if (action) { event.preventDefault(); action(); }
 });
