@@ -66,12 +66,13 @@ class MetricWindow:
         return len(self.seq) * (len(self.columns) + FIXED_COLUMNS)
 
     def append(self, step: int | None, timestamp: float, metrics: Mapping[str, float],
-               keys: Mapping[str, float]) -> None:  # fmt: skip
+               keys: Mapping[str, float]) -> int:  # fmt: skip
         """A step's values; only those whose key the run keeps (``keys``: the run's latest
-        values, bounded by max_metric_keys_per_run) become columns."""
-        if self._tail:
-            self._pop()
+        values, bounded by max_metric_keys_per_run) become columns. Returns the values the
+        window grew by (the budget's change). A row off the stride is provisional: the next
+        step overwrites it in place, so the latest step is always the last row."""
         columns = self.columns
+        before = len(self.seq) * (len(columns) + FIXED_COLUMNS)
         if not metrics.keys() <= columns.keys():
             rows = len(self.seq)
             for key in metrics:
@@ -80,16 +81,29 @@ class MetricWindow:
                     self.nans[key] = set()
         seq = self.appended
         self.appended = seq + 1
-        self.seq.append(seq)
-        self.steps.append(NO_STEP if step is None else step)  # events' steps fit 53 bits
-        self.times.append(timestamp)
-        get = metrics.get
-        for key, column in columns.items():
-            value = get(key, math.nan)
-            if value != value and key in metrics:
-                self.nans[key].add(seq)
-            column.append(value)
+        get, nans = metrics.get, self.nans
+        if self._tail:
+            replaced = self.seq[-1]
+            self.seq[-1] = seq
+            self.steps[-1] = NO_STEP if step is None else step
+            self.times[-1] = timestamp
+            for key, column in columns.items():
+                value = column[-1] = get(key, math.nan)
+                if nans[key]:
+                    nans[key].discard(replaced)
+                if value != value and key in metrics:  # a NaN logged, told from "not logged"
+                    nans[key].add(seq)
+        else:
+            self.seq.append(seq)
+            self.steps.append(NO_STEP if step is None else step)  # events' steps fit 53 bits
+            self.times.append(timestamp)
+            for key, column in columns.items():
+                value = get(key, math.nan)
+                if value != value and key in metrics:
+                    nans[key].add(seq)
+                column.append(value)
         self._tail = seq % self.stride != 0
+        return len(self.seq) * (len(columns) + FIXED_COLUMNS) - before
 
     def halve(self) -> int:
         """Keep every other row and double the stride; returns the rows removed. The latest

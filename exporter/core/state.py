@@ -669,9 +669,7 @@ class State:
         window = self.windows.get(run.run_id)
         if window is None:
             window = self.windows[run.run_id] = MetricWindow()
-        before = window.values
-        window.append(run.step, ts, values, run.metrics)
-        self.window_values += window.values - before
+        self.window_values += window.append(run.step, ts, values, run.metrics)
         limits = self.limits
         while window.values > limits.max_window_values_per_run and self._halve(window):
             pass
