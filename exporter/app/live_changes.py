@@ -90,10 +90,14 @@ def _changes(run: Run, before: _Seen | None, now: _Seen) -> list[dict[str, Any]]
                     "new_status": now.status, "timestamp": at})  # fmt: skip
         if before is not None:
             event(_LEVEL_OF_STATUS.get(now.status, INFO), f"{old_status} -> {now.status}")
-    if before is not None and now.stage != before.stage and now.stage is not None:
+    if now.stage is not None and (before is None or now.stage != before.stage):
         event(INFO, f"stage {now.stage}")
-    if before is not None and now.errors > before.errors:
-        event(WARN, f"{now.errors - before.errors} new error(s)")
+    if now.errors > (before.errors if before is not None else 0) and run.last_error:
+        new = now.errors - (before.errors if before is not None else 0)
+        last = run.last_error
+        more = f" ({new} new errors, the last:)" if new > 1 else ""
+        event(WARN if last.recoverable else ERROR,
+              f"error{more} {last.error_type}: {last.message}")  # fmt: skip
     old_checkpoints = before.checkpoints if before is not None else {}
     for checkpoint_id, state in now.checkpoints.items():
         if old_checkpoints.get(checkpoint_id) == state:

@@ -225,6 +225,14 @@ def run_json(run: Run) -> dict[str, Any]:
             {"error_type": error_type, "recoverable": recoverable, "count": count}
             for (error_type, recoverable), count in run.errors.items()
         ],
+        "last_error": None
+        if run.last_error is None
+        else {
+            "timestamp": run.last_error.timestamp,
+            "error_type": run.last_error.error_type,
+            "message": run.last_error.message,
+            "recoverable": run.last_error.recoverable,
+        },
         "best_checkpoint": run.best_checkpoint,
         "checkpoints": [checkpoint_json(run, id_) for id_ in run.checkpoints],
     }

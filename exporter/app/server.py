@@ -75,7 +75,7 @@ STATIC = Path(__file__).parent / "static"
 """The view at ``/``: index.html, app.js, style.css, and vendor/ (uPlot, copied there from
 npm by ``scripts/build-assets`` when the package is built)."""
 VIEW_POLICY = (
-    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
 )
 """The view's Content-Security-Policy: its own scripts, styles and connections only (no

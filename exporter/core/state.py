@@ -157,6 +157,16 @@ class StepRate:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class LastError:
+    """A run's latest error: one per run, its message cut to ``MAX_TEXT_CHARS``."""
+
+    timestamp: float
+    error_type: str
+    message: str
+    recoverable: bool
+
+
 @dataclass(slots=True)
 class Run:
     run_id: str
@@ -182,6 +192,7 @@ class Run:
         default_factory=lambda: Histogram.empty(TARGET_DURATION_BUCKETS)
     )
     errors: Counter[tuple[str, bool]] = field(default_factory=Counter)
+    last_error: LastError | None = None  # the latest error's message, for the run API and view
     metrics: dict[str, float] = field(default_factory=dict)
     non_finite: Counter[str] = field(default_factory=Counter)  # NaN/inf values per metric key
     invalid_checkpoints: int = 0  # checks that found a checkpoint not valid
@@ -509,6 +520,8 @@ class State:
             self.dropped["max_error_types_per_run"] += 1
             error_type = OTHER
         run.errors[(error_type, recoverable)] += 1
+        run.last_error = LastError(ts, error_type, event.error_message[:MAX_TEXT_CHARS],
+                                   recoverable)  # fmt: skip
         span = _span_of(run, event)
         if span is not None:
             attributes = {

@@ -123,6 +123,9 @@ def test_a_live_run_its_chart_checkpoints_and_crash_in_the_browser(
     wait_for(lambda: api_step(server, "alpha") == 200, what="the first steps in runwatch")
     page, errors = open_view(browser, server.url + "/")
 
+    # the log opens with what the state tells of the past
+    expect(page.locator("#log li", has_text="run started: resnet50-baseline")).to_have_count(1)
+
     # the run appears with its badge, selected, its history on both charts
     run = page.locator("li.run[data-run-id='alpha']")
     badge = run.locator(".badge")
@@ -192,7 +195,9 @@ def test_a_live_run_its_chart_checkpoints_and_crash_in_the_browser(
     config = page.locator("#config").inner_text()
     assert all(text in config for text in CORPUS[:3]), config
     assert CORPUS[1] in page.locator("#checkpoints tbody").inner_text()  # the path
-    expect(page.locator("#log li", has_text="1 new error(s)")).to_have_count(1)
+    expect(page.locator("#log li.warn", has_text=f"error {CORPUS[4]}: {CORPUS[0]}")).to_have_count(
+        1
+    )
     markup = page.locator("main :is(img, svg, script, iframe, a[href^='javascript'])")
     assert markup.count() == 0
     assert page.evaluate("window.pwned") is None

@@ -9,6 +9,8 @@ const COLORS = ["#FFD700", "#00FFFF", "#00FF00", "#FFA500", "#FF66FF", "#6699FF"
 const MAX_OVERLAY = 8;           // runs drawn together
 const MAX_HISTORY_POINTS = 100000; // rows asked of a run's window for the charts
 const MAX_LOG_LINES = 500;
+const MAX_LEGEND = 3;             // series named under a chart; more overlaid: by colour in the run list
+const MAX_LABEL = 28;             // characters of a run's name in a legend
 const RUNS_REFRESH_MS = 5000;
 const SYSTEM_REFRESH_MS = 5000;
 const TRADING_REFRESH_MS = 2000;
@@ -17,6 +19,7 @@ const BADGES = {
   crashed: "[✗ CRASHED]", interrupted: "[■ INTERRUPTED]", ended: "[○ ENDED]",
 };
 const AXIS = { stroke: "#808080", grid: { stroke: "#333333", width: 1 }, ticks: { stroke: "#333333", width: 1 }, font: "11px monospace" };
+const LEVELS = { failed: "error", crashed: "error", interrupted: "warn" };
 const STATUS_ORDER = { running: 0, crashed: 1, failed: 2, interrupted: 3, completed: 4, ended: 5 };
 
 const view = {
@@ -30,6 +33,7 @@ const view = {
   sort: { column: "step", descending: true },
   socket: null,
   live: false,
+  logSeeded: false,       // the log began with what the runs' state tells of the past
 };
 
 // ---- small helpers ---------------------------------------------------------------------
@@ -60,10 +64,10 @@ function money(value) {
 function number(value, digits = 4) {
   if (value === null || value === undefined) return "—";
   if (typeof value === "string") return value;  // "NaN", "Infinity": the API's spelling
-  if (Number.isInteger(value)) return value.toLocaleString("en-US");
+  if (Number.isInteger(value) && Math.abs(value) < 1e15) return value.toLocaleString("en-US");
   const magnitude = Math.abs(value);
   if (magnitude >= 1e4) return value.toLocaleString("en-US", { maximumFractionDigits: 2 });
-  if (magnitude !== 0 && (magnitude < 1e-3)) return value.toExponential(digits - 1);
+  if (magnitude !== 0 && (magnitude < 1e-3 || magnitude >= 1e15)) return value.toExponential(digits - 1);
   return String(Number(value.toPrecision(digits)));
 }
 
@@ -87,6 +91,10 @@ function duration(seconds) {
   return h ? `${h}h${String(m).padStart(2, "0")}m` : `${m}m${String(s % 60).padStart(2, "0")}s`;
 }
 
+function shortName(name) {
+  return name.length > MAX_LABEL ? `${name.slice(0, MAX_LABEL - 1)}…` : name;
+}
+
 function runPath(runId, rest = "") {
   return `api/runs/${encodeURIComponent(runId)}${rest}`;
 }
@@ -95,6 +103,12 @@ async function getJson(path) {
   const response = await fetch(path, { headers: { Accept: "application/json" } });
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
+}
+
+// A run's mark in the colour of its line on the charts (the order they are drawn in).
+function colored(node, index) {
+  if (index >= 0) node.style.color = COLORS[index % COLORS.length];
+  return node;
 }
 
 function badge(status) {
@@ -137,6 +151,7 @@ async function loadRuns() {
     return;
   }
   view.runs = new Map(runs.map((run) => [run.run_id, run]));
+  if (!view.logSeeded) { view.logSeeded = true; seedLog(runs); }
   for (const id of [...view.series.keys()]) {
     if (!view.runs.has(id)) view.series.delete(id);
   }
@@ -170,7 +185,7 @@ function renderRuns() {
       class: "run", role: "option", tabindex: selected ? 0 : -1, "aria-selected": String(selected),
       "data-run-id": run.run_id, "data-status": run.status, title: run.run_id,
     },
-    el("span", { class: "mark" }, selected ? "▶" : overlaid ? "+" : ""),
+    colored(el("span", { class: "mark" }, selected ? "▶" : overlaid ? "+" : ""), followedRuns().indexOf(run.run_id)),
     badge(run.status),
     el("span", { class: "name" }, run.name || run.run_id),
     el("span", { class: "muted" }, run.step === null ? (run.stage || "") : `step ${number(run.step)}`));
@@ -190,8 +205,7 @@ function selectRun(runId) {
   follow();
   renderRuns();
   renderSelected();
-  const item = document.querySelector(`li.run[aria-selected="true"]`);
-  if (item && document.activeElement && document.activeElement.closest("#runs")) item.focus();
+  filterLog();
 }
 
 function moveSelection(by) {
@@ -214,7 +228,8 @@ function toggleOverlay(runId) {
     view.overlay = view.overlay.includes(id) ? view.overlay.filter((x) => x !== id) : [...view.overlay, id].slice(-MAX_OVERLAY + 1);
   } else if (view.selected) {
     // no other run focused: overlay the next run below the selected one
-    const candidates = runs.filter((run) => run.run_id !== view.selected && !view.overlay.includes(run.run_id));
+    const at = runs.findIndex((run) => run.run_id === view.selected);
+    const candidates = [...runs.slice(at + 1), ...runs.slice(0, at)].filter((run) => !view.overlay.includes(run.run_id));
     if (candidates.length) view.overlay = [...view.overlay, candidates[0].run_id].slice(-MAX_OVERLAY + 1);
   }
   follow();
@@ -246,6 +261,7 @@ function renderConfig(run) {
     ["process", run.process_up === null ? "—" : run.process_up ? "up" : "down", run.process_up === false ? "error" : null],
     ["targets", run.targets_total ? `${run.targets_completed}/${run.targets_total}` : "—"],
     ["errors", String(errors), errors ? "warn" : null],
+    ["last error", run.last_error ? `${run.last_error.error_type}: ${run.last_error.message}` : "—", run.last_error ? (run.last_error.recoverable ? "warn" : "error") : null],
   ]);
   const metrics = kv(Object.entries(run.metrics).slice(0, 50).map(([key, value]) => [key, number(value)]));
   const config = kv(Object.entries(run.config || {}).slice(0, 200).map(([key, value]) =>
@@ -284,7 +300,10 @@ function renderCheckpoints(run) {
     th.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); resort(); } });
     return th;
   }));
+  const focused = table.tHead.contains(document.activeElement) ? document.activeElement.dataset.sort : null;
   replaceChildren(table.tHead, [head]);
+  const again = focused && head.querySelector(`th[data-sort="${CSS.escape(focused)}"]`);
+  if (again) again.focus();  // Enter again reverses the order
   const body = rows.map((checkpoint) => el("tr", { "data-checkpoint-id": checkpoint.checkpoint_id, class: checkpoint.is_best ? "best" : null },
     ...columns.map((column) => {
       const value = column.value(checkpoint);
@@ -312,7 +331,9 @@ function compare(a, b) {
 function renderActions(run) {
   for (const button of document.querySelectorAll("[data-window]")) button.setAttribute("aria-pressed", String(button.dataset.window === view.window));
   for (const button of document.querySelectorAll("[data-x]")) button.setAttribute("aria-pressed", String(button.dataset.x === view.x));
-  document.getElementById("log-all").setAttribute("aria-pressed", String(view.logAll));
+  const logAll = document.getElementById("log-all");
+  logAll.setAttribute("aria-pressed", String(view.logAll));
+  logAll.textContent = view.logAll ? "ALL RUNS" : "THIS RUN";
   const names = view.overlay.map((id) => (view.runs.get(id) || { name: id }).name);
   document.getElementById("compare-list").textContent = names.length ? `+ ${names.join(", ")}` : "";
   const links = { "export-csv": "/metrics?format=csv", "export-json": "/metrics", "run-json": "" };
@@ -364,7 +385,7 @@ function defaultKey(plot, keys) {
   const pattern = wanted === "lr" ? /(^|[_./])(lr|learning_rate)($|[_./])/i : /loss/i;
   const taken = plots.filter((p) => p !== plot).map((p) => p.key);
   return keys.find((k) => k === wanted) || keys.find((k) => pattern.test(k) && !taken.includes(k))
-    || keys.find((k) => !taken.includes(k)) || keys[0] || null;
+    || keys.find((k) => !taken.includes(k)) || null;  // one key: the other panel waits for a pick
 }
 
 function wantedKeys() {
@@ -396,9 +417,10 @@ async function ensureSeries(runId) {
   drawSoon();
 }
 
+// A chart's value: NaN and the infinities (the API spells them as strings) are gaps, so
+// one infinite gradient norm does not blank a chart's scale; RUN CONFIG shows them as logged.
 function toNumber(value) {
-  if (typeof value === "number" || value === null) return value;
-  return value === "NaN" ? NaN : value === "Infinity" ? Infinity : value === "-Infinity" ? -Infinity : null;
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
 }
 
 function appendUpdate(series, update) {
@@ -463,7 +485,8 @@ function drawPlot(plot) {
   plot.panel.querySelector(".points").textContent = plot.key ? `${number(points)} pts` : "";
   if (!plot.key || !tables.length) {
     if (plot.uplot) { plot.uplot.destroy(); plot.uplot = null; plot.signature = ""; }
-    replaceChildren(plot.chart, [el("p", { class: "notice" }, runs.length ? "no values of this key yet" : "select a run")]);
+    const why = !runs.length ? "select a run" : !plot.key ? "pick a key in the menu above" : "no values of this key yet";
+    replaceChildren(plot.chart, [el("p", { class: "notice" }, why)]);
     Object.assign(plot.panel.dataset, shown);
     return;
   }
@@ -480,13 +503,13 @@ function drawPlot(plot) {
   plot.uplot = new uPlot({
     width: 100, height: 80,
     scales: { x: { time: view.x === "time" } },
-    legend: { show: true, live: true },
+    legend: { show: tables.length <= MAX_LEGEND, live: true },  // more: the run list's colours say which
     cursor: { drag: { x: true, y: false } },
     axes: [{ ...AXIS }, { ...AXIS, size: 64, values: (u, splits) => splits.map((v) => number(v, 3)) }],
     series: [
       { label: view.x },
       ...tables.map(([runId], i) => ({
-        label: `${(view.runs.get(runId) || { name: runId }).name} ${plot.key}`,
+        label: shortName((view.runs.get(runId) || { name: runId }).name || runId),
         stroke: COLORS[i % COLORS.length], width: 1.25, spanGaps: true, points: { show: false },
         value: (u, v) => number(v),
       })),
@@ -561,6 +584,25 @@ function logLine(message) {
   item.hidden = !view.logAll && message.run_id && message.run_id !== view.selected;
   log.prepend(item);
   while (log.childElementCount > MAX_LOG_LINES) log.lastElementChild.remove();
+}
+
+// The log of what happened before the page opened, as the runs' state tells it: starts,
+// checkpoints, each run's last error, ends.
+function seedLog(runs) {
+  const lines = [];
+  for (const run of runs) {
+    lines.push({ timestamp: run.start, run_id: run.run_id, level: "info", message: `run started: ${run.name || run.run_id}` });
+    for (const c of run.checkpoints) {
+      lines.push({ timestamp: c.timestamp, run_id: run.run_id, level: "info", message: `checkpoint ${c.checkpoint_id} at step ${c.step}${c.is_best ? " (best)" : ""}` });
+    }
+    const error = run.last_error;
+    if (error) lines.push({ timestamp: error.timestamp, run_id: run.run_id, level: error.recoverable ? "warn" : "error", message: `error ${error.error_type}: ${error.message}` });
+    if (run.end !== null && run.status !== "running") {
+      lines.push({ timestamp: run.end, run_id: run.run_id, level: LEVELS[run.status] || "info", message: `-> ${run.status}` });
+    }
+  }
+  lines.sort((a, b) => (a.timestamp || 0) - (b.timestamp || 0));
+  for (const line of lines.slice(-MAX_LOG_LINES)) logLine(line);
 }
 
 function filterLog() {
