@@ -19,6 +19,7 @@ from exporter.core.events import (
     Error,
     Event,
     MetricUpdate,
+    Phase,
     Progress,
     RunComplete,
     RunStart,
@@ -130,10 +131,17 @@ def _metric_update(event: MetricUpdate) -> tuple[str, str]:
     return INFO, step + _values(event.metrics)
 
 
+def _phase(event: Phase) -> tuple[str, str]:
+    spent = " ".join(f"{name}={seconds:.3g}s" for name, seconds in event.phase_seconds.items())
+    return INFO, f"phase {spent}".rstrip()
+
+
 def _checkpoint_saved(event: CheckpointSaved) -> tuple[str, str]:
     text = f"checkpoint {event.checkpoint_id} saved"
     if event.step is not None:
         text += f" step={event.step}"
+    if event.duration_seconds is not None:
+        text += f" in {event.duration_seconds:.3g}s"
     if event.is_best:
         text += " best"
     if event.metrics:
@@ -160,6 +168,7 @@ _DESCRIBE: dict[type[Event], Callable[[Any], tuple[str, str]]] = {
     RunComplete: _run_complete,
     Error: _error,
     MetricUpdate: _metric_update,
+    Phase: _phase,
     CheckpointSaved: _checkpoint_saved,
     StatusChange: _status_change,
     CustomEvent: _custom,

@@ -138,6 +138,12 @@ if TYPE_CHECKING:  # what readers get: parsing replaced the spellings by NON_FIN
 else:  # what is decoded, validated and written in the schema
     NumberMap = dict[Ident, MetricValue]
 TargetName = Annotated[Ident, Meta(description="Target name.")]
+PhaseSeconds = Annotated[
+    dict[Ident, Seconds],
+    Meta(description="Seconds spent in each named phase (data_loading, evaluation, "
+         "checkpoint_save, checkpoint_restore, init, or a name of the script's own) since "
+         "the run's previous event of type metric_update, phase or checkpoint_saved."),
+]
 TargetCount = Annotated[Count | None, Meta(description="Targets in the run.")]
 
 
@@ -169,6 +175,13 @@ class RunStart(Event, tag="run_start"):
     config: Annotated[dict[str, Any] | None, Meta(description="Hyper-parameters and settings.")] = (
         None
     )
+    resumed: Annotated[
+        bool | None,
+        Meta(description="A new process of a run that stopped (resumed from a checkpoint)."),
+    ] = None
+    total_steps: Annotated[
+        Count | None, Meta(description="Steps the run will take (for its ETA).")
+    ] = None
 
 
 class Progress(Event, tag="progress"):
@@ -250,6 +263,14 @@ class MetricUpdate(Event, tag="metric_update"):
         NumberMap, Meta(description="Metric key -> number (non-finite ones counted per key).")
     ]
     step: Annotated[Count | None, Meta(description="Training step.")] = None
+    phase_seconds: PhaseSeconds | None = None
+
+
+class Phase(Event, tag="phase"):
+    """Time a run spent in named phases (what the SDK's ``monitor.phase`` measures), when
+    no step event carries it: a long phase as it ends, or before another event."""
+
+    phase_seconds: PhaseSeconds
 
 
 class CheckpointSaved(Event, tag="checkpoint_saved"):
@@ -269,6 +290,9 @@ class CheckpointSaved(Event, tag="checkpoint_saved"):
     invalid_reason: Annotated[str | None, Meta(description="Why the check found it not valid.")] = (
         None
     )
+    duration_seconds: Annotated[
+        Seconds | None, Meta(description="Time the save took (counted as checkpoint_save).")
+    ] = None
 
 
 class StatusChange(Event, tag="status_change"):
@@ -280,7 +304,7 @@ class StatusChange(Event, tag="status_change"):
 
 KnownEvent = (
     RunStart | Progress | StageChange | TargetStart | TargetComplete | RunComplete | Error
-    | MetricUpdate | CheckpointSaved | StatusChange
+    | MetricUpdate | Phase | CheckpointSaved | StatusChange
 )  # fmt: skip
 """The types a line may name in event_type."""
 EVENT_TYPES: tuple[type[Event], ...] = get_args(KnownEvent)

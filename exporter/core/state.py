@@ -27,6 +27,7 @@ from exporter.core.events import (
     Error,
     Event,
     MetricUpdate,
+    Phase,
     Progress,
     Rejected,
     RunComplete,
@@ -36,6 +37,7 @@ from exporter.core.events import (
     TargetComplete,
     TargetStart,
 )
+from exporter.core.goodput import Ledger
 from exporter.core.metric_window import MetricWindow
 from exporter.core.outputs import (
     MAX_SPAN_EVENTS,
@@ -89,6 +91,8 @@ OPEN_SPAN_BYTES = 512
 FORGET_REASONS: tuple[str, ...] = ("retention", "max_runs")
 """Why a finished run was forgotten: its retention ran out, or a new run needed its place."""
 ALERTING_STATUSES = frozenset({"failed", "crashed"})
+CLEAN_ENDS = frozenset({"completed", "ended"})
+"""Ends that keep a run's progress (its goodput account's work at risk)."""
 """Finished runs an alert fires on while they are kept: the last to give up their place."""
 
 
@@ -208,6 +212,7 @@ class Run:
     series: int = 0  # series charged to the budget: metric keys, checkpoint values, AUCs
     text_bytes: int = 0  # text charged to the budget: config, paths, open spans' events
     config_bytes: int = 0  # of text_bytes, the config's
+    goodput: Ledger = field(default_factory=lambda: Ledger(0.0, 0.0))  # set by State._new_run
 
     @property
     def finished(self) -> bool:
@@ -239,6 +244,7 @@ class Run:
             cid: Checkpoint(c.step, c.metrics, c.is_best, c.timestamp, c.filepath, c.valid)
             for cid, c in self.checkpoints.items()
         }
+        run.goodput = self.goodput.snapshot()
         run.root_span = run.stage_span = None
         run.target_spans = {}
         run.completed_targets = set()  # outputs read only the count
@@ -402,7 +408,8 @@ class State:
                 self._finish(run, _clean_end(run), max(obs.observed_at, run.last_event), out, None)
         elif not obs.alive and run.status == "running":
             end = max(obs.observed_at, run.last_event)
-            self._finish(run, "crashed", end, out, "process exited without run_complete")
+            self._finish(run, "crashed", end, out, "process exited without run_complete",
+                         seen_dead=True)  # fmt: skip
         elif obs.alive and run.status == "crashed":  # restarted under the same run id
             self._reopen(run, max(obs.started_at, run.last_event))
         if self.logging and was_running and run.finished:
@@ -422,8 +429,11 @@ class State:
             run.name = event.name
         if event.config is not None:
             self._set_config(run, event.config)
+        if event.total_steps is not None:
+            run.goodput.total_steps = event.total_steps
         if run.finished:
             self._reopen(run, ts)
+        run.goodput.open(ts, bool(event.resumed))
         if run.root_span is not None:
             run.root_span.attributes["training.run.name"] = run.name
 
@@ -536,6 +546,9 @@ class State:
     ) -> None:
         if event.step is not None:
             run.step = event.step
+        ledger, step = run.goodput, event.step
+        ledger.mark(ts, event.phase_seconds or {}, step,
+                    progress=step is None or ledger.step is None or step > ledger.step)
         values = event.metrics
         self._set_metrics(run, run.metrics, values)
         if self.history:
@@ -558,6 +571,10 @@ class State:
     ) -> None:
         checkpoint_id = event.checkpoint_id
         checkpoints = run.checkpoints
+        previous = checkpoints.get(checkpoint_id)
+        remark = previous is not None and not event.metrics and event.filepath is None
+        saved = {"checkpoint_save": event.duration_seconds} if event.duration_seconds else {}
+        run.goodput.mark(ts, saved, keeps=not remark and event.valid is not False)
         if checkpoint_id not in checkpoints and len(checkpoints) >= (
             self.limits.max_checkpoints_per_run
         ):
@@ -568,8 +585,7 @@ class State:
             self._refund_checkpoint(run, checkpoints.pop(oldest))
         if event.valid is False:
             run.invalid_checkpoints += 1
-        previous = checkpoints.get(checkpoint_id)
-        if previous is not None and not event.metrics and event.filepath is None:
+        if remark:
             # marking a known checkpoint best, or its check's outcome: nothing else changes
             if event.is_best:
                 for checkpoint in checkpoints.values():
@@ -615,6 +631,9 @@ class State:
         elif run.finished:
             self._reopen(run, ts)
 
+    def _on_phase(self, run: Run, event: Phase, ts: float, out: list[Output]) -> None:
+        run.goodput.mark(ts, event.phase_seconds)
+
     def _on_custom(self, run: Run, event: CustomEvent, ts: float, out: list[Output]) -> None:
         """Kept for the event log: a span event with the event's scalar fields."""
         span = _span_of(run, event)
@@ -632,6 +651,7 @@ class State:
             (RunComplete, _on_run_complete),
             (Error, _on_error),
             (MetricUpdate, _on_metric_update),
+            (Phase, _on_phase),
             (CheckpointSaved, _on_checkpoint_saved),
             (StatusChange, _on_status_change),
             (CustomEvent, _on_custom),
@@ -643,7 +663,7 @@ class State:
     def _new_run(self, run_id: str, ts: float) -> Run:
         if len(self.runs) >= self.limits.max_runs:
             self._make_room()
-        run = Run(run_id, run_id, ts, ts)
+        run = Run(run_id, run_id, ts, ts, goodput=Ledger(ts, ts))
         run.target_completions.update(dict.fromkeys(TARGET_STATUSES, 0))
         if self.tracing:
             run.root_span = OpenSpan("run", run_id, ts, None, {"training.run.name": run_id})
@@ -698,6 +718,7 @@ class State:
         return removed
 
     def _reopen(self, run: Run, ts: float) -> None:
+        run.goodput.reopen(ts)
         run.status = "running"
         run.end = None
         run.reported_duration = None
@@ -737,11 +758,15 @@ class State:
             run.stage_span = None
 
     def _finish(
-        self, run: Run, status: str, ts: float, out: list[Output], reason: str | None
-    ) -> None:
+        self, run: Run, status: str, ts: float, out: list[Output], reason: str | None,
+        seen_dead: bool = False,
+    ) -> None:  # fmt: skip
+        """End the run at ``ts``; ``seen_dead``: its process was found gone at ``ts``, so
+        its goodput account ends at its last sign of life."""
         if run.finished:
             run.status = status
             return
+        run.goodput.end(None if seen_dead else ts, clean=status in CLEAN_ENDS)
         error = None
         if status in ("failed", "crashed"):
             error = reason or f"run {status}"

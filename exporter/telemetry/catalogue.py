@@ -29,6 +29,7 @@ from exporter.pipeline.readings import SourceStatus
 from exporter.pipeline.self_stats import MAX_FILE_SERIES, FileProgress
 from exporter.sources.peers.samples import BackendSample
 from exporter.telemetry.build_info import build_labels
+from exporter.telemetry.goodput_metrics import GOODPUT_METRICS
 from exporter.telemetry.hardware_metrics import HARDWARE_METRICS
 from exporter.telemetry.metric import Metric, RunSampler, Sample, Sampler, Type, stats_counter
 from exporter.telemetry.router_metrics import ROUTER_METRICS, rule_metrics
@@ -235,6 +236,7 @@ METRICS: tuple[Metric, ...] = (
            _per_run_key(lambda r: ((key, r.non_finite[key]) for key in r.metrics))),
     Metric("training_step", "training.step", "", G, RUN, "Last training step reported.",
            _per_run(lambda r: r.step)),
+    *GOODPUT_METRICS,
     Metric("training_checkpoint_step", "training.checkpoint.step", "", G,
            ("run_id", "checkpoint_id"), "Step each checkpoint was taken at.",
            _per_checkpoint(lambda c: c.step)),

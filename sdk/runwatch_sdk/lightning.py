@@ -10,6 +10,8 @@ given, its ``hparams`` as config), the stage follows training and validation, th
 loss, the learning rate and everything logged with ``self.log`` go out every
 ``log_every_n_steps``, each ``ModelCheckpoint`` file is a checkpoint (★ on its best),
 and the run ends ``completed``, ``failed`` with the exception, or ``interrupted``.
+For the goodput account, the time between a batch's end and the next batch's start is
+``data_loading`` and validation is ``evaluation``.
 Needs ``lightning`` (or ``pytorch_lightning``): ``pip install 'runwatch[lightning]'``.
 """
 
@@ -37,10 +39,19 @@ class RunwatchCallback(ReportingCallback, Callback):
         self._checkpoints(trainer)
         self.reporter.stage("training")
 
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.reporter.phase(None)  # the batch is here: data loading ends
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
         batch_idx: int,
     ) -> None:  # fmt: skip
+        self._log_step(trainer, outputs)
+        self.reporter.phase("data_loading")  # until the next batch arrives
+
+    def _log_step(self, trainer: Trainer, outputs: Any) -> None:
         if trainer.global_step % max(1, trainer.log_every_n_steps) != 0:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
@@ -53,10 +64,12 @@ class RunwatchCallback(ReportingCallback, Callback):
         if not trainer.sanity_checking:
             self._checkpoints(trainer)
             self.reporter.stage("validation")
+            self.reporter.phase("evaluation")
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
             self.reporter.metrics(trainer.callback_metrics, trainer.global_step)
+            self.reporter.phase(None)
 
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException

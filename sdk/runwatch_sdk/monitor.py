@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from runwatch_sdk import checkpoints
+from runwatch_sdk.phases import Phase, PhaseClock
 from runwatch_sdk.pidfile import remove_pid_file, write_pid_file
 from runwatch_sdk.places import events_file, local_dir, pid_dir
 from runwatch_sdk.transports import FileTransport, HttpTransport, Transport
@@ -119,6 +120,7 @@ class TrainingMonitor:
         run_id: str | None = None,
         resumed: bool = False,
         pid_file: str | os.PathLike[str] | bool = True,
+        total_steps: int | None = None,
     ) -> None:
         self.run_name = run_name
         self.config = dict(config or {})
@@ -138,6 +140,7 @@ class TrainingMonitor:
         self._left_out: set[str] = set()  # their keys, each warned about once
         self._ended = self.rank != 0  # other ranks report nothing, so they never end a run
         self._pid_file: Path | None = None
+        self.phases = PhaseClock()
         if self.rank == 0 and pid_file is not False:
             default = pid_dir() / f"{self.run_id}.pid"
             path = default if pid_file is True else Path(pid_file)
@@ -145,7 +148,8 @@ class TrainingMonitor:
         if self.rank == 0 and transport is None:
             _say_where(self.transport)
         _replace_open_monitor(self)
-        self._emit("run_start", name=run_name, config=self.config, resumed=resumed or None)
+        self._emit("run_start", name=run_name, config=self.config, resumed=resumed or None,
+                   total_steps=count(total_steps))  # fmt: skip
 
     @classmethod
     def resume_or_create(
@@ -156,6 +160,7 @@ class TrainingMonitor:
         dashboard_url: str | None = None,
         *,
         transport: Transport | None = None,
+        total_steps: int | None = None,
     ) -> TrainingMonitor:
         """The run recorded in ``checkpoint_dir`` (after a crash: same ``run_id``,
         ``is_resumed`` true, its checkpoints in :meth:`get_last_checkpoint`), or a new run
@@ -165,7 +170,7 @@ class TrainingMonitor:
         record = _read_marker(directory / RUN_MARKER)
         run_id = record.get("run_id") if isinstance(record.get("run_id"), str) else None
         monitor = cls(run_name, config, dashboard_url, transport=transport, run_id=run_id,
-                      resumed=run_id is not None)  # fmt: skip
+                      resumed=run_id is not None, total_steps=total_steps)  # fmt: skip
         monitor._checkpoint_dir = directory
         for saved in record.get("checkpoints", []) if run_id else []:
             if isinstance(saved, dict) and isinstance(saved.get("checkpoint_id"), str):
@@ -229,7 +234,22 @@ class TrainingMonitor:
         if len(numbers) != len(metrics):
             self.values_left_out += len(metrics) - len(numbers)
             self._say_left_out(metrics, numbers)
-        self._emit("metric_update", step=self._step, metrics=numbers)
+        self._emit("metric_update", step=self._step, metrics=numbers,
+                   phase_seconds=self.phases.take())  # fmt: skip
+
+    def phase(self, name: str) -> Phase:
+        """``with monitor.phase("data_loading"):`` — time the script spends outside its
+        steps' compute, for runwatch's goodput account: ``data_loading``, ``evaluation``,
+        ``checkpoint_save``, ``checkpoint_restore``, ``init``, or a name of its own.
+        Nested phases count to the innermost. Cheap enough for every step: the seconds
+        go with the next ``log_metrics`` (or on their own when a phase of a second or more
+        ends, or before any other event)."""
+        return Phase(self.phases, name, self.send_phases)
+
+    def send_phases(self) -> None:
+        """Send the phase time pending now, in a ``phase`` event."""
+        if (spent := self.phases.take()) is not None:
+            self._emit("phase", phase_seconds=spent)
 
     def _say_left_out(self, metrics: dict[str, Any], numbers: dict[str, float]) -> None:
         for key in metrics:
@@ -373,6 +393,10 @@ class TrainingMonitor:
     def _emit(self, event_type: str, **fields: Any) -> None:
         if self.rank != 0:
             return
+        if event_type not in ("metric_update", "phase") and (
+            self.phases.pending or self.phases.current
+        ):
+            self.send_phases()  # the phases' time belongs before this event
         event = {"event_type": event_type, "run_id": self.run_id, "timestamp": now_iso()}
         event.update({key: value for key, value in fields.items() if value is not None})
         with contextlib.suppress(Exception):  # telemetry never fails the training

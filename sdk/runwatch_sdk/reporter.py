@@ -55,6 +55,18 @@ class RunReporter:
         if self.monitor is not None and numbers:
             self.monitor.log_metrics(numbers, step=step)
 
+    def phase(self, name: str | None, closing_as: str | None = None) -> None:
+        """A framework hook between phases: close the open one (its time under
+        ``closing_as`` when given: a hook that learns afterwards what the time was), then
+        open ``name`` (None: none) for the goodput account."""
+        if self.monitor is None:
+            return
+        clock = self.monitor.phases
+        if clock.current is not None and clock.leave(closing_as):
+            self.monitor.send_phases()
+        if name is not None:
+            clock.enter(name)
+
     def checkpoint(
         self, path: str | os.PathLike[str], metrics: Mapping[str, Any], step: int
     ) -> str | None:

@@ -92,6 +92,9 @@ def test_a_lightning_fit_is_a_run_with_metrics_stages_and_checkpoints(tmp_path: 
     assert best_path(run) == checkpoints.best_model_path
     best = next(c for c in run.checkpoints.values() if c.is_best)
     assert best.metrics == {"val_loss": pytest.approx(float(checkpoints.best_model_score))}
+    account = run.goodput  # the callback marks its phases for the goodput account
+    assert account.badput["evaluation"] > 0 and account.badput["data_loading"] > 0
+    assert account.goodput > 0 and account.at_risk == 0 and account.lost_steps == 0
 
 
 def test_a_lightning_fit_that_raises_is_a_failed_run_with_the_error(tmp_path: Path) -> None:
@@ -151,6 +154,9 @@ def test_a_hugging_face_training_is_a_run_with_logs_and_checkpoints(tmp_path: Pa
     recorded = {Path(c.filepath).name for c in run.checkpoints.values()}
     assert recorded == {"checkpoint-4", "checkpoint-8"}
     assert best_path(run) == trainer.state.best_model_checkpoint
+    account = run.goodput  # the callback marks its phases for the goodput account
+    assert account.badput["evaluation"] > 0 and account.badput["checkpoint_save"] > 0
+    assert account.badput["data_loading"] > 0 and account.goodput > 0
 
 
 def test_a_hugging_face_failure_is_reported_by_the_monitor_that_owns_the_run(
