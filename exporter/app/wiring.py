@@ -235,6 +235,7 @@ def _hardware(
             run_roots,
             lambda reason: stats.count(stats.source_errors, (NVML_SOURCE, reason)),
             pcie_throughput=settings.gpu_pcie_throughput,
+            on_run_gpus=pipeline.observe_gpus,
         )
         samplers.append(PeriodicSampler(source, pipeline.readings, settings.gpu_interval))
     if settings.system:

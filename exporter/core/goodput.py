@@ -42,7 +42,8 @@ MIN_STEPS_FOR_STALLS = 10
 """Steps needed before a step is judged a stall against them."""
 RATE_SAMPLE_SECONDS = 10.0
 RATE_SAMPLES = 31
-"""Steps per second: over the last 5 minutes of the attempt, sampled every 10 s."""
+"""Steps per second: from a step 5 minutes back in the attempt (steps remembered every
+10 s) to its latest."""
 STEP_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
 
 
@@ -69,6 +70,7 @@ class Ledger:
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_STEPS))
     recent_sorted: list[float] = field(default_factory=list)
     rate: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=RATE_SAMPLES))
+    latest: tuple[float, int] = (0.0, 0)  # the attempt's latest step: (time, step)
 
     @property
     def elapsed(self) -> float:
@@ -158,9 +160,9 @@ class Ledger:
     def steps_per_second(self) -> float | None:
         """Steps per second of the attempt's wall clock over its last 5 minutes (phases,
         checkpoints and stalls included: what an ETA needs)."""
-        if len(self.rate) < 2 or self.ended:
+        if not self.rate or self.ended:
             return None
-        (t0, s0), (t1, s1) = self.rate[0], self.rate[-1]
+        (t0, s0), (t1, s1) = self.rate[0], self.latest
         return (s1 - s0) / (t1 - t0) if t1 > t0 else None
 
     def eta_seconds(self) -> float | None:
@@ -210,8 +212,9 @@ class Ledger:
                 self.at_risk += seconds
             self._remember(seconds)
         self.step = step if step is not None else (self.step or 0) + 1
+        self.latest = (ts, self.step)
         if not self.rate or ts - self.rate[-1][0] >= RATE_SAMPLE_SECONDS:
-            self.rate.append((ts, self.step))
+            self.rate.append(self.latest)
 
     def _remember(self, seconds: float) -> None:
         recent, ordered = self.recent, self.recent_sorted

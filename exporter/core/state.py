@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
@@ -421,6 +421,15 @@ class State:
                                attributes))  # fmt: skip
         _refund_finished_spans(run, out)
         return out
+
+    def observe_gpus(self, gpus: Mapping[str, int]) -> None:
+        """GPUs attributed to runs' processes now: a running run's count is what its lost
+        work is multiplied by in its GPU-seconds (the last count seen while it lived)."""
+        for run_id, count in gpus.items():
+            run = self.runs.get(run_id)
+            if run is not None and not run.finished and run.goodput.gpus != count:
+                run.goodput.gpus = count
+                self._changed[run_id] = None
 
     # -- event handlers (one per event type) --------------------------------------------------
 

@@ -35,7 +35,7 @@ from grafana_foundation_sdk.models.xychart import SeriesMapping
 
 from exporter.dashboards.names import metric
 
-DASHBOARD_VERSION = (2, 4)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
+DASHBOARD_VERSION = (2, 5)  # bump with every change to a board; see grafana/dashboards/CHANGELOG.md
 TAG = f"runwatch-v{DASHBOARD_VERSION[0]}.{DASHBOARD_VERSION[1]}"
 # the provisioned data sources (grafana/provisioning/datasources), the variables' defaults
 DATA_SOURCES = {

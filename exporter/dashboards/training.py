@@ -68,9 +68,10 @@ TRACE_LINK = (
 )
 
 
-def _of_runs(name: str) -> str:
-    """The series of metric ``name`` of the runs picked (and the job and instances)."""
-    return f"{metric(name)}{{{RUN}}}"
+def _of_runs(name: str, matchers: str = "") -> str:
+    """The series of metric ``name`` of the runs picked (and the job and instances), with
+    more label ``matchers`` if given."""
+    return f"{metric(name)}{{{RUN}{', ' + matchers if matchers else ''}}}"
 
 
 def _set(field: str, value: object) -> model.DynamicConfigValue:
@@ -278,6 +279,62 @@ def _by_step() -> xychart.Panel:
     )
 
 
+def _goodput() -> timeseries.Panel:
+    """GOODPUT of each run picked (a panel per run): its wall clock split into kept step
+    time, step time still at risk and the badput causes, stacked (docs/goodput.md)."""
+    of = "sum by (run_id)"
+    return (
+        styled(timeseries.Panel(), "GOODPUT: $run", "s", [
+            query(f"{of} ({_of_runs('training_goodput_seconds_total')})", "goodput"),
+            query(f"{of} ({_of_runs('training_work_at_risk_seconds')})", "at risk"),
+            query(f"sum by (cause) ({_of_runs('training_badput_seconds_total')}) > 0",
+                  "{{cause}}"),
+        ])  # fmt: skip
+        .color_scheme(PALETTE)
+        .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+        .fill_opacity(60)
+        .override_by_name("goodput", [_set("color", {"mode": "fixed", "fixedColor": GOOD})])
+        .override_by_name("at risk", [_set("color", {"mode": "fixed", "fixedColor": AMBER})])
+        .override_by_name("lost_work", [_set("color", {"mode": "fixed", "fixedColor": BAD})])
+        .repeat("run")
+        .repeat_direction("h")
+        .max_per_row(3)
+    )
+
+
+def _lost_work() -> stat.Panel:
+    """What the runs picked lost to restarts, and how much of their time was goodput."""
+    by = "sum by (run_id)"
+    kept = f"{by} ({_of_runs('training_goodput_seconds_total')})"
+    wall = f"{by} ({_of_runs('training_wall_clock_seconds_total')})"
+    lost_work = _of_runs("training_badput_seconds_total", 'cause="lost_work"')
+    lost = f"{by} ({lost_work})"
+    return styled(stat.Panel(), "GOODPUT / LOST WORK", "none", [
+        query(f"{kept} / {wall} * 100", "{{run_id}} goodput %"),
+        query(f"{by} ({_of_runs('training_restarts_total')})", "{{run_id}} restarts"),
+        query(f"{by} ({_of_runs('training_lost_steps_total')})", "{{run_id}} steps lost"),
+        query(f"{lost} / 60", "{{run_id}} minutes lost"),
+        query(f"{by} ({_of_runs('training_lost_gpu_seconds_total')}) / 3600",
+              "{{run_id}} GPU-hours lost"),
+    ]).text_mode(common.BigValueTextMode.VALUE_AND_NAME)  # fmt: skip
+
+
+def _pace() -> timeseries.Panel:
+    """Steps per second and the ETA of the runs picked (the ETA where a run gave
+    total_steps), with the step time's p50 and p99."""
+    step_time = _of_runs("training_step_time_seconds", 'percentile=~"p50|p99"')
+    return (
+        styled(timeseries.Panel(), "PACE: STEPS/S, ETA", "short", [
+            query(_of_runs("training_steps_per_second"), "{{run_id}} steps/s"),
+            query(_of_runs("training_eta_seconds"), "{{run_id}} ETA"),
+            query(step_time, "{{run_id}} step {{percentile}}"),
+        ])  # fmt: skip
+        .color_scheme(PALETTE)
+        .override_by_regexp(".* ETA", [_set("unit", "s"), _set("custom.axisPlacement", "right")])
+        .override_by_regexp(".* step p.*", [_set("unit", "s"), _set("custom.axisPlacement", "right")])
+    )
+
+
 def _stage_tags() -> statetimeline.Panel:
     panel = styled(
         statetimeline.Panel(),
@@ -372,6 +429,8 @@ def build() -> dashboard.Dashboard:
             (8, [loss, learning_rate, progress]),
             (8, [_checkpoints(), _stage_tags(), actions]),
             (8, [_run_config(), events_by_type, *_span_metrics()]),
+            (8, [_lost_work(), _pace()]),
+            (8, [_goodput()]),
             (8, [_key_history(), _by_step()]),
         ],
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -217,6 +217,11 @@ class Pipeline:
                 observation.run_id, observation.alive and not observation.closed
             )
             self._sinks.hand_on(self.state.observe_process(observation), EVERYTHING)
+
+    def observe_gpus(self, gpus: Mapping[str, int]) -> None:
+        """GPUs attributed to each run's processes now (the NVML source's sample)."""
+        with self._lock:
+            self.state.observe_gpus(gpus)
 
     def expire_runs(self, now: float) -> int:
         """Forget the finished runs past their retention (see State.expire)."""

@@ -114,6 +114,7 @@ def _generate(path: Path, pid_file: Path, interval: float) -> None:
         staged.write_bytes(orjson.dumps(record))
         staged.replace(pid_file)
         fail_at = 300 if number % 3 == 0 else None
+        crash_at = 450 if number % 3 == 1 else None  # and resumed: lost work, a restart
         with path.open("ab") as out:
             for event in synthetic_run(
                 run_id,
@@ -121,6 +122,7 @@ def _generate(path: Path, pid_file: Path, interval: float) -> None:
                 step_seconds=interval,
                 steps=600,
                 fail_at_step=fail_at,
+                crash_at_step=crash_at,
                 seed=number,
             ):
                 wait = datetime.fromisoformat(event["timestamp"]).timestamp() - time.time()

@@ -3,7 +3,9 @@
 The run walks the stages of the training-events format (initializing, ranking, feature_selection,
 training, completed) with targets, progress, step metrics (loss falling, a
 cosine learning rate, accuracy rising), checkpoints with a best one, and a
-recoverable error, in the event format of :mod:`exporter.core.events`.
+recoverable error, the phases of its goodput account (data loading each step, an evaluation
+and a timed save at each checkpoint), optionally a crash and its resume from the last
+checkpoint, in the event format of :mod:`exporter.core.events`.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ def synthetic_run(
     step_seconds: float = 0.05,
     checkpoint_every: int = 100,
     fail_at_step: int | None = None,
+    crash_at_step: int | None = None,
     seed: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Yield one run's events in order; timestamps advance by ``step_seconds`` per event.
 
-    With ``fail_at_step`` the run dies in training with a non-recoverable error.
+    With ``fail_at_step`` the run dies in training with a non-recoverable error; with
+    ``crash_at_step`` it crashes there, and 10 steps' time later resumes from its last
+    checkpoint (a restart of the same run id, as ``resume_or_create`` makes one).
     """
     rng = random.Random(seed)
     clock = start
@@ -48,6 +53,7 @@ def synthetic_run(
         "run_start",
         name=f"demo-{run_id[-6:]}",
         config={"lr": 3e-4, "batch_size": 128, "optimizer": "adamw", "targets": targets},
+        total_steps=steps,
     )
     yield event("stage_change", previous_stage="", new_stage="initializing")
     yield event("progress", stage="initializing", progress_pct=100.0, message="data loaded")
@@ -91,7 +97,9 @@ def synthetic_run(
         )
     yield event("stage_change", previous_stage="feature_selection", new_stage="training")
     best = math.inf
-    for step in range(1, steps + 1):
+    step, saved = 0, 0
+    while step < steps:
+        step += 1
         loss = 2.5 * math.exp(-step / (steps / 4)) + 0.05 + 0.02 * rng.random()
         lr = 3e-4 * 0.5 * (1 + math.cos(math.pi * step / steps))
         accuracy = min(0.99, 1 - loss / 2.6)
@@ -99,6 +107,7 @@ def synthetic_run(
             "metric_update",
             step=step,
             metrics={"loss": loss, "learning_rate": lr, "accuracy": accuracy},
+            phase_seconds={"data_loading": round(step_seconds * 0.2, 6)},
         )
         if step % max(1, steps // 20) == 0:
             yield event(
@@ -116,9 +125,18 @@ def synthetic_run(
             )
             yield event("run_complete", status="failed", total_targets=targets)
             return
+        if step == crash_at_step:
+            crash_at_step = None
+            yield event("status_change", old_status="running", new_status="crashed")
+            clock += 10 * step_seconds  # down, then restored from the last checkpoint
+            yield event("run_start", name=f"demo-{run_id[-6:]}", resumed=True, total_steps=steps)
+            step = saved
+            continue
         if step % checkpoint_every == 0:
             is_best = loss < best
             best = min(best, loss)
+            saved = step
+            yield event("phase", phase_seconds={"evaluation": round(step_seconds * 0.8, 6)})
             yield event(
                 "checkpoint_saved",
                 checkpoint_id=f"ckpt_{step:06d}",
@@ -126,6 +144,7 @@ def synthetic_run(
                 step=step,
                 metrics={"loss": loss, "accuracy": accuracy},
                 is_best=is_best,
+                duration_seconds=round(step_seconds * 0.5, 6),
             )
     yield event("stage_change", previous_stage="training", new_stage="completed")
     yield event(

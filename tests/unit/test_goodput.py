@@ -115,6 +115,17 @@ def test_a_run_that_fails_loses_what_no_checkpoint_kept_and_a_late_step_adds_not
     assert ledger.elapsed == 12
 
 
+def test_lost_work_counts_the_gpus_the_run_had_while_it_lived() -> None:
+    lines = [event("run_start", 0)]
+    lines += [event("metric_update", 1 + s, step=s, metrics={"x": 1}) for s in range(4)]
+    state = apply(lines)
+    state.observe_gpus({"r": 2, "unknown": 1})
+    state.observe_process(ProcessObservation("r", False, T0, T0 + 9))
+    state.observe_gpus({"r": 0})  # gone with its process: the count at the loss stands
+    ledger = state.runs["r"].goodput
+    assert (ledger.badput["lost_work"], ledger.lost_gpu_seconds, ledger.gpus) == (3, 6, 2)
+
+
 def test_a_script_of_its_own_phases_gets_eight_names_then_custom() -> None:
     names = {f"phase_{n}": 1.0 for n in range(MAX_CUSTOM_PHASES + 2)}
     lines = [event("run_start", 0), event("metric_update", 1, step=0, metrics={"x": 1}),

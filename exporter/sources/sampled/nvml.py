@@ -97,8 +97,12 @@ class NvmlSource:
         run_roots: RunRoots,
         count_error: Callable[[str], None],
         pcie_throughput: bool = False,
+        on_run_gpus: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
+        """``on_run_gpus``: given each sample's count of GPUs per run (for the runs' lost
+        GPU-seconds in their goodput account)."""
         self._nvml = nvml
+        self._on_run_gpus = on_run_gpus
         self._run_roots = run_roots
         self._count_error = count_error
         self._pcie_throughput = pcie_throughput
@@ -193,7 +197,13 @@ class NvmlSource:
                     self._xids.items(), key=lambda item: (item[0][0].uuid, item[0][1])
                 )
             )
-        return GpuSample(self._driver_version, tuple(readings), self._per_run(processes), xids)
+        runs = self._per_run(processes)
+        if self._on_run_gpus is not None and runs:
+            gpus: dict[str, int] = {}
+            for usage in runs:  # one RunGpuUsage per run and device
+                gpus[usage.run_id] = gpus.get(usage.run_id, 0) + 1
+            self._on_run_gpus(gpus)
+        return GpuSample(self._driver_version, tuple(readings), runs, xids)
 
     def _reading(self, device: _Device, processes: int | None) -> GpuReading:
         nvml, read = self._nvml, self._read
