@@ -30,6 +30,7 @@ from exporter.app.metric_history import (
     json_number,
     parse_keys,
 )
+from exporter.core.goodput import Ledger
 from exporter.core.state import Run
 from exporter.pipeline import Pipeline
 from exporter.pipeline.self_stats import Stats
@@ -235,6 +236,25 @@ def run_json(run: Run) -> dict[str, Any]:
         },
         "best_checkpoint": run.best_checkpoint,
         "checkpoints": [checkpoint_json(run, id_) for id_ in run.checkpoints],
+        "goodput": goodput_json(run.goodput) if run.goodput.steps else None,
+    }
+
+
+def goodput_json(ledger: Ledger) -> dict[str, Any]:
+    """A run's goodput account (docs/goodput.md): seconds by figure, and its pace."""
+    return {
+        "wall_clock_seconds": ledger.elapsed,
+        "goodput_seconds": ledger.goodput,
+        "work_at_risk_seconds": ledger.at_risk,
+        "badput_seconds": dict(ledger.badput),
+        "restarts": ledger.restarts,
+        "steps": ledger.steps,
+        "lost_steps": ledger.lost_steps,
+        "lost_gpu_seconds": ledger.lost_gpu_seconds,
+        "steps_per_second": ledger.steps_per_second(),
+        "step_time_seconds": dict(ledger.step_percentiles()),
+        "planned_steps": ledger.total_steps,
+        "eta_seconds": ledger.eta_seconds(),
     }
 
 

@@ -44,7 +44,7 @@ RATE_SAMPLE_SECONDS = 10.0
 RATE_SAMPLES = 31
 """Steps per second: from a step 5 minutes back in the attempt (steps remembered every
 10 s) to its latest."""
-STEP_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
+STEP_PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
 @dataclass(slots=True)
@@ -149,13 +149,13 @@ class Ledger:
         ordered = self.recent_sorted
         return ordered[len(ordered) // 2] if ordered else None
 
-    def step_quantiles(self) -> list[tuple[float, float]]:
-        """The recent steps' times at STEP_QUANTILES (nearest rank)."""
+    def step_percentiles(self) -> list[tuple[str, float]]:
+        """The recent steps' times at STEP_PERCENTILES (nearest rank), by name."""
         ordered = self.recent_sorted
         if not ordered:
             return []
         last = len(ordered) - 1
-        return [(q, ordered[min(last, int(q * len(ordered)))]) for q in STEP_QUANTILES]
+        return [(name, ordered[min(last, int(q * len(ordered)))]) for name, q in STEP_PERCENTILES]
 
     def steps_per_second(self) -> float | None:
         """Steps per second of the attempt's wall clock over its last 5 minutes (phases,
@@ -181,6 +181,8 @@ class Ledger:
         if rest <= 0:
             return 0.0
         self.cursor = ts
+        if not phases:
+            return rest
         for name in sorted(phases) if len(phases) > 1 else phases:
             seconds = min(rest, phases[name])
             if seconds > 0:
@@ -202,23 +204,21 @@ class Ledger:
         if not self.seen_step:  # the first step of an attempt ends its start-up: its time
             self.seen_step = True  # is start-up's (a step's own time is not known yet)
             self.badput[self._start_up()] += seconds
-        else:
-            median = self.median_step()
-            if (median is not None and len(self.recent) >= MIN_STEPS_FOR_STALLS
-                    and seconds > STALL_FACTOR * median):  # fmt: skip
+        else:  # a step's time, or a stall's past the median of the recent ones
+            recent, ordered = self.recent, self.recent_sorted
+            count = len(ordered)
+            median = ordered[count // 2] if count >= MIN_STEPS_FOR_STALLS else seconds
+            if seconds > STALL_FACTOR * median:
                 self.badput["stall"] += seconds - median
                 self.at_risk += median
             else:
                 self.at_risk += seconds
-            self._remember(seconds)
-        self.step = step if step is not None else (self.step or 0) + 1
-        self.latest = (ts, self.step)
-        if not self.rate or ts - self.rate[-1][0] >= RATE_SAMPLE_SECONDS:
-            self.rate.append(self.latest)
-
-    def _remember(self, seconds: float) -> None:
-        recent, ordered = self.recent, self.recent_sorted
-        if len(recent) == recent.maxlen:
-            del ordered[bisect.bisect_left(ordered, recent[0])]
-        recent.append(seconds)
-        bisect.insort(ordered, seconds)
+            if count == RECENT_STEPS:
+                del ordered[bisect.bisect_left(ordered, recent[0])]
+            recent.append(seconds)
+            bisect.insort(ordered, seconds)
+        self.step = step = step if step is not None else (self.step or 0) + 1
+        self.latest = latest = (ts, step)
+        rate = self.rate
+        if not rate or ts - rate[-1][0] >= RATE_SAMPLE_SECONDS:
+            rate.append(latest)

@@ -36,9 +36,9 @@ def _badput(run: Run) -> Iterator[Sample]:
             yield (run.run_id, cause), seconds
 
 
-def _step_quantiles(run: Run) -> Iterator[Sample]:
-    for quantile, seconds in run.goodput.step_quantiles():
-        yield (run.run_id, f"p{quantile * 100:g}"), seconds
+def _step_percentiles(run: Run) -> Iterator[Sample]:
+    for percentile, seconds in run.goodput.step_percentiles():
+        yield (run.run_id, percentile), seconds
 
 
 GOODPUT_METRICS: tuple[Metric, ...] = (
@@ -77,7 +77,7 @@ GOODPUT_METRICS: tuple[Metric, ...] = (
     Metric("training_step_time_seconds", "training.step.time", "s", G,
            ("run_id", "percentile"), "Time of the run's last 100 steps at percentiles p50, "
            "p90 and p99 (the time from the step before, phases the script marked left "
-           "out).", RunSampler(_step_quantiles)),
+           "out).", RunSampler(_step_percentiles)),
     Metric("training_planned_steps", "training.planned_steps", "{step}", G, RUN,
            "Steps the run says it will take (run_start total_steps).",
            _training(lambda g: g.total_steps)),

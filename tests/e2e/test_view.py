@@ -174,6 +174,10 @@ def test_a_live_run_its_chart_checkpoints_and_crash_in_the_browser(
     assert best.count() == 1 and "★" in best.inner_text() and "ckpt_000002" in best.inner_text()
     assert page.locator("#log li", has_text="checkpoint ckpt_000002").count() == 1
 
+    # the goodput account in RUN CONFIG: the steps the checkpoints kept, in green
+    expect(page.locator("#config .goodbar .part.good")).to_have_count(1)
+    expect(page.locator("#config dd", has_text="% of")).to_have_count(1)
+
     # a second run, compared on the charts
     beta = Script("beta", HOSTILE, server, config={key: key for key in CORPUS})
     beta.order(do="steps", first=1, last=120)

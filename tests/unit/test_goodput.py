@@ -150,7 +150,7 @@ def test_steps_per_second_and_eta_from_the_planned_steps() -> None:
     ledger = apply(lines).runs["r"].goodput
     assert ledger.steps_per_second() == pytest.approx(2.0)
     assert ledger.eta_seconds() == pytest.approx((1000 - 199) / 2.0)
-    assert dict(ledger.step_quantiles()) == pytest.approx({0.5: 0.5, 0.9: 0.5, 0.99: 0.5})
+    assert dict(ledger.step_percentiles()) == pytest.approx({"p50": 0.5, "p90": 0.5, "p99": 0.5})
     ended = apply([event("run_complete", 101, status="completed")], apply(lines))
     assert ended.runs["r"].goodput.eta_seconds() is None
 
@@ -159,9 +159,9 @@ def test_a_snapshot_is_not_changed_by_later_events() -> None:
     state = apply(scripted_run()[:10])
     before = state.snapshot().runs["r"].goodput
     assert figures(before) == figures(state.runs["r"].goodput) and before.elapsed == 46
-    kept = (before.elapsed, dict(before.badput), before.step_quantiles())
+    kept = (before.elapsed, dict(before.badput), before.step_percentiles())
     apply(scripted_run()[10:], state)
-    assert (before.elapsed, dict(before.badput), before.step_quantiles()) == kept
+    assert (before.elapsed, dict(before.badput), before.step_percentiles()) == kept
 
 
 # -- properties ------------------------------------------------------------------------------

@@ -266,8 +266,39 @@ function renderConfig(run) {
   const metrics = kv(Object.entries(run.metrics).slice(0, 50).map(([key, value]) => [key, number(value)]));
   const config = kv(Object.entries(run.config || {}).slice(0, 200).map(([key, value]) =>
     [key, typeof value === "string" ? value : JSON.stringify(value)]));
-  replaceChildren(body, [summary, el("h3", { class: "muted" }, "LATEST"), metrics,
+  replaceChildren(body, [summary, ...goodputSection(run.goodput), el("h3", { class: "muted" }, "LATEST"), metrics,
     el("h3", { class: "muted" }, "CONFIG"), Object.keys(run.config || {}).length ? config : el("p", { class: "muted" }, "none logged")]);
+}
+
+// The run's goodput account (docs/goodput.md): a bar of its wall clock split into kept
+// step time, work at risk and each badput cause, with the figures beside it.
+const GOODPUT_PARTS = [["goodput", "good"], ["at risk", "risk"], ["lost_work", "lost"]];
+
+function goodputSection(account) {
+  if (!account) return [];
+  const wall = account.wall_clock_seconds;
+  const parts = [["goodput", account.goodput_seconds], ["at risk", account.work_at_risk_seconds],
+    ...Object.entries(account.badput_seconds).sort((a, b) => b[1] - a[1])].filter(([, s]) => s > 0);
+  const bar = el("div", { class: "goodbar", role: "img", "aria-label": "goodput by cause" },
+    ...parts.map(([name, seconds]) => {
+      const kind = (GOODPUT_PARTS.find(([part]) => part === name) || [name, "bad"])[1];
+      const part = el("span", { class: `part ${kind}`, title: `${name} ${duration(seconds)}` });
+      part.style.width = `${wall > 0 ? (100 * seconds) / wall : 0}%`;
+      return part;
+    }));
+  const share = wall > 0 ? account.goodput_seconds / wall : null;
+  const percentile = (name) => account.step_time_seconds[name];
+  const causes = parts.filter(([name]) => name !== "goodput" && name !== "at risk")
+    .map(([name, seconds]) => `${name} ${duration(seconds)}`).join(" · ");
+  const figures = kv([
+    ["goodput", share === null ? "—" : `${(100 * share).toFixed(1)}% of ${duration(wall)}`, levelOf(1 - (share || 0), 0.3, 0.5)],
+    ["at risk", duration(account.work_at_risk_seconds), account.work_at_risk_seconds > 600 ? "warn" : null],
+    ["lost", `${duration(account.badput_seconds.lost_work)} · ${number(account.lost_steps)} steps · ${number(account.restarts)} restarts`, account.lost_steps ? "error" : null],
+    ["badput", causes || "—"],
+    ["pace", account.steps_per_second === null ? "—" : `${number(account.steps_per_second, 3)} steps/s · step p50 ${number(percentile("p50"), 3)} s, p99 ${number(percentile("p99"), 3)} s`],
+    ["ETA", account.eta_seconds === null ? "—" : `${duration(account.eta_seconds)} (${number(account.planned_steps)} steps)`],
+  ]);
+  return [el("h3", { class: "muted" }, "GOODPUT"), bar, figures];
 }
 
 // ---- checkpoints -----------------------------------------------------------------------
