@@ -27,7 +27,8 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "sdk"))
+
+from runwatch_sdk import TrainingMonitor
 
 from bench.results import write_section
 from bench.run import cpu_model
@@ -35,7 +36,6 @@ from exporter.core.events import parse_line
 from exporter.core.goodput import Ledger
 from exporter.core.state import State
 from exporter.pipeline import Pipeline
-from runwatch_sdk import TrainingMonitor
 
 T0 = 1_790_000_000.0
 

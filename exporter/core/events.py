@@ -140,9 +140,11 @@ else:  # what is decoded, validated and written in the schema
 TargetName = Annotated[Ident, Meta(description="Target name.")]
 PhaseSeconds = Annotated[
     dict[Ident, Seconds],
-    Meta(description="Seconds spent in each named phase (data_loading, evaluation, "
-         "checkpoint_save, checkpoint_restore, init, or a name of the script's own) since "
-         "the run's previous event of type metric_update, phase or checkpoint_saved."),
+    Meta(
+        description="Seconds spent in each named phase (data_loading, evaluation, "
+        "checkpoint_save, checkpoint_restore, init, or a name of the script's own) since "
+        "the run's previous event of type metric_update, phase or checkpoint_saved."
+    ),
 ]
 TargetCount = Annotated[Count | None, Meta(description="Targets in the run.")]
 

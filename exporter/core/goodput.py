@@ -20,7 +20,7 @@ last (no time is counted twice).
 from __future__ import annotations
 
 import bisect
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -55,7 +55,7 @@ class Ledger:
     cursor: float  # time accounted up to
     goodput: float = 0.0  # step time whose progress a checkpoint or a clean end kept
     at_risk: float = 0.0  # step time since the last checkpoint: lost if the attempt dies
-    badput: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(CAUSES, 0.0)))
+    badput: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CAUSES, 0.0))
     attempts: int = 1
     steps: int = 0  # steps counted, over all attempts
     lost_steps: int = 0
@@ -186,7 +186,8 @@ class Ledger:
         for name in sorted(phases) if len(phases) > 1 else phases:
             seconds = min(rest, phases[name])
             if seconds > 0:
-                self.badput[self._cause(name)] += seconds
+                cause = self._cause(name)
+                self.badput[cause] = self.badput.get(cause, 0.0) + seconds
                 rest -= seconds
         return rest
 

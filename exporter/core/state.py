@@ -556,8 +556,12 @@ class State:
         if event.step is not None:
             run.step = event.step
         ledger, step = run.goodput, event.step
-        ledger.mark(ts, event.phase_seconds or {}, step,
-                    progress=step is None or ledger.step is None or step > ledger.step)
+        ledger.mark(
+            ts,
+            event.phase_seconds or {},
+            step,
+            progress=step is None or ledger.step is None or step > ledger.step,
+        )
         values = event.metrics
         self._set_metrics(run, run.metrics, values)
         if self.history:
@@ -594,7 +598,7 @@ class State:
             self._refund_checkpoint(run, checkpoints.pop(oldest))
         if event.valid is False:
             run.invalid_checkpoints += 1
-        if remark:
+        if remark and previous is not None:
             # marking a known checkpoint best, or its check's outcome: nothing else changes
             if event.is_best:
                 for checkpoint in checkpoints.values():

@@ -284,12 +284,18 @@ def _goodput() -> timeseries.Panel:
     time, step time still at risk and the badput causes, stacked (docs/goodput.md)."""
     of = "sum by (run_id)"
     return (
-        styled(timeseries.Panel(), "GOODPUT: $run", "s", [
-            query(f"{of} ({_of_runs('training_goodput_seconds_total')})", "goodput"),
-            query(f"{of} ({_of_runs('training_work_at_risk_seconds')})", "at risk"),
-            query(f"sum by (cause) ({_of_runs('training_badput_seconds_total')}) > 0",
-                  "{{cause}}"),
-        ])  # fmt: skip
+        styled(
+            timeseries.Panel(),
+            "GOODPUT: $run",
+            "s",
+            [
+                query(f"{of} ({_of_runs('training_goodput_seconds_total')})", "goodput"),
+                query(f"{of} ({_of_runs('training_work_at_risk_seconds')})", "at risk"),
+                query(
+                    f"sum by (cause) ({_of_runs('training_badput_seconds_total')}) > 0", "{{cause}}"
+                ),
+            ],
+        )
         .color_scheme(PALETTE)
         .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
         .fill_opacity(60)
@@ -323,15 +329,21 @@ def _pace() -> timeseries.Panel:
     """Steps per second and the ETA of the runs picked (the ETA where a run gave
     total_steps), with the step time's p50 and p99."""
     step_time = _of_runs("training_step_time_seconds", 'percentile=~"p50|p99"')
+    seconds_on_the_right = [_set("unit", "s"), _set("custom.axisPlacement", "right")]
     return (
-        styled(timeseries.Panel(), "PACE: STEPS/S, ETA", "short", [
-            query(_of_runs("training_steps_per_second"), "{{run_id}} steps/s"),
-            query(_of_runs("training_eta_seconds"), "{{run_id}} ETA"),
-            query(step_time, "{{run_id}} step {{percentile}}"),
-        ])  # fmt: skip
+        styled(
+            timeseries.Panel(),
+            "PACE: STEPS/S, ETA",
+            "short",
+            [
+                query(_of_runs("training_steps_per_second"), "{{run_id}} steps/s"),
+                query(_of_runs("training_eta_seconds"), "{{run_id}} ETA"),
+                query(step_time, "{{run_id}} step {{percentile}}"),
+            ],
+        )
         .color_scheme(PALETTE)
-        .override_by_regexp(".* ETA", [_set("unit", "s"), _set("custom.axisPlacement", "right")])
-        .override_by_regexp(".* step p.*", [_set("unit", "s"), _set("custom.axisPlacement", "right")])
+        .override_by_regexp(".* ETA", seconds_on_the_right)
+        .override_by_regexp(".* step p.*", seconds_on_the_right)
     )
 
 

@@ -10,9 +10,9 @@ given, the training arguments as config), every log (loss, learning rate, grad n
 eval metrics) is a step metric, every saved ``checkpoint-N`` directory a checkpoint
 (★ on ``state.best_model_checkpoint``), and the run ends ``completed``. For the goodput
 account, the time from a step's end to the next step's start is ``data_loading``, but
-what ends in an evaluation is ``evaluation`` and what ends in a save ``checkpoint_save``. Hugging Face
-calls no callback when training raises: to report a failure, create the monitor and
-pass it in, ``with TrainingMonitor(...) as monitor: ...callbacks=[
+what ends in an evaluation is ``evaluation`` and what ends in a save
+``checkpoint_save``. Hugging Face calls no callback when training raises: to report a
+failure, create the monitor and pass it in, ``with TrainingMonitor(...) as monitor: ...callbacks=[
 RunwatchTrainerCallback(monitor=monitor)]``, so the ``with`` block ends the run.
 Needs ``transformers``: ``pip install 'runwatch[transformers]'``.
 """

@@ -101,8 +101,11 @@ def live(server, run_id: str) -> dict[str, float]:  # type: ignore[no-untyped-de
         assert value is not None, f"training_{name}{{{text}}} is not on /metrics"
         return value
 
-    figures = {cause: one("badput_seconds_total", cause=cause) for cause in expected()
-               if cause not in ("goodput", "at_risk", "wall_clock", "restarts", "lost_steps")}
+    figures = {
+        cause: one("badput_seconds_total", cause=cause)
+        for cause in expected()
+        if cause not in ("goodput", "at_risk", "wall_clock", "restarts", "lost_steps")
+    }
     return {
         **figures,
         "goodput": one("goodput_seconds_total"),
