@@ -42,7 +42,7 @@ def run_script(code: str, *args: object, env: dict[str, str] | None = None):
 # Each public method of TrainingMonitor, and what runwatch must show after it was called.
 EXERCISED = {"log_metrics", "save_checkpoint", "mark_best_checkpoint", "set_status", "stage",
              "progress", "target", "error", "complete", "end", "close", "get_last_checkpoint",
-             "resume_or_create", "validate_checkpoint"}  # fmt: skip
+             "resume_or_create", "validate_checkpoint", "phase", "send_phases"}  # fmt: skip
 
 
 def test_every_public_method_is_exercised_below() -> None:
@@ -69,6 +69,11 @@ def test_each_method_produces_the_state_it_means_in_runwatch_serve(serve, tmp_pa
     monitor.log_metrics({"loss": np.float32(0.5), "acc": np.int64(1)}, step=np.int64(7))
     wait_for(lambda: state()["metrics"] == {"loss": 0.5, "acc": 1.0} and state()["step"] == 7,
              what="log_metrics with numpy values")  # fmt: skip
+    with monitor.phase("evaluation"):  # sent with the next event (send_phases: now)
+        time.sleep(0.05)
+    monitor.send_phases()
+    wait_for(lambda: (state()["goodput"] or {}).get("badput_seconds", {}).get("evaluation", 0)
+             >= 0.05, what="a phase in the goodput account")  # fmt: skip
     first = monitor.save_checkpoint("a.pt", metrics={"loss": 0.5}, metadata={"epoch": 2})
     second = monitor.save_checkpoint("b.pt", metrics={"loss": 0.9})
     monitor.mark_best_checkpoint(first)

@@ -52,7 +52,8 @@ CHILD = """
     import sys, time
     from runwatch_sdk import HttpTransport, TrainingMonitor
     monitor = TrainingMonitor("stack", {"model": "tiny", "learning_rate": 1e-3},
-                              transport=HttpTransport(sys.argv[1]), run_id=sys.argv[2])
+                              transport=HttpTransport(sys.argv[1]), run_id=sys.argv[2],
+                              total_steps=1000)
     monitor.stage("preparing")
     monitor.progress(50.0, "reading the data")
     monitor.stage("training")
