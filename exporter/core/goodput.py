@@ -138,16 +138,13 @@ class Ledger:
 
     def snapshot(self) -> Ledger:
         """A copy the reducer will not change (what the outputs read)."""
+        # ``recent`` is the reducer's alone: outputs read the sorted copy
         copy = replace(self, badput=self.badput.copy(), recent=deque(maxlen=1),
                        recent_sorted=self.recent_sorted.copy())  # fmt: skip
         copy.rate = deque(self.rate, maxlen=RATE_SAMPLES)
         return copy
 
     # -- figures -----------------------------------------------------------------------------
-
-    def median_step(self) -> float | None:
-        ordered = self.recent_sorted
-        return ordered[len(ordered) // 2] if ordered else None
 
     def step_percentiles(self) -> list[tuple[str, float]]:
         """The recent steps' times at STEP_PERCENTILES (nearest rank), by name."""

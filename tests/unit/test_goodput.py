@@ -217,3 +217,29 @@ def test_the_causes_always_add_up_to_the_wall_clock_whatever_the_order(
         after = _monotonic_figures(ledger)
         assert all(new >= old - 1e-9 for new, old in zip(after, before, strict=False))
         before = after
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (b'{"event_type":"phase","run_id":"r","phase_seconds":{"data_loading":-1}}', "invalid_value"),
+    (b'{"event_type":"phase","run_id":"r","phase_seconds":{"data_loading":NaN}}',
+     "non_finite_number"),
+    (b'{"event_type":"phase","run_id":"r","phase_seconds":{"data_loading":"x"}}', "wrong_type"),
+    (b'{"event_type":"phase","run_id":"r","phase_seconds":{"":1}}', "invalid_value"),
+    (b'{"event_type":"phase","run_id":"r","phase_seconds":{"' + b"a" * 300 + b'":1}}',
+     "value_too_long"),
+    (b'{"event_type":"phase","run_id":"r"}', "missing_field"),
+    (b'{"event_type":"run_start","run_id":"r","total_steps":-5}', "invalid_value"),
+    (b'{"event_type":"checkpoint_saved","run_id":"r","checkpoint_id":"c",'
+     b'"duration_seconds":-2}', "invalid_value"),
+])  # fmt: skip
+def test_bad_phase_and_goodput_fields_are_refused_with_a_reason(line: bytes, reason: str) -> None:
+    with pytest.raises(Rejected) as refused:
+        parse_line(line)
+    assert refused.value.reason == reason
+
+
+def test_a_huge_phase_claims_no_more_than_its_interval() -> None:
+    lines = [event("run_start", 0), event("metric_update", 1, step=0, metrics={"x": 1}),
+             event("phase", 4, phase_seconds={"evaluation": 1e308})]  # fmt: skip
+    ledger = apply(lines).runs["r"].goodput
+    assert (ledger.badput["evaluation"], ledger.elapsed) == (3, 4)
